@@ -1,0 +1,188 @@
+"""Avro single-object encoding of job events, with every shipped schema version readable.
+
+Wire format (Avro specification, "Single-object encoding"): the two marker bytes C3 01, the
+8-byte little-endian CRC-64-AVRO fingerprint of the writer schema's Parsing Canonical Form,
+then the Avro binary body. The reader resolves the writer schema by that fingerprint among
+the versions shipped in schemas/avsc/ and reads with the newest one, so no schema registry
+service is needed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from types import MappingProxyType
+from typing import Any
+
+import fastavro
+import fastavro.schema
+
+from schemas.errors import CorruptEventError, NotSingleObjectEncodedError, UnknownSchemaError
+from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource
+
+MAGIC = b"\xc3\x01"
+HEADER_SIZE = len(MAGIC) + 8
+CONTENT_TYPE = "application/vnd.sarchive.job-event+avro; encoding=single-object"
+_VERSION_FILE = re.compile(r"^job_event\.v(\d+)\.avsc$")
+
+
+@dataclass(frozen=True)
+class SchemaVersion:
+    version: int
+    fingerprint: bytes
+    parsed: Any  # fastavro's parsed schema; its structure is fastavro's business
+    canonical_form: str
+
+
+def _strip_logical_types(node: Any) -> Any:
+    # Times travel as plain longs in milliseconds: dropping logicalType keeps fastavro from
+    # converting to datetime and back on every message. The Parsing Canonical Form (and so the
+    # fingerprint) ignores logicalType, so the wire format is unchanged.
+    if isinstance(node, dict):
+        return {k: _strip_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_strip_logical_types(v) for v in node]
+    return node
+
+
+def load_schema_versions() -> Mapping[int, SchemaVersion]:
+    """Every job event schema shipped as package data, by version number."""
+    versions: dict[int, SchemaVersion] = {}
+    for entry in resources.files("schemas").joinpath("avsc").iterdir():
+        match = _VERSION_FILE.match(entry.name)
+        if not match:
+            continue
+        raw = json.loads(entry.read_text(encoding="utf-8"))
+        parsed = fastavro.parse_schema(_strip_logical_types(raw))
+        canonical = fastavro.schema.to_parsing_canonical_form(raw)
+        # fastavro spells the CRC-64-AVRO value as the hex of its little-endian bytes,
+        # which is exactly the byte order single-object encoding puts on the wire.
+        fingerprint = bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
+        version = int(match.group(1))
+        versions[version] = SchemaVersion(version, fingerprint, parsed, canonical)
+    return MappingProxyType(dict(sorted(versions.items())))
+
+
+class JobEventCodec:
+    """Encodes with one schema version (the newest by default) and decodes any shipped one."""
+
+    def __init__(self, versions: Mapping[int, SchemaVersion] | None = None,
+                 write_version: int | None = None) -> None:
+        self.versions = versions if versions is not None else load_schema_versions()
+        self.reader = self.versions[max(self.versions)]
+        self.writer = self.versions[write_version if write_version is not None
+                                    else max(self.versions)]
+        self._by_fingerprint = {v.fingerprint: v for v in self.versions.values()}
+        self._header = MAGIC + self.writer.fingerprint
+
+    @property
+    def schema_version(self) -> int:
+        return self.writer.version
+
+    def encode(self, event: JobEvent) -> bytes:
+        buffer = io.BytesIO()
+        buffer.write(self._header)
+        fastavro.schemaless_writer(buffer, self.writer.parsed, to_record(event))
+        return buffer.getvalue()
+
+    def decode(self, data: bytes) -> JobEvent:
+        return from_record(self.decode_record(data))
+
+    def decode_record(self, data: bytes) -> dict[str, Any]:
+        """The event as the reader schema's record (a dict), resolving the writer's version."""
+        if len(data) < HEADER_SIZE or data[:2] != MAGIC:
+            raise NotSingleObjectEncodedError(
+                f"not an Avro single-object encoded message ({len(data)} bytes,"
+                f" starts {data[:2].hex() or 'empty'})"
+            )
+        fingerprint = data[2:HEADER_SIZE]
+        writer = self._by_fingerprint.get(fingerprint)
+        if writer is None:
+            raise UnknownSchemaError(
+                f"writer schema fingerprint {fingerprint.hex()} is not a shipped job event"
+                f" version (known: {sorted(v.fingerprint.hex() for v in self.versions.values())})"
+            )
+        body = io.BytesIO(data)
+        body.seek(HEADER_SIZE)
+        try:
+            record = fastavro.schemaless_reader(body, writer.parsed, self.reader.parsed)
+        except Exception as exc:  # fastavro raises EOFError, ValueError, UnicodeError, ...
+            raise CorruptEventError(
+                f"corrupt or truncated job event body (schema v{writer.version}): {exc!r}"
+            ) from exc
+        if body.tell() != len(data):
+            raise CorruptEventError(
+                f"{len(data) - body.tell()} trailing bytes after the job event body"
+                f" (schema v{writer.version})"
+            )
+        if not isinstance(record, dict):
+            raise CorruptEventError(f"job event body decoded to {type(record).__name__}")
+        return record
+
+
+def to_record(event: JobEvent) -> dict[str, Any]:
+    return {
+        "cluster": event.cluster,
+        "scheduler": event.scheduler.value,
+        "job_id": event.job_id,
+        "array_job_id": event.array_job_id,
+        "array_task_id": event.array_task_id,
+        "job_key": event.job_key,
+        "submit_time": event.submit_time,
+        "read_time": event.read_time,
+        "script": event.script,
+        "script_size": event.script_size,
+        "script_sha256": event.script_sha256,
+        "script_truncated": event.script_truncated,
+        "environment": event.environment,
+        "redacted_keys": list(event.redacted_keys),
+        "spool_files": [{"name": f.name, "content": f.content} for f in event.spool_files],
+        "user": event.user,
+        "user_source": event.user_source.value,
+        "job_name": event.job_name,
+        "account": event.account,
+        "partition": event.partition,
+        "work_dir": event.work_dir,
+        "time_limit": event.time_limit,
+        "nodes": event.nodes,
+        "ntasks": event.ntasks,
+        "directives": dict(event.directives),
+        "producer_host": event.producer_host,
+        "producer_version": event.producer_version,
+    }
+
+
+def from_record(record: Mapping[str, Any]) -> JobEvent:
+    return JobEvent(
+        cluster=record["cluster"],
+        scheduler=Scheduler(record["scheduler"]),
+        job_id=record["job_id"],
+        array_job_id=record["array_job_id"],
+        array_task_id=record["array_task_id"],
+        job_key=record["job_key"],
+        submit_time=record["submit_time"],
+        read_time=record["read_time"],
+        script=record["script"],
+        script_size=record["script_size"],
+        script_sha256=record["script_sha256"],
+        script_truncated=record["script_truncated"],
+        environment=record["environment"],
+        redacted_keys=tuple(record["redacted_keys"]),
+        spool_files=tuple(SpoolFile(f["name"], f["content"]) for f in record["spool_files"]),
+        user=record["user"],
+        user_source=UserSource(record["user_source"]),
+        job_name=record["job_name"],
+        account=record["account"],
+        partition=record["partition"],
+        work_dir=record["work_dir"],
+        time_limit=record["time_limit"],
+        nodes=record["nodes"],
+        ntasks=record["ntasks"],
+        directives=MappingProxyType(dict(record["directives"])),
+        producer_host=record["producer_host"],
+        producer_version=record["producer_version"],
+    )

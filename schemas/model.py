@@ -1,0 +1,99 @@
+"""The job event as a frozen value: what the producer builds and the consumers receive.
+
+Field meanings are documented once, in the .avsc `doc` strings (schemas/avsc/); times are
+integers in milliseconds since the Unix epoch (UTC), exactly as carried on the wire.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+
+REDACTED_MARKER = b"<redacted>"
+
+
+class Scheduler(enum.StrEnum):
+    SLURM = "slurm"
+    TORQUE = "torque"
+
+
+class UserSource(enum.StrEnum):
+    USER = "USER"
+    LOGNAME = "LOGNAME"
+    WORKDIR = "WORKDIR"
+    SPOOL = "SPOOL"
+    UNKNOWN = "UNKNOWN"
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolFile:
+    name: str
+    content: bytes
+
+
+def _empty_directives() -> Mapping[str, str]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    cluster: str
+    scheduler: Scheduler
+    job_id: str
+    job_key: str
+    submit_time: int
+    read_time: int
+    script: bytes
+    script_size: int
+    script_sha256: str
+    script_truncated: bool
+    environment: bytes
+    producer_host: str
+    producer_version: str
+    redacted_keys: tuple[str, ...] = ()
+    spool_files: tuple[SpoolFile, ...] = ()
+    array_job_id: str | None = None
+    array_task_id: str | None = None
+    user: str | None = None
+    user_source: UserSource = UserSource.UNKNOWN
+    job_name: str | None = None
+    account: str | None = None
+    partition: str | None = None
+    work_dir: str | None = None
+    time_limit: str | None = None
+    nodes: str | None = None
+    ntasks: str | None = None
+    directives: Mapping[str, str] = field(default_factory=_empty_directives)
+
+    @property
+    def submit_datetime(self) -> datetime:
+        return datetime.fromtimestamp(self.submit_time / 1000, tz=UTC)
+
+    def environment_entries(self) -> list[tuple[str, str]]:
+        """The environment as (key, value) pairs, decoded leniently for display and search."""
+        return parse_environment(self.environment)
+
+
+def make_job_key(cluster: str, scheduler: Scheduler, job_id: str, submit_time_ms: int) -> str:
+    """The deterministic identity of one job: stable across rescans, new when an id is reused."""
+    return f"{cluster}:{scheduler.value}:{job_id}:{submit_time_ms}"
+
+
+def parse_environment(canonical: bytes) -> list[tuple[str, str]]:
+    """Split canonical environment bytes (NUL-terminated KEY=VALUE entries) into pairs.
+
+    Bytes that are not UTF-8 are replaced rather than rejected: this view is for people and
+    search engines; the exact bytes stay in JobEvent.environment.
+    """
+    pairs: list[tuple[str, str]] = []
+    for entry in canonical.split(b"\0"):
+        if not entry:
+            continue
+        key, _, value = entry.partition(b"=")
+        pairs.append(
+            (key.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
+        )
+    return pairs

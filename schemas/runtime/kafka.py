@@ -1,0 +1,70 @@
+"""Kafka connection settings common to every service, turned into librdkafka properties."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from schemas.runtime.config import ConfigError, setting
+from schemas.wire import DEFAULT_TOPIC
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
+
+
+@dataclasses.dataclass(frozen=True)
+class KafkaSettings:
+    brokers: str = setting("127.0.0.1:9092", help="Kafka bootstrap servers, host:port[,host:port]")
+    topic: str = setting(DEFAULT_TOPIC, help="topic carrying the job events")
+    security_protocol: str = setting("PLAINTEXT", choices=SECURITY_PROTOCOLS,
+                                     help="Kafka security.protocol")
+    ssl_ca: Path | None = setting(None, help="CA certificate file (PEM) to verify the brokers")
+    ssl_cert: Path | None = setting(None, help="client certificate file (PEM) for mutual TLS")
+    ssl_key: Path | None = setting(None, help="client private key file (PEM) for mutual TLS")
+    ssl_key_password: str | None = setting(None, secret=True,
+                                           help="password of the client private key")
+    sasl_mechanism: str | None = setting(None, choices=SASL_MECHANISMS,
+                                         help="SASL mechanism")
+    sasl_username: str | None = setting(None, help="SASL user name")
+    sasl_password: str | None = setting(None, secret=True, help="SASL password")
+    sasl_password_file: Path | None = setting(
+        None, help="file holding the SASL password (first line), instead of --sasl-password")
+    kafka_property: tuple[str, ...] = setting(
+        (), help="any other librdkafka property as KEY=VALUE (repeatable; last one wins)")
+
+
+def kafka_client_properties(settings: KafkaSettings) -> dict[str, str]:
+    """librdkafka properties for the connection and security settings (no role-specific ones)."""
+    props: dict[str, str] = {
+        "bootstrap.servers": settings.brokers,
+        "security.protocol": settings.security_protocol,
+    }
+    optional = {
+        "ssl.ca.location": settings.ssl_ca,
+        "ssl.certificate.location": settings.ssl_cert,
+        "ssl.key.location": settings.ssl_key,
+        "ssl.key.password": settings.ssl_key_password,
+        "sasl.mechanism": settings.sasl_mechanism,
+        "sasl.username": settings.sasl_username,
+        "sasl.password": _sasl_password(settings),
+    }
+    props.update({key: str(value) for key, value in optional.items() if value is not None})
+    for item in settings.kafka_property:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"kafka_property {item!r} is not KEY=VALUE")
+        props[key.strip()] = value
+    return props
+
+
+def _sasl_password(settings: KafkaSettings) -> str | None:
+    if settings.sasl_password_file is None:
+        return settings.sasl_password
+    try:
+        text = settings.sasl_password_file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read sasl_password_file {settings.sasl_password_file}: {exc.strerror}"
+        ) from exc
+    lines = text.splitlines()
+    return lines[0] if lines else ""
