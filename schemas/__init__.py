@@ -1,7 +1,12 @@
 """The contract between sarchive's producer and consumers: the job event and its codec."""
 
 from schemas.codec import JobEventCodec, load_schema_versions
-from schemas.errors import CodecError, CorruptEventError, NotSingleObjectEncodedError, UnknownSchemaError
+from schemas.errors import (
+    CodecError,
+    CorruptEventError,
+    NotSingleObjectEncodedError,
+    UnknownSchemaError,
+)
 from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource, make_job_key
 
 __all__ = [

@@ -30,7 +30,7 @@ class ConfigError(Exception):
 def setting(
     default: Any = dataclasses.MISSING,
     *,
-    help: str,  # noqa: A002 -- mirrors argparse's own keyword
+    help: str,
     choices: Sequence[str] | None = None,
     secret: bool = False,
     required: bool = False,
@@ -99,7 +99,7 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
 
-def _convert_one(option: _Option, raw: Any, source: str) -> Any:
+def _convert_one(option: _Option, raw: Any, source: str) -> Any:  # noqa: PLR0911 -- one return per setting type reads plainer than a dispatch table
     kind = option.kind
     try:
         if kind is bool:

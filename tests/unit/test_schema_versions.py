@@ -1,0 +1,53 @@
+"""Released job event schemas stay readable: pinned fingerprints, golden messages, resolution."""
+
+from __future__ import annotations
+
+import io
+from itertools import pairwise
+from pathlib import Path
+
+import fastavro
+import pytest
+
+from schemas import JobEventCodec, load_schema_versions
+from schemas.codec import HEADER_SIZE
+
+GOLDEN = Path(__file__).resolve().parent.parent / "fixtures" / "events"
+VERSIONS = load_schema_versions()
+
+# A released schema is never edited: a changed file changes its fingerprint, and every message
+# already written with it would become undecodable. Add job_event.vN.avsc instead.
+RELEASED_FINGERPRINTS = {
+    1: "f49a5ff8641e6d26",
+}
+
+
+def test_every_released_version_is_still_shipped_with_its_pinned_fingerprint() -> None:
+    shipped = {v: s.fingerprint.hex() for v, s in VERSIONS.items()}
+    assert {v: shipped.get(v) for v in RELEASED_FINGERPRINTS} == RELEASED_FINGERPRINTS
+
+
+def test_every_shipped_version_is_pinned_once_released() -> None:
+    """A new version file must be pinned here when it is released."""
+    assert set(VERSIONS) == set(RELEASED_FINGERPRINTS)
+
+
+@pytest.mark.parametrize("version", sorted(RELEASED_FINGERPRINTS))
+def test_golden_message_of_each_released_version_decodes_with_the_current_reader(
+        version: int) -> None:
+    """Backward compatibility: a message written by version N is read by the newest reader."""
+    data = (GOLDEN / f"job_event.v{version}.bin").read_bytes()
+    event = JobEventCodec().decode(data)
+    assert event.job_id == "4711"
+    assert event.script == b"#!/bin/bash\r\n#SBATCH -J caf\xc3\xa9\r\necho \xff\r\n"
+    assert event.environment == b"A=1=2\0B=x\ny\0"
+
+
+@pytest.mark.parametrize(("previous", "current"), list(pairwise(sorted(VERSIONS))))
+def test_newer_writer_is_readable_by_the_previous_reader(previous: int, current: int) -> None:
+    """Forward compatibility: consumers one version behind keep working during an upgrade."""
+    data = (GOLDEN / f"job_event.v{current}.bin").read_bytes()
+    record = fastavro.schemaless_reader(io.BytesIO(data[HEADER_SIZE:]),
+                                        VERSIONS[current].parsed, VERSIONS[previous].parsed)
+    assert isinstance(record, dict)
+    assert record["job_id"] == "4711"
