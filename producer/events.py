@@ -1,0 +1,246 @@
+"""Building a JobEvent from what was read from the spool: a pure function of bytes and values.
+
+What the event keeps of the script (schema field `script`):
+- Slurm stores the script followed by one NUL; exactly that one trailing NUL is dropped. Every
+  other byte (CR, non-UTF-8, trailing newlines) is kept. Torque's .SC is kept as stored.
+- script_size and script_sha256 describe that whole script; when it is longer than
+  max_script_bytes only its first max_script_bytes bytes are carried (script_truncated).
+- The script copy in spool_files is the stored file with the same cut: the carried script plus
+  Slurm's NUL terminator when the stored file had one.
+The environment leaves only after the policy: canonical `environment`, and the environment
+inside spool_files (Slurm's environment file, Torque's Variable_List and submit_args) rebuilt
+from the filtered entries, so no excluded or redacted value is carried anywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from producer.directives import (
+    JobMetadata,
+    metadata_from_directives,
+    parse_directives,
+    ppn_from_nodes,
+)
+from producer.environment import (
+    EnvPolicy,
+    FilteredEnvironment,
+    apply_policy,
+    canonical_environment,
+    environment_value,
+    hidden_keys,
+    render_slurm_environment_file,
+    user_from_environment,
+)
+from producer.errors import REASON_MALFORMED, SpoolReadError
+from producer.slurm_spool import (
+    ENVIRONMENT_FILE,
+    SCRIPT_FILE,
+    RawJob,
+    parse_environment_file,
+    script_complete,
+)
+from producer.torque_spool import (
+    RECORD_SUFFIX,
+    SCRIPT_SUFFIX,
+    parse_torque_file_name,
+    parse_torque_jb,
+    render_torque_jb,
+)
+from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource, make_job_key
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    cluster: str
+    env_policy: EnvPolicy
+    max_script_bytes: int
+    host: str
+    version: str
+
+    def __post_init__(self) -> None:
+        if self.max_script_bytes < 1:
+            raise ValueError(f"max_script_bytes must be positive, not {self.max_script_bytes}")
+
+
+@dataclass(frozen=True)
+class _JobContent:
+    """The scheduler-specific part of an event."""
+
+    script: bytes  # the whole script as submitted
+    carried_script: bytes  # what the event carries of it
+    environment: FilteredEnvironment
+    spool_files: tuple[SpoolFile, ...]
+    directives: dict[str, str]
+    metadata: JobMetadata
+    user: str | None
+    user_source: UserSource
+    array_job_id: str | None
+    array_task_id: str | None
+
+
+def _first(*values: str | None) -> str | None:
+    return next((value for value in values if value), None)
+
+
+def _slurm_content(raw: RawJob, settings: EventSettings) -> _JobContent:
+    script_file = raw.file(SCRIPT_FILE)
+    if script_file is None:
+        raise SpoolReadError(raw.job_id, REASON_MALFORMED, "no script file")
+    stored = script_file.content
+    script = stored[:-1] if script_complete(stored) else stored
+    carried = script[:settings.max_script_bytes]
+    environment_file = raw.file(ENVIRONMENT_FILE)
+    entries = (parse_environment_file(environment_file.content, job_id=raw.job_id)
+               if environment_file is not None else [])
+    environment = apply_policy(entries, settings.env_policy)
+    rebuilt = {
+        SCRIPT_FILE: carried + stored[len(script):],
+        ENVIRONMENT_FILE: render_slurm_environment_file(environment.entries),
+    }
+    spool_files = tuple(SpoolFile(f.name, rebuilt.get(f.name, f.content)) for f in raw.files)
+
+    directives = parse_directives(script, Scheduler.SLURM)
+    from_script = metadata_from_directives(directives, Scheduler.SLURM)
+
+    def env(key: str) -> str | None:
+        return environment_value(environment.entries, key)
+
+    submit_dir = _first(env("SLURM_SUBMIT_DIR"), env("PWD"))
+    # sbatch records the effective job name in SLURM_JOB_NAME, and SBATCH_* input variables
+    # override the script's directives. SLURM_ARRAY_* are NOT used: sbatch passes them on
+    # unchanged from the submitting shell, so inside a job they name that job's array.
+    metadata = JobMetadata(
+        job_name=_first(env("SLURM_JOB_NAME"), from_script.job_name),
+        account=_first(env("SBATCH_ACCOUNT"), from_script.account),
+        partition=_first(env("SBATCH_PARTITION"), from_script.partition),
+        work_dir=_first(from_script.work_dir, submit_dir),
+        time_limit=_first(env("SBATCH_TIMELIMIT"), from_script.time_limit),
+        nodes=from_script.nodes,
+        ntasks=from_script.ntasks,
+    )
+    array_spec = _first(env("SBATCH_ARRAY_INX"), directives.get("array"))
+    user, user_source = user_from_environment(environment.entries, submit_dir or metadata.work_dir)
+    return _JobContent(
+        script=script, carried_script=carried, environment=environment,
+        spool_files=spool_files, directives=directives, metadata=metadata,
+        user=user, user_source=user_source,
+        # Slurm keeps a whole array in job.<array job id>, so the job id is the array's id.
+        array_job_id=raw.job_id if array_spec else None, array_task_id=array_spec,
+    )
+
+
+def _index_ranges(indices: Sequence[int]) -> str:
+    """1,2,3,5 -> '1-3,5'."""
+    ranges: list[str] = []
+    ordered = sorted(set(indices))
+    start = previous = ordered[0]
+    for index in [*ordered[1:], None]:
+        if index is not None and index == previous + 1:
+            previous = index
+            continue
+        ranges.append(str(start) if start == previous else f"{start}-{previous}")
+        if index is not None:
+            start = previous = index
+    return ",".join(ranges)
+
+
+def _torque_content(raw: RawJob, settings: EventSettings) -> _JobContent:
+    names = {f.name: parse_torque_file_name(f.name) for f in raw.files}
+    script_file = next((f for f in raw.files
+                        if (n := names[f.name]) is not None and n.suffix == SCRIPT_SUFFIX), None)
+    records = [f for f in raw.files if (n := names[f.name]) is not None
+               and n.suffix == RECORD_SUFFIX]
+    if script_file is None or not records:
+        raise SpoolReadError(raw.job_id, REASON_MALFORMED, "no .SC script or no .JB record")
+    task_indices = [int(n.index) for f in records
+                    if (n := names[f.name]) is not None and n.index]
+    primary = next((f for f in records if not (n := names[f.name]) or not n.index), records[0])
+    info = parse_torque_jb(primary.content, job_id=raw.job_id)
+    environment = apply_policy(info.variables, settings.env_policy)
+    policy = settings.env_policy
+
+    def filtered_record(content: bytes) -> bytes:
+        variables = parse_torque_jb(content, job_id=raw.job_id).variables
+        return render_torque_jb(content, apply_policy(variables, policy).entries,
+                                hidden_keys(variables, policy))
+
+    script = script_file.content
+    carried = script[:settings.max_script_bytes]
+    record_names = {f.name for f in records}
+    spool_files = tuple(
+        SpoolFile(f.name, carried) if f is script_file
+        else SpoolFile(f.name, filtered_record(f.content)) if f.name in record_names
+        else f
+        for f in raw.files
+    )
+    directives = parse_directives(script, Scheduler.TORQUE)
+    from_script = metadata_from_directives(directives, Scheduler.TORQUE)
+    work_dir = _first(info.work_dir, environment_value(environment.entries, "PBS_O_WORKDIR"),
+                      from_script.work_dir)
+    metadata = JobMetadata(
+        job_name=_first(info.job_name, from_script.job_name),
+        account=_first(info.account, from_script.account),
+        partition=_first(info.queue, from_script.partition),
+        work_dir=work_dir,
+        time_limit=_first(info.walltime, from_script.time_limit),
+        nodes=_first(info.nodes, from_script.nodes),
+        ntasks=_first(ppn_from_nodes(info.nodes), from_script.ntasks),
+    )
+    user: str | None = _first(info.euser, (info.job_owner or "").partition("@")[0])
+    user_source = UserSource.SPOOL
+    if user is None:
+        user, user_source = user_from_environment(environment.entries, work_dir)
+    is_array = "[]" in raw.job_id
+    array_task_id = _first(info.array_request, directives.get("array"),
+                           _index_ranges(task_indices) if task_indices else None)
+    return _JobContent(
+        script=script, carried_script=carried, environment=environment,
+        spool_files=spool_files, directives=directives, metadata=metadata,
+        user=user, user_source=user_source,
+        array_job_id=raw.job_id if is_array else None,
+        array_task_id=array_task_id if is_array else None,
+    )
+
+
+def build_event(raw: RawJob, settings: EventSettings, read_time_ms: int) -> JobEvent:
+    """The job event for one job read from the spool (see the module doc for what is kept).
+
+    Raises SpoolReadError when the files cannot make an event (the readers already check this,
+    so only a RawJob built elsewhere can hit it).
+    """
+    content = (_slurm_content(raw, settings) if raw.scheduler is Scheduler.SLURM
+               else _torque_content(raw, settings))
+    metadata = content.metadata
+    return JobEvent(
+        cluster=settings.cluster,
+        scheduler=raw.scheduler,
+        job_id=raw.job_id,
+        job_key=make_job_key(settings.cluster, raw.scheduler, raw.job_id, raw.submit_time_ms),
+        submit_time=raw.submit_time_ms,
+        read_time=read_time_ms,
+        script=content.carried_script,
+        script_size=len(content.script),
+        script_sha256=hashlib.sha256(content.script).hexdigest(),
+        script_truncated=len(content.carried_script) < len(content.script),
+        environment=canonical_environment(content.environment.entries),
+        producer_host=settings.host,
+        producer_version=settings.version,
+        redacted_keys=content.environment.redacted_keys,
+        spool_files=content.spool_files,
+        array_job_id=content.array_job_id,
+        array_task_id=content.array_task_id,
+        user=content.user,
+        user_source=content.user_source,
+        job_name=metadata.job_name,
+        account=metadata.account,
+        partition=metadata.partition,
+        work_dir=metadata.work_dir,
+        time_limit=metadata.time_limit,
+        nodes=metadata.nodes,
+        ntasks=metadata.ntasks,
+        directives=MappingProxyType(content.directives),
+    )
