@@ -1,0 +1,65 @@
+# Developer and CI entry points; .ci/run runs `make test`. Every recipe line is echoed, so a CI
+# log shows exactly what ran. All targets are safe to repeat.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+# pip reinstalls only when pyproject.toml is newer than this stamp (or the venv is gone).
+VENV_STAMP := $(VENV)/.sarchive-installed
+SERVICES := infra/services
+LINT_PATHS := producer consumers schemas tests infra bench
+
+.PHONY: setup venv services-up services-down test test-unit test-integration lint
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	@echo "==> installing the project and its dev tools into $(VENV) (pyproject.toml changed)"
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+setup: venv
+	@echo "==> installing service prerequisites (Debian slurm/munge packages, Kafka jars)"
+	$(SERVICES) install
+
+services-up: setup
+	@echo "==> starting local services (no-op for those already up)"
+	$(SERVICES) up
+	$(SERVICES) status
+
+services-down:
+	@echo "==> stopping local services (data in \$${SARCHIVE_RUN_DIR:-.run} is kept)"
+	$(SERVICES) down
+
+test-unit: venv
+	@echo "==> unit tests"
+	$(VENV)/bin/pytest tests/unit -q
+
+test-integration: services-up
+	@echo "==> integration tests against the local services"
+	$(VENV)/bin/pytest tests/integration -q
+
+test: services-up
+	@echo "==> unit and integration tests"
+	$(VENV)/bin/pytest tests -q
+	@$(MAKE) --no-print-directory lint
+
+lint: venv
+	@echo "==> lint: ruff and mypy"
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/mypy
+
+.PHONY: bench bench-smoke
+
+# The full suite takes a quarter of an hour and is no CI gate; the first run also builds the
+# Rust sarchive it compares against (cargo, into ~/.cache/sarchive-bench). docs/performance.md
+bench: setup services-up
+	@echo "==> benchmark suite against the local services: table below, bench/results/latest.json"
+	$(VENV)/bin/python bench/run.py
+
+bench-smoke: services-up
+	@echo "==> benchmark smoke run (tiny sizes, one run): proves the suite works"
+	$(VENV)/bin/python bench/run.py --smoke

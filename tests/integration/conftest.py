@@ -1,0 +1,278 @@
+"""Fixtures for integration tests against the real local Kafka and Slurm of infra/services.
+
+Services that are already up (`infra/services up`, or `make services-up`) are reused; otherwise
+the fixtures start them through infra/services.py. A service that cannot start fails the tests
+loudly with its log tail: an integration test that silently skips proves nothing.
+
+Fixtures:
+    kafka_bootstrap  (session)  "127.0.0.1:19092"
+    kafka_topic      (function) a fresh 3-partition topic name, deleted afterwards
+    kafka_service    (function) KafkaControl: .stop() / .start() / .is_up() / .bootstrap
+    slurm            (session)  SlurmCluster: .conf .state_dir .cluster .sbatch() .scancel()
+                                .job_dir() .wait_job_dir()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+REPO = Path(__file__).resolve().parents[2]
+SERVICES_PY = REPO / "infra" / "services.py"
+INTEGRATION_DIR = Path(__file__).resolve().parent
+
+TOPIC_PARTITIONS = 3
+MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark everything under tests/integration so `-m "not integration"` runs unit tests only."""
+    for item in items:
+        if INTEGRATION_DIR in Path(item.path).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+# --------------------------------------------------------------------------- infra/services.py
+
+
+def load_services() -> ModuleType:
+    """Import infra/services.py (infra/ is no package) under the name plugins import it by."""
+    loaded = sys.modules.get("services")
+    if loaded is not None and Path(getattr(loaded, "__file__", "")).resolve() == SERVICES_PY:
+        return loaded
+    spec = importlib.util.spec_from_file_location("services", SERVICES_PY)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["services"] = module  # before exec: plugins do `import services` while loading
+    spec.loader.exec_module(module)
+    return module
+
+
+def ensure_service(name: str) -> Any:
+    """Return the registered service `name`, started if it was not; pytest.fail if it won't."""
+    services = load_services()
+    by_name = {s.name: s for s in services.registry()}
+    if name not in by_name:
+        pytest.fail(f"no service {name!r} in infra/services.py (have {sorted(by_name)})")
+    service = by_name[name]
+    try:
+        services.ensure_up(service)
+    except services.ServiceError as error:
+        pytest.fail(
+            f"{name} could not be started for the integration tests:\n{error}", pytrace=False
+        )
+    return service
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    """Bootstrap servers of a broker that answers metadata requests."""
+    services = load_services()
+    configured = os.environ.get("SARCHIVE_KAFKA_BOOTSTRAP")
+    ours = services.KafkaService(services.run_dir(), REPO)
+    if configured and configured != ours.bootstrap:
+        # Pointed elsewhere on purpose: use that broker as is, but insist that it answers.
+        host, _, port = configured.rpartition(":")
+        try:
+            services.kafka_metadata_brokers(host, int(port))
+        except (OSError, ValueError) as error:
+            pytest.fail(
+                f"SARCHIVE_KAFKA_BOOTSTRAP={configured} does not answer: {error}", pytrace=False
+            )
+        return configured
+    return str(ensure_service("kafka").bootstrap)
+
+
+@pytest.fixture
+def kafka_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh topic for one test: 3 partitions, 10 MiB messages; deleted afterwards."""
+    test_name = re.sub(r"[^a-zA-Z0-9._-]", "-", request.node.name)[:150]
+    topic = f"test.{test_name}.{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    new_topic = NewTopic(
+        topic,
+        num_partitions=TOPIC_PARTITIONS,
+        replication_factor=1,
+        config={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+    )
+    admin.create_topics([new_topic])[topic].result(timeout=30)
+    _wait_for_leaders(admin, topic)
+    yield topic
+    # Best effort: the test may have left the broker stopped or deleted the topic itself.
+    with contextlib.suppress(Exception):
+        admin.delete_topics([topic])[topic].result(timeout=30)
+
+
+def _wait_for_leaders(admin: AdminClient, topic: str, timeout: float = 30.0) -> None:
+    """create_topics returns once the controller knows the topic, before partitions have a
+    leader; producing right away would then fail or block, so wait for every leader."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(topic, timeout=10).topics.get(topic)
+        partitions = meta.partitions if meta is not None and meta.error is None else {}
+        if len(partitions) == TOPIC_PARTITIONS and all(p.leader >= 0 for p in partitions.values()):
+            return
+        time.sleep(0.2)
+    pytest.fail(f"topic {topic} has no leader for every partition after {timeout:.0f} s")
+
+
+@dataclass
+class KafkaControl:
+    """Lets a test take our broker down and bring it back on the same data directory."""
+
+    service: Any
+    bootstrap: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bootstrap = str(self.service.bootstrap)
+
+    def stop(self) -> None:
+        load_services().ensure_down(self.service)
+
+    def start(self) -> None:
+        try:
+            load_services().ensure_up(self.service)
+        except load_services().ServiceError as error:
+            pytest.fail(f"kafka did not come back:\n{error}", pytrace=False)
+
+    def is_up(self) -> bool:
+        return bool(self.service.is_up())
+
+
+@pytest.fixture
+def kafka_service(kafka_bootstrap: str) -> Iterator[KafkaControl]:
+    """Control of the broker; it is running again after the test, whatever the test did."""
+    control = KafkaControl(ensure_service("kafka"))
+    if control.bootstrap != kafka_bootstrap:
+        pytest.fail(
+            f"kafka_service controls the broker at {control.bootstrap}, but the tests "
+            f"use SARCHIVE_KAFKA_BOOTSTRAP={kafka_bootstrap}, which we cannot stop"
+        )
+    yield control
+    if not control.is_up():
+        control.start()
+
+
+# --------------------------------------------------------------------------- Slurm
+
+
+@dataclass(frozen=True)
+class SlurmCluster:
+    """A running Slurm cluster as seen by the tests, driven through its real CLI."""
+
+    conf: Path
+    state_dir: Path
+    cluster: str
+    workdir: Path  # default cwd of sbatch, so slurm-<id>.out files stay out of the repo
+
+    def sbatch(
+        self,
+        *args: str,
+        script: bytes | None = None,
+        cwd: Path | str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> str:
+        """Submit with `sbatch --parsable ARGS`, the script (if given) on stdin; return the
+        job id (for an array, the array job's id). env is layered over os.environ."""
+        result = subprocess.run(
+            ["sbatch", "--parsable", *args],
+            input=script if script is not None else b"",
+            capture_output=True,
+            cwd=cwd or self.workdir,
+            env=self._env(env),
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(
+                f"sbatch {' '.join(args)} failed ({result.returncode}): "
+                f"{result.stderr.decode(errors='replace')}"
+            )
+        # --parsable prints "<id>" or, on a multi-cluster setup, "<id>;<cluster>".
+        return result.stdout.decode().strip().split(";")[0]
+
+    def scancel(self, *job_ids: str) -> None:
+        """Cancel jobs; each argument may itself be a comma-separated list of ids."""
+        ids = [part for job_id in job_ids for part in job_id.split(",") if part]
+        if not ids:
+            return
+        result = subprocess.run(
+            ["scancel", *ids],
+            capture_output=True,
+            text=True,
+            env=self._env(None),
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"scancel {' '.join(ids)} failed: {result.stderr}")
+
+    def job_dir(self, job_id: str) -> Path:
+        """Where slurmctld keeps the job's script and environment: hash.<id % 10>/job.<id>.
+        Array tasks ("12_3") share the directory of their array job ("12")."""
+        base = int(job_id.split(";", 1)[0].split("_", 1)[0])
+        return self.state_dir / f"hash.{base % 10}" / f"job.{base}"
+
+    def wait_job_dir(self, job_id: str, timeout: float = 30.0) -> Path:
+        """The job's directory once both its files exist (slurmctld writes them on submit)."""
+        directory = self.job_dir(job_id)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if (directory / "script").exists() and (directory / "environment").exists():
+                return directory
+            time.sleep(0.1)
+        pytest.fail(f"{directory} with script and environment did not appear in {timeout} s")
+
+    def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        return {**os.environ, **(extra or {}), "SLURM_CONF": str(self.conf)}
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory: pytest.TempPathFactory) -> SlurmCluster:
+    services = load_services()
+    workdir = tmp_path_factory.mktemp("slurm-jobs")
+    ours = services.SlurmService(services.run_dir(), REPO)
+    configured = os.environ.get("SLURM_CONF")
+    if configured and Path(configured).resolve() != ours.conf.resolve():
+        return _external_slurm(Path(configured), workdir)
+    service = ensure_service("slurm")
+    return SlurmCluster(
+        conf=service.conf, state_dir=service.state_dir, cluster=service.cluster, workdir=workdir
+    )
+
+
+def _external_slurm(conf: Path, workdir: Path) -> SlurmCluster:
+    """SLURM_CONF names another cluster: use it, taking state dir and name from its config."""
+    settings = dict(re.findall(r"^\s*(\w+)\s*=\s*(\S+)", conf.read_text(), re.MULTILINE))
+    state = os.environ.get("SARCHIVE_SLURM_STATE") or settings.get("StateSaveLocation")
+    cluster = os.environ.get("SARCHIVE_SLURM_CLUSTER") or settings.get("ClusterName")
+    if not state or not cluster:
+        pytest.fail(f"SLURM_CONF={conf} has no StateSaveLocation/ClusterName")
+    ping = subprocess.run(
+        ["scontrol", "ping"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "SLURM_CONF": str(conf)},
+        check=False,
+    )
+    if "is UP" not in ping.stdout:
+        pytest.fail(f"SLURM_CONF={conf}: slurmctld does not answer:\n{ping.stdout}{ping.stderr}")
+    return SlurmCluster(conf=conf, state_dir=Path(state), cluster=cluster, workdir=workdir)
