@@ -1,0 +1,577 @@
+"""A real single-node Elasticsearch 8.x for sarchive development and tests, from Maven Central jars.
+
+The node is the unmodified Elasticsearch server (org.elasticsearch:elasticsearch) with the
+transport-netty4 plugin for its HTTP and transport layers, started in-process by the small Java
+launcher in infra/elasticsearch/ (built with Maven; see infra/elasticsearch/README.md).
+
+Two configurations:
+
+* ``ElasticsearchService(run_dir, repo)`` -- name "elasticsearch": security off, plain HTTP on
+  127.0.0.1:${SARCHIVE_ES_PORT:-19200} (transport ${SARCHIVE_ES_TRANSPORT_PORT:-19300}),
+  state under <run_dir>/elasticsearch/. env(): SARCHIVE_ES_URL.
+* ``ElasticsearchService(run_dir, repo, secure=True)`` (or ``SecureElasticsearchService``) --
+  name "elasticsearch-secure": x-pack security on, HTTPS with a test CA made by keytool, basic
+  auth against the file realm, on ${SARCHIVE_ES_SECURE_PORT:-19201} (transport +100), state
+  under <run_dir>/elasticsearch-secure/. env(): SARCHIVE_ES_SECURE_URL, _USER, _PASSWORD, _CA.
+
+Standard library only, like infra/services.py, which registers this module's
+ElasticsearchService when the file exists. Errors are ElasticsearchServiceError, a subclass of
+services.ServiceError when that module is loaded (else of RuntimeError), with the log tail.
+
+Standalone use:
+    python3 infra/elasticsearch_service.py up|down|status|env|install [--secure]
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+
+def _error_base() -> type[Exception]:
+    """services.ServiceError if infra/services.py is loaded (so its CLI catches our errors)."""
+    services = sys.modules.get("services")
+    base = getattr(services, "ServiceError", None) if services is not None else None
+    if isinstance(base, type) and issubclass(base, Exception):
+        return base
+    return RuntimeError
+
+
+class ElasticsearchServiceError(_error_base()):  # type: ignore[misc]
+    """Elasticsearch could not be built, started or stopped; the message has the log tail."""
+
+
+LOG_TAIL_LINES = 60
+MAIN_CLASS = "org.sarchive.es.EsLauncher"
+LOG_ROTATE_BYTES = 20 * 1024 * 1024
+
+
+def _log_tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()[-n:]
+    except FileNotFoundError:
+        return f"--- {path}: (no such file)"
+    body = "\n".join(lines) if lines else "(empty)"
+    return f"--- last {len(lines)} lines of {path}:\n{body}\n--- end of {path}"
+
+
+def _wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def _pid_running(pid: int | None) -> bool:
+    """True while the process exists and is not a zombie."""
+    if pid is None:
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] not in {"Z", "X"}
+
+
+def _pid_is_ours(pid: int | None, marker: str) -> bool:
+    """pid runs and its command line contains marker (guards against a recycled pid)."""
+    if not _pid_running(pid):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return marker in cmdline.replace(b"\0", b" ").decode(errors="replace")
+
+
+def _tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def _apt_install(packages: Sequence[str]) -> None:
+    services = sys.modules.get("services")
+    installer = getattr(services, "apt_install", None) if services is not None else None
+    if callable(installer):
+        installer(list(packages))
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", *packages], check=True, env=env, capture_output=True
+    )
+
+
+class ElasticsearchService:
+    """One Elasticsearch 8.x node (see the module docstring)."""
+
+    name = "elasticsearch"
+    host = "127.0.0.1"
+    default_port = 19200
+    port_env = "SARCHIVE_ES_PORT"
+    transport_port_env = "SARCHIVE_ES_TRANSPORT_PORT"
+    start_timeout = float(os.environ.get("SARCHIVE_ES_START_TIMEOUT", "180"))
+    stop_timeout = 60.0
+    heap = ("-Xms512m", "-Xmx1g")
+    jvm_options = (
+        "-XX:+UseG1GC",
+        # C1 only: the node is ready in about half the time on 2 cores; plenty for tests.
+        "-XX:TieredStopAtLevel=1",
+        "-XX:+ExitOnOutOfMemoryError",
+        "-XX:-OmitStackTraceInFastThrow",
+        "-Xss1m",
+        "-Djava.awt.headless=true",
+        "-Dfile.encoding=UTF-8",
+        "-Djna.nosys=true",
+        "-Des.networkaddress.cache.ttl=60",
+        "-Des.networkaddress.cache.negative.ttl=10",
+        "-Dio.netty.noUnsafe=true",
+        "-Dio.netty.noKeySetOptimization=true",
+        "-Dio.netty.recycler.maxCapacityPerThread=0",
+        # our shutdown hook closes the node and still wants to log
+        "-Dlog4j.shutdownHookEnabled=false",
+        "-Dlog4j2.disable.jmx=true",
+    )
+
+    def __init__(self, run_dir: Path, repo: Path, *, secure: bool = False) -> None:
+        self.secure = secure
+        if secure:
+            self.name = "elasticsearch-secure"
+            self.default_port = 19201
+            self.port_env = "SARCHIVE_ES_SECURE_PORT"
+            self.transport_port_env = "SARCHIVE_ES_SECURE_TRANSPORT_PORT"
+        self.src = repo / "infra" / "elasticsearch"
+        self.target = self.src / "target"
+        self.jar = self.target / "sarchive-es-launcher.jar"
+        self.lib = self.target / "lib"
+        self.lib_security = self.target / "lib-security"
+        self.stamp = self.target / ".sarchive-build.sha256"
+        self.base = run_dir / self.name
+        self.data_dir = self.base / "data"
+        self.logs_dir = self.base / "logs"
+        self.config_dir = self.base / "config"
+        self.tmp_dir = self.base / "tmp"
+        self.log = self.logs_dir / "elasticsearch.log"
+        self.pid_file = self.base / "pid"
+        self.port = int(os.environ.get(self.port_env, str(self.default_port)))
+        self.transport_port = int(os.environ.get(self.transport_port_env, str(self.port + 100)))
+        # Distinguishes our java process (and this instance) from any other on the machine.
+        self.marker = f"-Dsarchive.es.base={self.base}"
+        # secure configuration: file-realm superuser and the test CA
+        self.user = os.environ.get("SARCHIVE_ES_SECURE_USER", "sarchive")
+        self.password = os.environ.get("SARCHIVE_ES_SECURE_PASSWORD", "sarchive-test-password")
+        self.ca_pem = self.config_dir / "certs" / "ca.pem"
+        self.node_p12 = self.config_dir / "certs" / "node.p12"
+        self.keystore_password = "sarchive-test-keystore"
+
+    # ------------------------------------------------------------------ Service protocol
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def install(self) -> None:
+        """Build the launcher and collect its jars with Maven, unless already up to date."""
+        if shutil.which("javac") is None or shutil.which("keytool") is None:
+            _apt_install(["openjdk-17-jdk-headless"])
+        if shutil.which("mvn") is None:
+            _apt_install(["maven"])
+        with _file_lock(self.src / "target" / ".build.lock"):
+            digest = self._source_digest()
+            if self._built() and self.stamp.exists() and self.stamp.read_text() == digest:
+                return
+            print(f"{self.name}: building {self.src} with Maven", flush=True)
+            # no stale jar versions left on the class path
+            for stale in (self.lib, self.lib_security):
+                shutil.rmtree(stale, ignore_errors=True)
+            self.stamp.unlink(missing_ok=True)
+            result = subprocess.run(
+                ["mvn", "-B", "-q", "-f", str(self.src / "pom.xml"), "package"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if result.returncode != 0 or not self._built():
+                raise ElasticsearchServiceError(
+                    f"{self.name}: mvn package failed (exit {result.returncode}):\n"
+                    f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+                )
+            self.stamp.write_text(digest)
+
+    def up(self) -> None:
+        if self.is_up():
+            return
+        pid = _read_pid(self.pid_file)
+        if _pid_is_ours(pid, self.marker):
+            # started but not answering yet (a concurrent `up`): wait for it
+            self._wait_ready(pid)
+            return
+        for port in (self.port, self.transport_port):
+            if _tcp_open(self.host, port):
+                raise ElasticsearchServiceError(
+                    f"{self.name}: port {port} is taken by a process that is not ours (no live "
+                    f"pid in {self.pid_file}); stop it or set {self.port_env} / "
+                    f"{self.transport_port_env}"
+                )
+        if not self._built():
+            self.install()
+        for d in (self.data_dir, self.logs_dir, self.config_dir, self.tmp_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        if self.secure:
+            self._make_certs()
+        self._rotate_log()
+        with self.log.open("a") as log:
+            log.write(
+                f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} sarchive: starting "
+                f"{self.name} on {self.url} ===\n"
+            )
+        pid = self._spawn(self._argv(), self._launcher_env())
+        self.pid_file.write_text(f"{pid}\n")
+        self._wait_ready(pid)
+
+    def down(self) -> None:
+        pid = _read_pid(self.pid_file)
+        if _pid_is_ours(pid, self.marker):
+            assert pid is not None
+            os.kill(pid, signal.SIGTERM)
+            if not _wait_until(lambda: not _pid_running(pid), self.stop_timeout, 0.2):
+                print(
+                    f"{self.name}: pid {pid} ignored SIGTERM for {self.stop_timeout:.0f} s; "
+                    "sending SIGKILL",
+                    flush=True,
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                if not _wait_until(lambda: not _pid_running(pid), 10, 0.2):
+                    raise ElasticsearchServiceError(
+                        f"{self.name}: pid {pid} survived SIGKILL\n{_log_tail(self.log)}"
+                    )
+        self.pid_file.unlink(missing_ok=True)
+
+    def is_up(self) -> bool:
+        if not _pid_is_ours(_read_pid(self.pid_file), self.marker):
+            return False
+        return self._health_ok(timeout=3.0)
+
+    def env(self) -> dict[str, str]:
+        if not self.secure:
+            return {"SARCHIVE_ES_URL": self.url}
+        return {
+            "SARCHIVE_ES_SECURE_URL": self.url,
+            "SARCHIVE_ES_SECURE_USER": self.user,
+            "SARCHIVE_ES_SECURE_PASSWORD": self.password,
+            "SARCHIVE_ES_SECURE_CA": str(self.ca_pem),
+        }
+
+    def log_paths(self) -> list[Path]:
+        return [self.log]
+
+    # ------------------------------------------------------------------ helpers for tests
+
+    def request(
+        self, method: str, path: str, body: object | None = None, timeout: float = 10.0
+    ) -> tuple[int, object]:
+        """One HTTP request to the node (auth and CA handled); (status, parsed JSON or text)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        context = None
+        if self.secure:
+            token = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+            context = ssl.create_default_context(cafile=str(self.ca_pem))
+        try:
+            with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
+                status, raw = resp.status, resp.read()
+        except urllib.error.HTTPError as error:
+            status, raw = error.code, error.read()
+        text = raw.decode(errors="replace")
+        try:
+            return status, json.loads(text) if text else None
+        except ValueError:
+            return status, text
+
+    # ------------------------------------------------------------------ internals
+
+    def _built(self) -> bool:
+        return (
+            self.jar.exists() and self.lib.is_dir() and any(self.lib.glob("elasticsearch-8*.jar"))
+        )
+
+    def _source_digest(self) -> str:
+        h = hashlib.sha256()
+        files = [self.src / "pom.xml", *sorted((self.src / "src").rglob("*"))]
+        for f in files:
+            if f.is_file():
+                h.update(str(f.relative_to(self.src)).encode() + b"\0" + f.read_bytes() + b"\0")
+        return h.hexdigest()
+
+    def _java(self) -> str:
+        configured = os.environ.get("SARCHIVE_ES_JAVA")
+        if configured:
+            return configured
+        found = shutil.which("java")
+        if found is None:
+            raise ElasticsearchServiceError(f"{self.name}: no java on PATH (Java 17+ needed)")
+        return found
+
+    def _classpath(self) -> str:
+        parts = [str(self.jar), f"{self.lib}/*"]
+        if self.secure:
+            parts.append(f"{self.lib_security}/*")
+        return ":".join(parts)
+
+    def _argv(self) -> list[str]:
+        extra = os.environ.get("SARCHIVE_ES_JAVA_OPTS", "").split()
+        return [
+            self._java(),
+            *self.heap,
+            *self.jvm_options,
+            f"-Djava.io.tmpdir={self.tmp_dir}",
+            self.marker,
+            *extra,
+            "-cp",
+            self._classpath(),
+            MAIN_CLASS,
+        ]
+
+    def _launcher_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            SARCHIVE_ES_BASE=str(self.base),
+            SARCHIVE_ES_CONFIG=str(self.config_dir),
+            SARCHIVE_ES_HOST=self.host,
+            SARCHIVE_ES_PORT=str(self.port),
+            SARCHIVE_ES_TRANSPORT_PORT=str(self.transport_port),
+            SARCHIVE_ES_NODE_NAME=self.name,
+        )
+        env.pop("SARCHIVE_ES_SECURITY", None)
+        if self.secure:
+            certs = self.config_dir / "certs"
+            env["SARCHIVE_ES_SECURITY"] = "1"
+            env["SARCHIVE_ES_USERS"] = f"{self.user}:{self.password}:superuser"
+            env["SARCHIVE_ES_SETTINGS"] = "\n".join(
+                [
+                    "xpack.security.enabled=true",
+                    "xpack.security.http.ssl.enabled=true",
+                    f"xpack.security.http.ssl.keystore.path={self.node_p12}",
+                    f"xpack.security.http.ssl.truststore.path={certs / 'truststore.p12'}",
+                    "xpack.security.transport.ssl.enabled=true",
+                    "xpack.security.transport.ssl.verification_mode=certificate",
+                    f"xpack.security.transport.ssl.keystore.path={self.node_p12}",
+                    f"xpack.security.transport.ssl.truststore.path={certs / 'truststore.p12'}",
+                    "xpack.security.authc.realms.file.file1.order=0",
+                    "xpack.security.authc.realms.native.native1.order=1",
+                ]
+            )
+            env["SARCHIVE_ES_SECURE_SETTINGS"] = "\n".join(
+                [
+                    f"xpack.security.http.ssl.keystore.secure_password={self.keystore_password}",
+                    f"xpack.security.http.ssl.truststore.secure_password={self.keystore_password}",
+                    f"xpack.security.transport.ssl.keystore.secure_password={self.keystore_password}",
+                    f"xpack.security.transport.ssl.truststore.secure_password={self.keystore_password}",
+                ]
+            )
+        else:
+            env.pop("SARCHIVE_ES_SETTINGS", None)
+            env.pop("SARCHIVE_ES_SECURE_SETTINGS", None)
+            env.pop("SARCHIVE_ES_USERS", None)
+        return env
+
+    def _spawn(self, argv: Sequence[str], env: dict[str, str]) -> int:
+        """Start argv in its own session, re-parented to init, output appended to the log."""
+        script = 'log=$1; shift; setsid "$@" </dev/null >>"$log" 2>&1 & echo $!'
+        out = subprocess.run(
+            ["sh", "-c", script, "sh", str(self.log), *argv],
+            cwd=self.base,
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        return int(out.stdout.strip())
+
+    def _health_ok(self, timeout: float) -> bool:
+        try:
+            status, body = self.request(
+                "GET", "/_cluster/health?wait_for_status=yellow&timeout=1s", timeout=timeout
+            )
+        except (OSError, ssl.SSLError, ValueError):
+            return False
+        return (
+            status == 200 and isinstance(body, dict) and body.get("status") in ("yellow", "green")
+        )
+
+    def _wait_ready(self, pid: int | None) -> None:
+        deadline = time.monotonic() + self.start_timeout
+        while time.monotonic() < deadline:
+            if not _pid_running(pid):
+                raise ElasticsearchServiceError(
+                    f"{self.name}: the node (pid {pid}) exited during startup\n"
+                    f"{_log_tail(self.log)}"
+                )
+            if self._health_ok(timeout=3.0):
+                return
+            time.sleep(0.25)
+        tail = _log_tail(self.log)
+        with contextlib.suppress(ElasticsearchServiceError):
+            self.down()
+        raise ElasticsearchServiceError(
+            f"{self.name}: not ready (GET /_cluster/health?wait_for_status=yellow) within "
+            f"{self.start_timeout:.0f} s on {self.url}; stopped it\n{tail}"
+        )
+
+    def _rotate_log(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            if self.log.stat().st_size > LOG_ROTATE_BYTES:
+                self.log.replace(self.log.with_suffix(".log.1"))
+
+    def _keytool(self, *args: str, stdin: str | None = None) -> str:
+        keytool = shutil.which("keytool")
+        if keytool is None:
+            raise ElasticsearchServiceError(f"{self.name}: keytool not found (needs a JDK)")
+        result = subprocess.run(
+            [keytool, *args], input=stdin, capture_output=True, text=True, check=False
+        )
+        if result.returncode != 0:
+            raise ElasticsearchServiceError(
+                f"{self.name}: keytool {' '.join(args[:2])} failed:\n{result.stdout}{result.stderr}"
+            )
+        return result.stdout
+
+    def _make_certs(self) -> None:
+        """A test CA and a node certificate for 127.0.0.1/localhost, once (kept across runs)."""
+        certs = self.config_dir / "certs"
+        if self.ca_pem.exists() and self.node_p12.exists() and (certs / "truststore.p12").exists():
+            return
+        shutil.rmtree(certs, ignore_errors=True)
+        certs.mkdir(parents=True)
+        pw = self.keystore_password
+        ca_p12, node_p12, trust = certs / "ca.p12", self.node_p12, certs / "truststore.p12"
+        ca_file, node_chain = certs / "ca.pem", certs / "node-chain.pem"
+
+        def store(path: Path) -> list[str]:
+            return ["-keystore", str(path), "-storetype", "PKCS12", "-storepass", pw]
+
+        def new_key(path: Path, alias: str, dname: str, *ext: str) -> None:
+            self._keytool(
+                *("-genkeypair", "-alias", alias, "-keyalg", "RSA", "-keysize", "2048"),
+                *("-dname", dname, "-validity", "3650", *ext, "-keypass", pw),
+                *store(path),
+            )
+
+        def import_cert(path: Path, alias: str, pem: Path) -> None:
+            self._keytool(
+                "-importcert", "-noprompt", "-alias", alias, "-file", str(pem), *store(path)
+            )
+
+        new_key(ca_p12, "ca", "CN=sarchive test CA", "-ext", "bc:c")
+        ca_cert = self._keytool("-exportcert", "-rfc", "-alias", "ca", *store(ca_p12))
+        new_key(node_p12, "node", "CN=localhost")
+        csr = self._keytool("-certreq", "-alias", "node", *store(node_p12))
+        signed = self._keytool(
+            *("-gencert", "-rfc", "-alias", "ca", "-validity", "3650", *store(ca_p12)),
+            *("-ext", "SAN=ip:127.0.0.1,dns:localhost"),
+            *("-ext", "KU=digitalSignature,keyEncipherment", "-ext", "EKU=serverAuth,clientAuth"),
+            stdin=csr,
+        )
+        ca_file.write_text(ca_cert)
+        node_chain.write_text(signed + ca_cert)
+        import_cert(node_p12, "ca", ca_file)
+        import_cert(node_p12, "node", node_chain)  # the CA's reply replaces the self-signed cert
+        import_cert(trust, "ca", ca_file)
+
+
+class SecureElasticsearchService(ElasticsearchService):
+    """The TLS + basic-auth configuration (name "elasticsearch-secure")."""
+
+    def __init__(self, run_dir: Path, repo: Path) -> None:
+        super().__init__(run_dir, repo, secure=True)
+
+
+def main(argv: Sequence[str]) -> int:
+    args = [a for a in argv if a != "--secure"]
+    secure = "--secure" in argv
+    if len(args) != 1 or args[0] not in {"up", "down", "status", "env", "install", "logs"}:
+        print(__doc__)
+        return 2
+    repo = Path(__file__).resolve().parents[1]
+    run = Path(os.environ.get("SARCHIVE_RUN_DIR") or repo / ".run").resolve()
+    service = ElasticsearchService(run, repo, secure=secure)
+    command = args[0]
+    # the lock file of infra/services.py's service_lock: one start or stop at a time
+    lock = run / f".{service.name}.lock" if command in {"up", "down"} else None
+    try:
+        with _file_lock(lock) if lock else contextlib.nullcontext():
+            return _run_command(service, command)
+    except ElasticsearchServiceError as error:
+        print(error, file=sys.stderr)
+        return 1
+
+
+def _run_command(service: ElasticsearchService, command: str) -> int:
+    if command == "install":
+        service.install()
+    elif command == "up":
+        start = time.monotonic()
+        if service.is_up():
+            print(f"{service.name}: already up on {service.url}")
+            return 0
+        service.install()
+        service.up()
+        print(f"{service.name}: up on {service.url} ({time.monotonic() - start:.1f} s)")
+    elif command == "down":
+        service.down()
+        print(f"{service.name}: down")
+    elif command == "status":
+        up = service.is_up()
+        print(f"{service.name}: {'up' if up else 'down'} ({service.url})")
+        return 0 if up else 1
+    elif command == "env":
+        for key, value in service.env().items():
+            print(f"export {key}={value}")
+    elif command == "logs":
+        print(_log_tail(service.log))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
