@@ -1,0 +1,38 @@
+"""Configuration of sarchive-archive: the shared consumer settings plus the archive's own."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from consumers.archive.layout import DEFAULT_PRESET, PRESETS, Layout, Period
+from consumers.archive.writer import parse_mode
+from consumers.common.settings import ConsumerSettings
+from schemas.runtime.config import setting
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ArchiveConfig(ConsumerSettings):
+    group: str = setting("sarchive-archive", help="Kafka consumer group id; instances sharing"
+                         " a group share the topic's partitions")
+    archive: Path = setting(required=True, help="root directory of the archive (must exist)")
+    period: str = setting(Period.DAILY.value, choices=tuple(p.value for p in Period),
+                          help="date directory of the {period} field: YYYY, YYYYMM, YYYYMMDD"
+                          " or none, from the job's submit time in UTC")
+    layout: str = setting(DEFAULT_PRESET, help=f"preset ({', '.join(PRESETS)}) or a path"
+                          " template with fields {cluster} {user} {job_name} {job_id}"
+                          " {job_id_shard} {year} {month} {day} {period} {name} {ext}")
+    file_mode: str = setting("0640", help="permission bits of archived files (octal)")
+    dir_mode: str = setting("0750", help="permission bits of directories the archive"
+                            " creates (octal)")
+    metadata: bool = setting(True, help="write a JSON metadata sidecar beside each job's"
+                             " files (--no-metadata: do not)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        parse_mode(self.file_mode, "file_mode")
+        parse_mode(self.dir_mode, "dir_mode")
+        self.compiled_layout()
+
+    def compiled_layout(self) -> Layout:
+        return Layout.from_setting(self.layout, Period(self.period))

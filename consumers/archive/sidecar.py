@@ -1,0 +1,86 @@
+"""The metadata sidecar stored beside a job's files: pure JSON of the event's metadata.
+
+The sidecar describes the job without repeating its script or environment: identity, user,
+directives, sizes and digests, times, what the producer redacted or truncated, and which
+archive files hold the job. Its job_key also tells the archive which job owns a path when
+a scheduler reuses a job id (see consumers.archive.slots).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from consumers.archive.layout import PlacedFile
+from schemas.model import JobEvent
+
+FORMAT = "sarchive-archive-metadata/1"
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+
+
+def sidecar_document(event: JobEvent, files: Sequence[PlacedFile]) -> dict[str, Any]:
+    """The sidecar's content; files are the job's data files where they are stored."""
+    return {
+        "format": FORMAT,
+        "job_key": event.job_key,
+        "cluster": event.cluster,
+        "scheduler": event.scheduler.value,
+        "job_id": event.job_id,
+        "array_job_id": event.array_job_id,
+        "array_task_id": event.array_task_id,
+        "user": event.user,
+        "user_source": event.user_source.value,
+        "job_name": event.job_name,
+        "account": event.account,
+        "partition": event.partition,
+        "work_dir": event.work_dir,
+        "time_limit": event.time_limit,
+        "nodes": event.nodes,
+        "ntasks": event.ntasks,
+        "directives": dict(sorted(event.directives.items())),
+        "submit_time": event.submit_time,
+        "submit_time_iso": _iso(event.submit_time),
+        "read_time": event.read_time,
+        "read_time_iso": _iso(event.read_time),
+        "script_size": event.script_size,
+        "script_sha256": event.script_sha256,
+        "script_truncated": event.script_truncated,
+        "environment_size": len(event.environment),
+        "redacted_keys": list(event.redacted_keys),
+        "producer_host": event.producer_host,
+        "producer_version": event.producer_version,
+        "files": [
+            {
+                "role": f.role.value,
+                "spool_name": f.spool_name,
+                "path": str(f.path),
+                "size": len(f.content),
+                "sha256": hashlib.sha256(f.content).hexdigest(),
+            }
+            for f in files
+        ],
+    }
+
+
+def render_sidecar(event: JobEvent, files: Sequence[PlacedFile]) -> bytes:
+    """The sidecar file's bytes: the same event and files always give the same bytes."""
+    document = sidecar_document(event, files)
+    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def sidecar_job_key(content: bytes) -> str | None:
+    """The job key recorded in a sidecar, or None when content is not one of our sidecars."""
+    try:
+        document = json.loads(content)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(document, dict) or document.get("format") != FORMAT:
+        return None
+    job_key = document.get("job_key")
+    return job_key if isinstance(job_key, str) else None

@@ -1,0 +1,346 @@
+"""The consume -> decode -> write -> dead-letter -> commit loop every consumer service runs.
+
+One batch at a time: messages are decoded, the decodable events handed to the sink, which
+returns only once they are durable; whatever could not be decoded or was refused by the sink
+goes to the dead-letter topic and must be acknowledged there; only then are the batch's
+offsets committed, synchronously. A crash anywhere before the commit means redelivery, never
+loss, which is why every sink is idempotent.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import confluent_kafka
+from prometheus_client import CollectorRegistry
+
+from consumers.common.dlq import (
+    DeadLetterPublisher,
+    DeadLetterUnavailableError,
+    source_coordinates,
+)
+from consumers.common.metrics import ConsumerMetrics
+from consumers.common.settings import ConsumerSettings, consumer_properties
+from consumers.common.sink import Sink, SinkFatalError, SinkUnavailableError
+from schemas.codec import JobEventCodec
+from schemas.errors import CodecError
+from schemas.model import JobEvent
+
+log = logging.getLogger(__name__)
+
+# While backing off, the consumer keeps polling in slices this long, so that it stays in
+# its group (max.poll.interval.ms) and notices a stop request promptly.
+POLL_SLICE = 1.0
+LAG_REPORT_INTERVAL = 5.0
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+
+Partition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One message of the batch in flight: its decoded event, or why it has none."""
+
+    message: confluent_kafka.Message
+    event: JobEvent | None
+    reason: str = ""
+    detail: str = ""
+
+    @property
+    def partition(self) -> Partition:
+        topic, partition, _ = source_coordinates(self.message)
+        return (topic, partition)
+
+
+def commit_positions(coordinates: Iterable[tuple[str, int, int]]) -> dict[Partition, int]:
+    """The offset to commit per partition for (topic, partition, offset) messages handled:
+    one past the highest, i.e. the next message to read."""
+    positions: dict[Partition, int] = {}
+    for topic, partition, offset in coordinates:
+        key = (topic, partition)
+        positions[key] = max(positions.get(key, -1), offset + 1)
+    return positions
+
+
+def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
+    """initial, 2*initial, 4*initial, ... capped at maximum, for ever."""
+    delay = initial
+    while True:
+        yield delay
+        delay = min(delay * 2, maximum)
+
+
+class KafkaFatalError(Exception):
+    """librdkafka reported a fatal error: the consumer instance cannot continue."""
+
+
+class ConsumerRunner:
+    def __init__(self, settings: ConsumerSettings, sink: Sink, registry: CollectorRegistry,
+                 service: str, codec: JobEventCodec | None = None) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.service = service
+        self.codec = codec if codec is not None else JobEventCodec()
+        self.metrics = ConsumerMetrics(registry, service)
+        # Computed here so that a bad --kafka-property is a ConfigError before anything runs.
+        self._properties = consumer_properties(settings)
+        self._dead_letters = DeadLetterPublisher(settings)
+        self._stop = threading.Event()
+        self._consumer: confluent_kafka.Consumer | None = None
+        self._batch: list[BatchEntry] = []
+        self._uncommitted: dict[Partition, int] = {}
+        self._paused = False
+        self._last_lag_report = 0.0
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, commit it and return from run(); safe from signal
+        handlers and other threads."""
+        self._stop.set()
+
+    def run(self) -> int:
+        """Consume until stopped; the exit code for the process."""
+        try:
+            if not self._prepare_sink():
+                self.sink.close()
+                return EXIT_OK
+        except SinkFatalError as exc:
+            log.error("%s sink cannot start: %s", self.sink.name, exc)
+            self.sink.close()
+            return EXIT_FAILURE
+        try:
+            consumer = confluent_kafka.Consumer(self._properties, logger=log)
+        except confluent_kafka.KafkaException as exc:
+            log.error("invalid Kafka consumer configuration: %s", exc)
+            self.sink.close()
+            return EXIT_CONFIG
+        self._consumer = consumer
+        try:
+            consumer.subscribe([self.settings.topic], on_assign=self._on_assign,
+                               on_revoke=self._on_revoke, on_lost=self._on_lost)
+            log.info("consuming %s as group %s", self.settings.topic, self.settings.group)
+            while not self._stop.is_set():
+                messages = consumer.consume(self.settings.batch_max_messages,
+                                            self.settings.batch_timeout)
+                if messages:
+                    self._handle_batch(messages)
+                elif self._uncommitted:
+                    # A commit refused during a rebalance must not wait for the next message.
+                    self._commit({})
+                self._report_lag()
+            log.info("stop requested: leaving the group")
+            return EXIT_OK
+        except SinkFatalError as exc:
+            log.error("%s sink failed for good, nothing of the batch committed: %s",
+                      self.sink.name, exc)
+            return EXIT_FAILURE
+        except (KafkaFatalError, confluent_kafka.KafkaException) as exc:
+            log.error("Kafka consumer failed: %s", exc)
+            return EXIT_FAILURE
+        finally:
+            self._shutdown(consumer)
+
+    def _shutdown(self, consumer: confluent_kafka.Consumer) -> None:
+        try:
+            consumer.close()  # leaves the group so the partitions move on at once
+        except (confluent_kafka.KafkaException, RuntimeError) as exc:
+            log.warning("closing the Kafka consumer: %s", exc)
+        self._consumer = None
+        self._dead_letters.close(self.settings.commit_timeout)
+        self.sink.close()
+
+    def _prepare_sink(self) -> bool:
+        """sink.prepare(), retried with backoff while unavailable; False if stopped first."""
+        delays = backoff_delays(self.settings.retry_backoff_initial,
+                                self.settings.retry_backoff_max)
+        while True:
+            try:
+                self.sink.prepare()
+                return True
+            except SinkUnavailableError as exc:
+                delay = next(delays)
+                self.metrics.sink_unavailable.inc()
+                self.metrics.sink_up.set(0)
+                log.warning("%s sink unavailable at start (%s); retrying in %.1fs",
+                            self.sink.name, exc, delay)
+                if self._stop.wait(delay):
+                    return False
+
+    # -- one batch ---------------------------------------------------------------------
+
+    def _handle_batch(self, messages: Sequence[confluent_kafka.Message]) -> None:
+        self._batch = self._entries(messages)
+        delays = backoff_delays(self.settings.retry_backoff_initial,
+                                self.settings.retry_backoff_max)
+        while self._batch:
+            try:
+                self._deliver(self._batch)
+                break
+            except (SinkUnavailableError, DeadLetterUnavailableError) as exc:
+                delay = next(delays)
+                self.metrics.sink_unavailable.inc()
+                self.metrics.sink_up.set(0)
+                log.error("batch of %d not stored, nothing committed, retrying in %.1fs: %s",
+                          len(self._batch), delay, exc)
+                if not self._wait_paused(delay):
+                    log.warning("stopping with %d messages not stored; they will be"
+                                " delivered again", len(self._batch))
+                    self._batch = []
+                    return
+        if self._batch:
+            self._commit(commit_positions(source_coordinates(e.message) for e in self._batch))
+        self._batch = []
+        if self._paused:
+            self._resume()
+
+    def _entries(self, messages: Sequence[confluent_kafka.Message]) -> list[BatchEntry]:
+        entries: list[BatchEntry] = []
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaFatalError(str(error))
+                log.warning("consumer error: %s", error)
+                continue
+            entries.append(self._decode(message))
+        self.metrics.consumed.inc(len(entries))
+        if entries:
+            self.metrics.batch_size.observe(len(entries))
+        return entries
+
+    def _decode(self, message: confluent_kafka.Message) -> BatchEntry:
+        try:
+            return BatchEntry(message, self.codec.decode(message.value() or b""))
+        except CodecError as exc:
+            return BatchEntry(message, None, exc.reason, str(exc))
+
+    def _deliver(self, entries: Sequence[BatchEntry]) -> None:
+        """Make every entry durable: events in the sink, the rest in the dead-letter topic."""
+        stored = [e for e in entries if e.event is not None]
+        dead = [(e.message, e.reason, e.detail) for e in entries if e.event is None]
+        if stored:
+            started = time.monotonic()
+            rejections = self.sink.write_batch([e.event for e in stored if e.event])
+            self.metrics.batch_write_seconds.observe(time.monotonic() - started)
+            dead += [(stored[r.index].message, r.reason, r.detail) for r in rejections]
+        for message, reason, detail in dead:
+            log.warning("dead-lettering %s[%d]@%d: %s: %s", message.topic(),
+                        message.partition(), message.offset(), reason, detail)
+            self._dead_letters.publish(message, reason, detail, self.service)
+        if dead:
+            self._dead_letters.flush(self.settings.commit_timeout)
+            for _, reason, _ in dead:
+                self.metrics.dead_letter(reason)
+        self.metrics.sink_up.set(1)
+
+    def _wait_paused(self, delay: float) -> bool:
+        """Back off for delay seconds with every assigned partition paused, still polling so
+        the group membership and rebalances go on; False when a stop was requested."""
+        consumer = self._require_consumer()
+        deadline = time.monotonic() + delay
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return True
+            # Re-pausing each time also covers partitions assigned during the wait.
+            consumer.pause(consumer.assignment())
+            self._paused = True
+            late = consumer.consume(self.settings.batch_max_messages,
+                                    min(remaining, POLL_SLICE))
+            # Messages fetched before the pause took effect join the batch being retried.
+            self._batch += self._entries(late)
+        return False
+
+    def _resume(self) -> None:
+        consumer = self._require_consumer()
+        consumer.resume(consumer.assignment())
+        self._paused = False
+        self.metrics.sink_up.set(1)
+
+    def _commit(self, positions: dict[Partition, int]) -> None:
+        self._uncommitted.update(positions)
+        consumer = self._require_consumer()
+        offsets = [confluent_kafka.TopicPartition(t, p, o)
+                   for (t, p), o in sorted(self._uncommitted.items())]
+        try:
+            results = consumer.commit(offsets=offsets, asynchronous=False)
+        except confluent_kafka.KafkaException as exc:
+            # Typically a rebalance in progress: the events are durable, so the worst case
+            # is a redelivery the sink recognises. Retried with the next commit or on revoke.
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed, will retry: %s", exc)
+            return
+        failed = {(r.topic, r.partition) for r in results or () if r.error is not None}
+        if failed:
+            self.metrics.commit_failures.inc()
+            log.warning("offset commit failed for %s, will retry", sorted(failed))
+        self._uncommitted = {k: v for k, v in self._uncommitted.items() if k in failed}
+        if not failed:
+            self.metrics.commits.inc()
+            self.metrics.last_commit.set(time.time())
+
+    # -- rebalance callbacks (run inside consume()) ------------------------------------
+
+    def _on_assign(self, consumer: confluent_kafka.Consumer,
+                   partitions: list[confluent_kafka.TopicPartition]) -> None:
+        log.info("assigned %s", _names(partitions))
+
+    def _on_revoke(self, consumer: confluent_kafka.Consumer,
+                   partitions: list[confluent_kafka.TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        durable = {k: v for k, v in self._uncommitted.items() if k in revoked}
+        if durable:
+            try:
+                consumer.commit(offsets=[confluent_kafka.TopicPartition(t, p, o)
+                                         for (t, p), o in sorted(durable.items())],
+                                asynchronous=False)
+            except confluent_kafka.KafkaException as exc:
+                log.warning("commit on revoke failed (the new owner re-reads): %s", exc)
+        self._release(revoked, "revoked")
+
+    def _on_lost(self, consumer: confluent_kafka.Consumer,
+                 partitions: list[confluent_kafka.TopicPartition]) -> None:
+        self._release({(tp.topic, tp.partition) for tp in partitions}, "lost")
+
+    def _release(self, partitions: set[Partition], how: str) -> None:
+        dropped = [e for e in self._batch if e.partition in partitions]
+        self._batch = [e for e in self._batch if e.partition not in partitions]
+        self._uncommitted = {k: v for k, v in self._uncommitted.items() if k not in partitions}
+        for topic, partition in partitions:
+            self.metrics.forget_partition(topic, partition)
+        log.info("%s %s%s", how, sorted(partitions),
+                 f"; {len(dropped)} unstored messages left for the new owner" if dropped else "")
+
+    # -- lag -------------------------------------------------------------------------------
+
+    def _report_lag(self) -> None:
+        now = time.monotonic()
+        if now - self._last_lag_report < LAG_REPORT_INTERVAL:
+            return
+        self._last_lag_report = now
+        consumer = self._require_consumer()
+        assignment = consumer.assignment()
+        if not assignment:
+            return
+        for position in consumer.position(assignment):
+            if position.offset < 0:
+                continue  # nothing consumed yet: no position to measure from
+            # cached=True reads the watermark from the last fetch response: no request.
+            _, high = consumer.get_watermark_offsets(position, cached=True)
+            if high >= 0:
+                self.metrics.set_lag(position.topic, position.partition,
+                                     max(high - position.offset, 0))
+
+    def _require_consumer(self) -> confluent_kafka.Consumer:
+        if self._consumer is None:
+            raise RuntimeError("the Kafka consumer exists only inside run()")
+        return self._consumer
+
+
+def _names(partitions: Sequence[confluent_kafka.TopicPartition]) -> list[str]:
+    return [f"{tp.topic}[{tp.partition}]" for tp in partitions]

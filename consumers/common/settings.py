@@ -1,0 +1,88 @@
+"""Settings and librdkafka properties shared by every sarchive consumer service."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from schemas.runtime.config import ConfigError, setting
+from schemas.runtime.kafka import KafkaSettings, kafka_client_properties
+from schemas.runtime.logs import LogSettings
+from schemas.runtime.metrics import MetricsSettings
+
+# Job events carry whole environments (up to ~10 MiB); the fetch limits sit above that.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+# These properties carry the "commit only what is durable" guarantee; a pass-through
+# --kafka-property must not switch them off.
+_GUARANTEED = {
+    "enable.auto.commit": "false",
+    "enable.auto.offset.store": "false",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsumerSettings(KafkaSettings, LogSettings, MetricsSettings):
+    group: str = setting("sarchive-consumer", help="Kafka consumer group id; instances sharing"
+                         " a group share the topic's partitions")
+    dlq_topic: str | None = setting(None, help="dead-letter topic for messages that cannot be"
+                                    " decoded or stored (default: <topic>.dlq)")
+    batch_max_messages: int = setting(500, help="most messages taken per batch (one commit and"
+                                      " one durable write round per batch)")
+    batch_timeout: float = setting(0.5, help="seconds to wait for a batch to fill")
+    retry_backoff_initial: float = setting(
+        1.0, help="seconds to wait before the first retry when the sink is unavailable")
+    retry_backoff_max: float = setting(
+        60.0, help="longest wait between retries while the sink stays unavailable")
+    commit_timeout: float = setting(
+        30.0, help="seconds to wait for dead-letter acknowledgements before a commit")
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            raise ValueError("group must not be empty")
+        if self.batch_max_messages < 1:
+            raise ValueError(
+                f"batch_max_messages must be at least 1, got {self.batch_max_messages}")
+        for name in ("batch_timeout", "retry_backoff_initial", "commit_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.retry_backoff_max < self.retry_backoff_initial:
+            raise ValueError("retry_backoff_max must not be smaller than retry_backoff_initial")
+        if self.dead_letter_topic == self.topic:
+            raise ValueError(f"dlq_topic must differ from topic {self.topic!r}")
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic if self.dlq_topic else f"{self.topic}.dlq"
+
+
+def consumer_properties(settings: ConsumerSettings) -> dict[str, str]:
+    """librdkafka consumer properties: manual offset store and commit, large messages.
+
+    Pass-through --kafka-property values override the defaults here, except the two
+    properties the delivery guarantee rests on, which raise ConfigError when contradicted.
+    """
+    props: dict[str, str] = {
+        "group.id": settings.group,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "cooperative-sticky",
+        "max.partition.fetch.bytes": str(MAX_MESSAGE_BYTES),
+        "fetch.max.bytes": str(4 * MAX_MESSAGE_BYTES),
+        "receive.message.max.bytes": str(4 * MAX_MESSAGE_BYTES + 1024 * 1024),
+    }
+    client = kafka_client_properties(settings)
+    for key, required in _GUARANTEED.items():
+        if client.get(key, required) != required:
+            raise ConfigError(f"kafka_property {key}={client[key]} is not allowed: offsets are"
+                              " stored and committed only after the sink is durable")
+    props.update(client)
+    props.update(_GUARANTEED)
+    return props
+
+
+def producer_properties(settings: ConsumerSettings) -> dict[str, str]:
+    """librdkafka properties for the dead-letter producer: every message acknowledged by all
+    in-sync replicas, no duplicates from retries, room for the largest job event."""
+    props: dict[str, str] = {"message.max.bytes": str(MAX_MESSAGE_BYTES)}
+    props.update(kafka_client_properties(settings))
+    props.update({"acks": "all", "enable.idempotence": "true"})
+    return props

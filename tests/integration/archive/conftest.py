@@ -1,0 +1,361 @@
+"""Helpers for the archive consumer's integration tests: real events on the real broker,
+sarchive-archive as a real subprocess, and views of the archive and the consumer group."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import signal
+import struct
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # not in the stubs
+
+from schemas.codec import JobEventCodec
+from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource, make_job_key
+from schemas.wire import message_headers, message_key
+
+ARCHIVE_COMMAND = str(Path(sys.executable).with_name("sarchive-archive"))
+# sarchive-archive that SIGKILLs itself on its Nth link(2): a crash at an exact point of a
+# batch, some files of it in place, others still temporary, nothing committed.
+CRASH_AT_LINK = """
+import os, signal, sys
+limit, calls, real_link = int(sys.argv.pop(1)), 0, os.link
+def link(*args, **kwargs):
+    global calls
+    calls += 1
+    if calls == limit:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_link(*args, **kwargs)
+os.link = link
+from consumers.archive.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+DAY_MS = 86_400_000
+FIRST_SUBMIT_MS = 1_710_545_400_000  # 2024-03-15 23:30 UTC
+
+
+def slurm_event(number: int, *, cluster: str = "clusterA", job_id: str | None = None,
+                user: str | None = None, script_bytes: int = 0) -> JobEvent:
+    """A Slurm job event as the producer builds it, different for every number: jobs spread
+    over several days and users, environment in Slurm's spool format."""
+    job_id = job_id if job_id is not None else str(10_000 + number)
+    user = user if user is not None else f"user{number % 3}"
+    submit = FIRST_SUBMIT_MS + (number % 4) * DAY_MS + number * 1000
+    script = (f"#!/bin/bash\n#SBATCH --job-name=job{number}\nsrun ./work {number}\n".encode()
+              + b"#" * script_bytes)
+    entries = [f"USER={user}".encode(), f"HOME=/home/{user}".encode(), b"MULTI=a=b\nc"]
+    environment_file = struct.pack("=I", len(entries)) + b"".join(e + b"\0" for e in entries)
+    return JobEvent(
+        cluster=cluster, scheduler=Scheduler.SLURM, job_id=job_id,
+        job_key=make_job_key(cluster, Scheduler.SLURM, job_id, submit),
+        submit_time=submit, read_time=submit + 40, script=script, script_size=len(script),
+        script_sha256=hashlib.sha256(script).hexdigest(), script_truncated=False,
+        environment=b"".join(e + b"\0" for e in entries),
+        producer_host="head1", producer_version="0.1.0",
+        spool_files=(SpoolFile("script", script + b"\0"),
+                     SpoolFile("environment", environment_file)),
+        user=user, user_source=UserSource.USER, job_name=f"job{number}",
+        directives={"job-name": f"job{number}"},
+    )
+
+
+def expected_files(event: JobEvent) -> dict[str, bytes]:
+    """The default layout's data files of a Slurm event (period daily)."""
+    day = time.strftime("%Y%m%d", time.gmtime(event.submit_time / 1000))
+    environment = next(f.content for f in event.spool_files if f.name == "environment")
+    return {
+        f"{day}/job.{event.job_id}_script": event.script,
+        f"{day}/job.{event.job_id}_environment": environment,
+    }
+
+
+def produce(bootstrap: str, topic: str, events: Sequence[JobEvent]) -> list[tuple[int, int]]:
+    """Produce events as the producer does; their (partition, offset), in the same order."""
+    codec = JobEventCodec()
+    return produce_raw(
+        bootstrap,
+        topic,
+        [(message_key(e), codec.encode(e)) for e in events],
+        headers=message_headers(codec),
+    )
+
+
+def produce_raw(
+    bootstrap: str,
+    topic: str,
+    messages: Sequence[tuple[bytes, bytes]],
+    headers: list[tuple[str, bytes]] | None = None,
+) -> list[tuple[int, int]]:
+    """Produce (key, value) messages; their (partition, offset), in the same order."""
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "acks": "all", "message.max.bytes": str(16 << 20)}
+    )
+    failures: list[str] = []
+    coordinates: list[tuple[int, int]] = [(-1, -1)] * len(messages)
+
+    def delivered_as(index: int) -> Callable[[object, Message], None]:
+        def delivered(error: object, message: Message) -> None:
+            if error is not None:
+                failures.append(str(error))
+            else:
+                coordinates[index] = (message.partition(), message.offset())
+
+        return delivered
+
+    for index, (key, value) in enumerate(messages):
+        producer.produce(
+            topic, key=key, value=value, headers=headers, on_delivery=delivered_as(index)
+        )
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    assert failures == []
+    return coordinates
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "sarchive-test-probe"})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        error: KafkaException | None = None
+        for _ in range(20):
+            try:
+                committed = consumer.committed(
+                    [TopicPartition(topic, p) for p in partitions], timeout=10)
+                return {tp.partition: tp.offset for tp in committed}
+            except KafkaException as exc:  # NOT_COORDINATOR and the like, while groups move
+                error = exc
+                time.sleep(0.5)
+        pytest.fail(f"committed offsets of group {group} stayed unavailable: {error}")
+    finally:
+        consumer.close()
+
+
+def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30.0) -> list[Message]:
+    """The first count messages of topic, from the beginning."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": "false",
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(messages) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                messages.append(message)
+    finally:
+        consumer.close()
+    return messages
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting until {what}")
+
+
+def tree(root: Path) -> dict[str, tuple[str, int, int]]:
+    """Every file below root: sha256, mode and mtime_ns, to tell that nothing changed."""
+    state: dict[str, tuple[str, int, int]] = {}
+    for path in sorted(root.rglob("*")):
+        info = path.lstat()
+        if path.is_file():
+            state[str(path.relative_to(root))] = (
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                info.st_mode,
+                info.st_mtime_ns,
+            )
+    return state
+
+
+def temporary_files(root: Path) -> list[Path]:
+    return list(root.rglob(".sarchive-tmp-*"))
+
+
+@dataclass
+class ArchiveProcess:
+    """One sarchive-archive subprocess; its stderr goes to log_path."""
+
+    command: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=log)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, and the exit code once it has finished its batch and left the group."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            pytest.fail(f"sarchive-archive ignored SIGTERM for {timeout} s:\n{self.log()}")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def wait(self, timeout: float) -> int:
+        return self.process.wait(timeout)
+
+
+@dataclass
+class ArchiveRunner:
+    """Starts sarchive-archive processes against one topic and archive root."""
+
+    bootstrap: str
+    topic: str
+    root: Path
+    logs: Path
+    group: str = field(default_factory=lambda: f"archive-{uuid.uuid4().hex[:8]}")
+    started: list[ArchiveProcess] = field(default_factory=list)
+
+    def start(self, *extra: str, group: str | None = None, archive: Path | None = None,
+              crash_at_link: int | None = None) -> ArchiveProcess:
+        """sarchive-archive on the topic; archive defaults to the runner's root."""
+        args = [
+            "--brokers",
+            self.bootstrap,
+            "--topic",
+            self.topic,
+            "--archive",
+            str(archive or self.root),
+            "--group",
+            group or self.group,
+            "--batch-timeout",
+            "0.2",
+            "--retry-backoff-initial",
+            "0.2",
+            "--retry-backoff-max",
+            "1",
+            # A killed member's partitions move after the session timeout: keep it short.
+            "--kafka-property",
+            "session.timeout.ms=6000",
+            "--kafka-property",
+            "heartbeat.interval.ms=500",
+            *extra,
+        ]
+        command = ([ARCHIVE_COMMAND] if crash_at_link is None else
+                   [sys.executable, "-c", CRASH_AT_LINK, str(crash_at_link)])
+        process = ArchiveProcess(command + args, self.logs / f"archive-{len(self.started)}.log")
+        self.started.append(process)
+        return process
+
+    def committed(self, group: str | None = None) -> dict[int, int]:
+        return committed_offsets(self.bootstrap, group or self.group, self.topic)
+
+    def end_offsets(self) -> dict[int, int]:
+        return end_offsets(self.bootstrap, self.topic)
+
+    def produce(self, events: Sequence[JobEvent]) -> list[tuple[int, int]]:
+        return produce(self.bootstrap, self.topic, events)
+
+    def produce_raw(
+        self,
+        messages: Sequence[tuple[bytes, bytes]],
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> list[tuple[int, int]]:
+        return produce_raw(self.bootstrap, self.topic, messages, headers)
+
+    def read_topic(self, topic: str, count: int, timeout: float = 30.0) -> list[Message]:
+        return read_topic(self.bootstrap, topic, count, timeout)
+
+    def archived(self) -> dict[str, bytes]:
+        """Every file below the root with its bytes."""
+        return {
+            str(p.relative_to(self.root)): p.read_bytes()
+            for p in sorted(self.root.rglob("*"))
+            if p.is_file()
+        }
+
+    def tree(self) -> dict[str, tuple[str, int, int]]:
+        return tree(self.root)
+
+    def temporary_files(self) -> list[Path]:
+        return temporary_files(self.root)
+
+    @staticmethod
+    def expected_files(event: JobEvent) -> dict[str, bytes]:
+        return expected_files(event)
+
+    @staticmethod
+    def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+        wait_until(condition, timeout, what)
+
+    def wait_committed_to_end(self, timeout: float = 60.0, group: str | None = None) -> None:
+        ends = end_offsets(self.bootstrap, self.topic)
+        group = group or self.group
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if committed_offsets(self.bootstrap, group, self.topic) == ends:
+                return
+            time.sleep(0.2)
+        logs = "\n".join(f"--- {p.log_path.name}:\n{p.log()[-3000:]}" for p in self.started)
+        pytest.fail(f"group {group} did not commit {ends} within {timeout:.0f} s"
+                    f" (committed: {committed_offsets(self.bootstrap, group, self.topic)})"
+                    f"\n{logs}")
+
+
+@pytest.fixture
+def make_slurm_event() -> Callable[..., JobEvent]:
+    return slurm_event
+
+
+@pytest.fixture
+def archive_root(tmp_path: Path) -> Path:
+    root = tmp_path / "archive"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+def archive_runner(
+    kafka_bootstrap: str, kafka_topic: str, archive_root: Path, tmp_path: Path
+) -> Iterator[ArchiveRunner]:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    runner = ArchiveRunner(kafka_bootstrap, kafka_topic, archive_root, logs)
+    yield runner
+    for process in runner.started:
+        if process.process.poll() is None:
+            process.process.kill()
+            process.process.wait(10)
+    # The broker creates the dead-letter topic on first use; the test's topic goes, so does it.
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    with contextlib.suppress(Exception):
+        admin.delete_topics([f"{kafka_topic}.dlq"])[f"{kafka_topic}.dlq"].result(timeout=30)

@@ -1,0 +1,75 @@
+"""Poison messages and path-traversal attempts: dead-lettered with their reasons, the
+consumer moves on, and nothing is written outside the archive root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from schemas.codec import MAGIC, JobEventCodec
+from schemas.model import JobEvent
+from schemas.wire import message_key
+
+MakeEvent = Callable[..., JobEvent]
+Harness = Any  # the harness type lives in conftest.py, which test modules cannot import
+
+
+def test_each_kind_of_poison_goes_to_the_dead_letter_topic_with_why_and_where(
+        archive_runner: Harness, make_slurm_event: MakeEvent, tmp_path: Path) -> None:
+    runner = archive_runner
+    codec = JobEventCodec()
+    good = [make_slurm_event(i) for i in range(3)]
+    valid = codec.encode(good[0])
+    refused = {
+        "not-single-object": b"#!/bin/bash\necho not avro\n",
+        "unknown-schema": MAGIC + b"\x01\x02\x03\x04\x05\x06\x07\x08" + valid[10:],
+        "corrupt-body": valid[:10] + b"\xff" * 40,
+        "trailing": valid + b"extra",
+        "job-id-traversal": codec.encode(make_slurm_event(10, job_id="../../../escape")),
+        "job-id-separator": codec.encode(make_slurm_event(11, job_id="47/11")),
+        "cluster-traversal": codec.encode(make_slurm_event(12, cluster="..")),
+        "user-traversal": codec.encode(make_slurm_event(13, user="../../escape")),
+        "job-id-nul": codec.encode(make_slurm_event(14, job_id="4711\0escape")),
+        "overlong-job-id": codec.encode(make_slurm_event(15, job_id="9" * 300)),
+    }
+    expected_reason = {
+        "not-single-object": "not-single-object", "unknown-schema": "unknown-schema",
+        "corrupt-body": "corrupt-body", "trailing": "corrupt-body",
+        "job-id-traversal": "unsafe-path", "job-id-separator": "unsafe-path",
+        "cluster-traversal": "unsafe-path", "user-traversal": "unsafe-path",
+        "job-id-nul": "unsafe-path", "overlong-job-id": "name-too-long",
+    }
+    messages = [(message_key(good[0]), codec.encode(good[0]))]
+    messages += [(name.encode(), value) for name, value in refused.items()]
+    messages += [(message_key(e), codec.encode(e)) for e in good[1:]]
+    coordinates = runner.produce_raw(messages, headers=[("traceparent", b"00-abc-01")])
+    process = runner.start()
+    runner.wait_committed_to_end()
+    assert process.stop() == 0
+
+    dead = runner.read_topic(f"{runner.topic}.dlq", len(refused))
+    assert len(dead) == len(refused)
+    by_key = {m.key().decode(): m for m in dead}
+    assert sorted(by_key) == sorted(refused)
+    for name, value in refused.items():
+        message = by_key[name]
+        headers = dict(message.headers())
+        partition, offset = coordinates[1 + list(refused).index(name)]
+        assert message.value() == value, name
+        assert headers["sarchive-dlq-reason"].decode() == expected_reason[name], name
+        assert headers["sarchive-dlq-consumer"] == b"sarchive-archive"
+        assert headers["sarchive-dlq-source-topic"].decode() == runner.topic
+        assert int(headers["sarchive-dlq-source-partition"]) == partition, name
+        assert int(headers["sarchive-dlq-source-offset"]) == offset, name
+        assert headers["sarchive-dlq-detail"], name
+        assert headers["traceparent"] == b"00-abc-01"
+
+    archived = runner.archived()
+    expected: dict[str, bytes] = {}
+    for event in good:
+        expected.update(runner.expected_files(event))
+    assert {p: c for p, c in archived.items() if not p.endswith(".json")} == expected
+    outside = [p for p in tmp_path.parent.rglob("*") if "escape" in p.name]
+    assert outside == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["archive", "logs"]

@@ -1,0 +1,225 @@
+"""Layouts: presets and templates -> relative paths, and the path-safety checks."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import time
+from collections.abc import Callable, Iterator
+
+import hypothesis
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from consumers.archive.layout import (
+    NAME_MAX,
+    PRESETS,
+    Layout,
+    Period,
+    Role,
+    UnsafeNameError,
+    job_id_shard,
+    safe_job_name,
+)
+from schemas.model import JobEvent, SpoolFile
+
+MakeEvent = Callable[..., JobEvent]
+
+
+def paths(layout: str, event: JobEvent, period: Period = Period.DAILY) -> list[str]:
+    placement = Layout.from_setting(layout, period).place(event)
+    return [str(f.path) for f in placement.files] + [str(placement.metadata)]
+
+
+@pytest.mark.parametrize(("period", "directory"), [
+    (Period.DAILY, "20240315/"), (Period.MONTHLY, "202403/"), (Period.YEARLY, "2024/"),
+    (Period.NONE, ""),
+])
+def test_sarchive_preset_puts_slurm_files_under_the_period_directory(
+        make_event: MakeEvent, period: Period, directory: str) -> None:
+    assert paths("sarchive", make_event(), period) == [
+        f"{directory}job.4711_script", f"{directory}job.4711_environment",
+        f"{directory}job.4711_metadata.json"]
+
+
+def test_per_user_preset_matches_job_archive(make_event: MakeEvent) -> None:
+    assert paths("per-user", make_event()) == [
+        "alice/2024/03/4711-myjob.sh", "alice/2024/03/4711-myjob.env",
+        "alice/2024/03/4711-myjob.json"]
+
+
+def test_xdmod_preset_stores_the_script_only_as_savescript(make_event: MakeEvent) -> None:
+    assert paths("xdmod", make_event()) == [
+        "20240315/4711.savescript", "20240315/4711.savescript.json"]
+
+
+def test_sharded_preset_splits_the_reversed_job_id(make_event: MakeEvent) -> None:
+    assert paths("sharded", make_event(job_id="12345678")) == [
+        "clusterA/87/65/job.12345678_script", "clusterA/87/65/job.12345678_environment",
+        "clusterA/87/65/job.12345678_metadata.json"]
+
+
+def test_torque_files_keep_their_spool_names(make_torque_event: MakeEvent) -> None:
+    assert paths("sarchive", make_torque_event()) == [
+        "20240315/2[].master.SC", "20240315/2[].master.TA", "20240315/2-1.master.JB",
+        "20240315/job.2[].master_metadata.json"]
+
+
+def test_slurm_script_is_the_submitted_script_and_environment_the_spool_file(
+        make_event: MakeEvent) -> None:
+    event = make_event()
+    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    assert [(f.role, f.content) for f in files] == [
+        (Role.SCRIPT, event.script), (Role.ENVIRONMENT, event.spool_files[1].content)]
+
+
+@pytest.fixture
+def far_east_local_time() -> Iterator[None]:
+    previous = os.environ.get("TZ")
+    os.environ["TZ"] = "Pacific/Kiritimati"  # UTC+14
+    time.tzset()
+    yield
+    if previous is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = previous
+    time.tzset()
+
+
+@pytest.mark.usefixtures("far_east_local_time")
+def test_dates_are_the_submit_time_in_utc_whatever_the_local_zone(
+        make_event: MakeEvent) -> None:
+    assert paths("xdmod", make_event())[0].startswith("20240315/")
+
+
+def test_custom_template_with_every_event_field(make_event: MakeEvent) -> None:
+    layout = ("{cluster}/{user}/{period}/{year}-{month}-{day}/{job_id_shard}/"
+              "{job_name}.{job_id}.{ext}")
+    assert paths(layout, make_event(), Period.MONTHLY)[0] == (
+        "clusterA/alice/202403/2024-03-15/11/74/myjob.4711.sh")
+
+
+def test_missing_user_and_job_name_get_placeholders(make_event: MakeEvent) -> None:
+    assert paths("per-user", make_event(user=None, job_name=None))[0] == (
+        "_unknown/2024/03/4711-_unnamed.sh")
+
+
+@pytest.mark.parametrize("job_id", ["../4711", "..", ".", "47/11", "4711\0", "4711\n", ""])
+def test_unsafe_job_ids_are_refused(make_event: MakeEvent, job_id: str) -> None:
+    with pytest.raises(UnsafeNameError) as caught:
+        Layout.from_setting("sarchive", Period.DAILY).place(make_event(job_id=job_id))
+    assert caught.value.reason == "unsafe-path"
+
+
+@pytest.mark.parametrize("field", ["cluster", "user"])
+def test_unsafe_cluster_or_user_is_refused_even_when_the_layout_does_not_use_it(
+        make_event: MakeEvent, field: str) -> None:
+    with pytest.raises(UnsafeNameError, match=field):
+        Layout.from_setting("xdmod", Period.DAILY).place(make_event(**{field: "../../etc"}))
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", ".sarchive-tmp-x"])
+def test_unsafe_torque_spool_names_are_refused(make_torque_event: MakeEvent, name: str) -> None:
+    event = make_torque_event(spool_files=(SpoolFile(name, b"x"),))
+    with pytest.raises(UnsafeNameError, match=r"temporary|contains"):
+        Layout.from_setting("sarchive", Period.DAILY).place(event)
+
+
+def test_overlong_job_id_is_refused_as_too_long(make_event: MakeEvent) -> None:
+    with pytest.raises(UnsafeNameError) as caught:
+        Layout.from_setting("sarchive", Period.DAILY).place(make_event(job_id="9" * 300))
+    assert caught.value.reason == "name-too-long"
+
+
+def test_file_name_too_long_once_composed_is_refused(make_event: MakeEvent) -> None:
+    # 240 bytes of job id fit as a field but not with "job." and "_environment" around it.
+    with pytest.raises(UnsafeNameError) as caught:
+        Layout.from_setting("sarchive", Period.DAILY).place(make_event(job_id="9" * 240))
+    assert caught.value.reason == "name-too-long"
+
+
+def test_submit_time_beyond_the_calendar_is_refused(make_event: MakeEvent) -> None:
+    with pytest.raises(UnsafeNameError) as caught:
+        Layout.from_setting("sarchive", Period.DAILY).place(make_event(submit_time=2**62))
+    assert caught.value.reason == "invalid-submit-time"
+
+
+def test_layout_giving_two_files_one_path_refuses_the_event(make_event: MakeEvent) -> None:
+    event = make_event(spool_files=(SpoolFile("environment", b"a"),
+                                    SpoolFile("metadata.json", b"b")))
+    with pytest.raises(UnsafeNameError) as caught:
+        Layout.from_setting("sarchive", Period.DAILY).place(event)
+    assert caught.value.reason == "path-conflict"
+
+
+@pytest.mark.parametrize(("job_name", "expected"), [
+    ("a/b", "a_b"), ("..", "_"), (".", "_"), ("tab\there", "tab_here"), (None, "_unnamed"),
+    ("", "_unnamed"), ("é" * 60, "é" * 50),
+])
+def test_job_names_are_made_safe_not_refused(job_name: str | None, expected: str) -> None:
+    assert safe_job_name(job_name) == expected
+
+
+@pytest.mark.parametrize(("job_id", "shard"), [
+    ("12345678", "87/65"), ("4711", "11/74"), ("7", "70/00"), ("4711.server", "11/74"),
+    ("4711[].server", "11/74"), ("x1", "_/_"),
+])
+def test_job_id_shard_reads_the_number_backwards(job_id: str, shard: str) -> None:
+    assert job_id_shard(job_id) == shard
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("{period}/{nope}", "unknown field"),
+    ("{period}/{job_id:>10}", "no format"),
+    ("{period}/{job_id!r}", "no format"),
+    ("/{period}/{name}", "relative"),
+    ("{period}/{name}/", "relative"),
+    ("../{name}", r"'\.\.'"),
+    ("{user}/./{name}", r"'\.'"),
+    ("{user}/{year}", "job_id"),
+    ("{period}/{name", "layout"),
+])
+def test_bad_templates_are_refused_at_start(template: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Layout.from_setting(template, Period.DAILY)
+
+
+def test_every_preset_compiles_for_every_period() -> None:
+    for preset in PRESETS:
+        for period in Period:
+            assert Layout.from_setting(preset, period).template == PRESETS[preset]
+
+
+# Plausible names half of the time, anything at all otherwise.
+_names = st.one_of(st.from_regex(r"[A-Za-z0-9._-]{1,30}", fullmatch=True),
+                   st.text(st.characters(codec="utf-8"), max_size=300))
+_event_fields = st.fixed_dictionaries({
+    "cluster": _names, "user": st.none() | _names, "job_id": _names,
+    "job_name": st.none() | _names, "spool_name": _names})
+_layouts = st.sampled_from([*PRESETS, "{user}/{cluster}/{job_name}-{job_id}.{ext}"])
+
+
+# The make_event fixture is a stateless factory, so sharing it across examples is safe.
+@settings(max_examples=500, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(fields=_event_fields, layout=_layouts)
+def test_any_placed_path_stays_below_the_root(
+        make_event: MakeEvent, fields: dict[str, str | None], layout: str) -> None:
+    """Whatever the message says, a placed path is refused or a clean relative path."""
+    spool_name = fields.pop("spool_name")
+    assert spool_name is not None
+    event = make_event(**fields, spool_files=(SpoolFile("environment", b"e"),
+                                              SpoolFile(spool_name, b"s")))
+    try:
+        placement = Layout.from_setting(layout, Period.DAILY).place(event)
+    except UnsafeNameError:
+        hypothesis.event("refused")
+        return
+    hypothesis.event("placed")
+    for path in [f.path for f in placement.files] + [placement.metadata]:
+        for component in (*path.directory, path.name):
+            assert component not in ("", ".", "..")
+            assert "/" not in component and "\0" not in component
+            assert len(component.encode("utf-8", "surrogatepass")) <= NAME_MAX
+        assert not posixpath.normpath(str(path)).startswith(("..", "/"))

@@ -1,0 +1,54 @@
+"""The metadata sidecar: deterministic JSON of an event's metadata and where its files are."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+from consumers.archive.layout import Layout, Period
+from consumers.archive.sidecar import render_sidecar, sidecar_job_key
+from schemas.model import JobEvent
+
+MakeEvent = Callable[..., JobEvent]
+
+
+def test_sidecar_records_metadata_sizes_digests_and_file_locations(
+        make_event: MakeEvent) -> None:
+    event = make_event(redacted_keys=("TOKEN",), script_truncated=True, script_size=10_000)
+    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    document = json.loads(render_sidecar(event, files))
+    assert document["job_key"] == "clusterA:slurm:4711:1710545400000"
+    assert document["submit_time_iso"] == "2024-03-15T23:30:00.000+00:00"
+    assert document["user"] == "alice"
+    assert document["directives"] == {"job-name": "myjob"}
+    assert document["redacted_keys"] == ["TOKEN"]
+    assert document["script_truncated"] is True
+    assert document["script_size"] == 10_000
+    assert document["script_sha256"] == event.script_sha256
+    assert document["files"] == [
+        {"role": f.role.value, "spool_name": f.spool_name, "path": str(f.path),
+         "size": len(f.content), "sha256": hashlib.sha256(f.content).hexdigest()}
+        for f in files]
+    assert [f["path"] for f in document["files"]] == [
+        "20240315/job.4711_script", "20240315/job.4711_environment"]
+    assert "script" not in document and "environment" not in document
+
+
+def test_sidecar_bytes_are_the_same_for_the_same_event(make_event: MakeEvent) -> None:
+    event = make_event(directives={"b": "2", "a": "1"})
+    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    assert render_sidecar(event, files) == render_sidecar(make_event(
+        directives={"a": "1", "b": "2"}), files)
+
+
+def test_job_key_is_read_back_from_a_sidecar(make_event: MakeEvent) -> None:
+    event = make_event(job_name="ünïcode\nname")
+    assert sidecar_job_key(render_sidecar(event, ())) == event.job_key
+
+
+def test_files_that_are_not_our_sidecars_have_no_job_key() -> None:
+    assert sidecar_job_key(b"\xff\xfe not json") is None
+    assert sidecar_job_key(b'{"job_key": "x"}') is None  # no format marker: someone else's
+    assert sidecar_job_key(b"[1, 2]") is None
+    assert sidecar_job_key(b'{"format": "sarchive-archive-metadata/1", "job_key": 3}') is None

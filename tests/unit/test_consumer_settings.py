@@ -1,0 +1,70 @@
+"""Shared consumer settings: defaults, validation and the librdkafka properties they give."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumers.common.settings import (
+    ConsumerSettings,
+    consumer_properties,
+    producer_properties,
+)
+from schemas.runtime.config import ConfigError, load_config
+
+
+def load(*argv: str, environ: dict[str, str] | None = None) -> ConsumerSettings:
+    return load_config(ConsumerSettings, list(argv), prog="test", description="test",
+                       environ=environ or {})
+
+
+def test_dead_letter_topic_defaults_to_the_topic_plus_dlq() -> None:
+    assert load("--topic", "jobs").dead_letter_topic == "jobs.dlq"
+    assert load("--topic", "jobs", "--dlq-topic", "poison").dead_letter_topic == "poison"
+
+
+def test_consumer_commits_manually_from_the_earliest_offset() -> None:
+    props = consumer_properties(load("--group", "g", "--brokers", "k1:9092,k2:9092"))
+    assert props["group.id"] == "g"
+    assert props["bootstrap.servers"] == "k1:9092,k2:9092"
+    assert props["enable.auto.commit"] == "false"
+    assert props["enable.auto.offset.store"] == "false"
+    assert props["auto.offset.reset"] == "earliest"
+    assert props["partition.assignment.strategy"] == "cooperative-sticky"
+    assert int(props["max.partition.fetch.bytes"]) > 10 * 1024 * 1024
+
+
+def test_pass_through_properties_override_defaults() -> None:
+    props = consumer_properties(load("--kafka-property", "auto.offset.reset=latest",
+                                     "--kafka-property", "client.id=archive-1"))
+    assert props["auto.offset.reset"] == "latest"
+    assert props["client.id"] == "archive-1"
+
+
+@pytest.mark.parametrize("prop", ["enable.auto.commit=true", "enable.auto.offset.store=true"])
+def test_pass_through_cannot_switch_off_commit_after_durable_write(prop: str) -> None:
+    with pytest.raises(ConfigError, match="not allowed"):
+        consumer_properties(load("--kafka-property", prop))
+
+
+def test_dead_letter_producer_waits_for_every_replica_without_duplicates() -> None:
+    props = producer_properties(load("--kafka-property", "acks=1"))
+    assert props["acks"] == "all"
+    assert props["enable.idempotence"] == "true"
+    assert int(props["message.max.bytes"]) > 10 * 1024 * 1024
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--batch-max-messages", "0"], "batch_max_messages"),
+    (["--batch-timeout", "0"], "batch_timeout"),
+    (["--retry-backoff-initial", "5", "--retry-backoff-max", "1"], "retry_backoff_max"),
+    (["--topic", "t", "--dlq-topic", "t"], "dlq_topic"),
+    (["--group", ""], "group"),
+])
+def test_inconsistent_settings_are_configuration_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load(*argv)
+
+
+def test_settings_come_from_the_environment_too() -> None:
+    settings = load(environ={"SARCHIVE_BATCH_MAX_MESSAGES": "7", "SARCHIVE_GROUP": "g2"})
+    assert (settings.batch_max_messages, settings.group) == (7, "g2")
