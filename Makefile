@@ -11,7 +11,7 @@ VENV_STAMP := $(VENV)/.sarchive-installed
 SERVICES := infra/services
 LINT_PATHS := producer consumers schemas tests infra bench
 
-.PHONY: setup venv services-up services-down test test-unit test-integration lint
+.PHONY: setup venv services-up services-down demo test test-unit test-integration lint
 
 venv: $(VENV_STAMP)
 
@@ -33,6 +33,10 @@ services-up: setup
 services-down:
 	@echo "==> stopping local services (data in \$${SARCHIVE_RUN_DIR:-.run} is kept)"
 	$(SERVICES) down
+
+demo: services-up
+	@echo "==> demo: three sbatch jobs through producer and Kafka into the archive and Elasticsearch"
+	$(VENV)/bin/python infra/demo.py
 
 test-unit: venv
 	@echo "==> unit tests"

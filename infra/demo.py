@@ -1,0 +1,166 @@
+"""`make demo`: three real Slurm jobs, through the producer and Kafka, into the archive and
+Elasticsearch, shown at the end. Services must be up (`infra/services up`).
+
+Runs the three sarchive services as subprocesses with their logs under .run/demo/, submits a
+multi-line job with non-ASCII bytes, a --wrap job and an array job with sbatch, waits until
+each is archived and indexed, then prints where the archived scripts are, checks them byte for
+byte against what Slurm stored, and shows a search.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO / ".venv" / "bin"
+DEMO_DIR = Path(os.environ.get("SARCHIVE_RUN_DIR", REPO / ".run")) / "demo"
+TOPIC = "sarchive.demo"
+WAIT_SECONDS = 90
+
+MULTILINE_SCRIPT = (
+    "#!/bin/bash\n"
+    "#SBATCH --job-name=caf\u00e9-gromacs\n"
+    "#SBATCH --time=00:05:00\n"
+    "#SBATCH --ntasks=1\n"
+    "# r\u00e9sum\u00e9 of the run: \u00e9nergie, \u03bb-sweep\n"
+    "module load gromacs/2023.1\n"
+    "echo \"demo job on $(hostname)\"\n"
+).encode("utf-8") + b"# a byte that is not UTF-8: \xff\n"
+
+
+def say(message: str) -> None:
+    print(f"[demo] {message}", flush=True)
+
+
+def service_env() -> dict[str, str]:
+    """Endpoints of the local services, as `infra/services env` prints them."""
+    out = subprocess.run([str(REPO / "infra" / "services"), "env"], check=True,
+                         capture_output=True, text=True).stdout
+    env: dict[str, str] = {}
+    for line in out.splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, _, value = line[len("export "):].partition("=")
+            env[key] = shlex.split(value)[0] if value else ""
+    return env
+
+
+def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    log = (DEMO_DIR / f"{name}.log").open("ab")
+    say(f"starting {name}: {' '.join(argv)}  (log: {DEMO_DIR / (name + '.log')})")
+    return subprocess.Popen([str(VENV_BIN / argv[0]), *argv[1:]], stdout=log,
+                            stderr=subprocess.STDOUT, env=env)
+
+
+def sbatch(env: dict[str, str], *args: str, script: bytes | None = None) -> str:
+    result = subprocess.run(["sbatch", "--parsable", "--hold", *args], input=script,
+                            capture_output=True, env=env, check=True, cwd=DEMO_DIR)
+    return result.stdout.decode().strip().split(";")[0]
+
+
+def slurm_script(state_dir: Path, job_id: str) -> bytes:
+    return (state_dir / f"hash.{int(job_id) % 10}" / f"job.{job_id}" / "script").read_bytes()
+
+
+def find_archived(archive: Path, job_id: str) -> Path | None:
+    matches = sorted(archive.glob(f"*/job.{job_id}_script"))
+    return matches[0] if matches else None
+
+
+def es_search(es_url: str, query: dict[str, object]) -> list[dict[str, object]]:
+    request = urllib.request.Request(
+        f"{es_url}/sarchive-jobs/_search", data=json.dumps(query).encode(),
+        headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        hits: list[dict[str, object]] = json.load(response)["hits"]["hits"]
+    return hits
+
+
+def wait_for(what: str, condition: object, timeout: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"[demo] timed out after {timeout:.0f} s waiting for {what};"
+                     f" see the logs in {DEMO_DIR}")
+
+
+def main() -> int:
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **service_env()}
+    brokers = env["SARCHIVE_KAFKA_BOOTSTRAP"]
+    state_dir = Path(env["SARCHIVE_SLURM_STATE"])
+    es_url = env.get("SARCHIVE_ES_URL")
+    archive = DEMO_DIR / "archive"
+    common = ["--brokers", brokers, "--topic", TOPIC]
+    processes = [
+        start("producer", ["sarchive-producer", "--cluster", env["SARCHIVE_SLURM_CLUSTER"],
+                           "--scheduler", "slurm", "--spool", str(state_dir),
+                           "--state-dir", str(DEMO_DIR / "producer-state"), *common], env),
+        start("archive", ["sarchive-archive", "--archive", str(archive), "--period", "daily",
+                          "--group", "sarchive-demo-archive", *common], env),
+    ]
+    if es_url:
+        processes.append(start("elastic", ["sarchive-es", "--es-url", es_url,
+                                           "--group", "sarchive-demo-es", *common], env))
+    submitted: list[str] = []
+    try:
+        submitted.append(sbatch(env, script=MULTILINE_SCRIPT))
+        submitted.append(sbatch(env, "--job-name=wrapped", "--wrap",
+                                "module load python/3.11 && python -c 'print(42)'"))
+        submitted.append(sbatch(env, "--array=1-4", "--job-name=sweep", script=(
+            b"#!/bin/bash\n#SBATCH --ntasks=1\nmodule load gromacs\n"
+            b"echo task $SLURM_ARRAY_TASK_ID\n")))
+        say(f"submitted Slurm jobs {', '.join(submitted)} (held, so they stay in the spool)")
+        for job_id in submitted:
+            wait_for(f"job {job_id} in the archive",
+                     lambda job_id=job_id: find_archived(archive, job_id) is not None)
+        say(f"archived under {archive}:")
+        for job_id in submitted:
+            path = find_archived(archive, job_id)
+            assert path is not None
+            stored = slurm_script(state_dir, job_id)
+            identical = stored.rstrip(b"\0") == path.read_bytes()
+            say(f"  job {job_id}: {path.relative_to(archive)}  ({path.stat().st_size} bytes,"
+                f" {'byte-identical to' if identical else 'DIFFERENT from'} Slurm's copy"
+                " without its trailing NUL)")
+            if not identical:
+                return 1
+        first = find_archived(archive, submitted[0])
+        assert first is not None
+        say(f"the first archived script ({first}):")
+        sys.stdout.buffer.write(first.read_bytes())
+        sys.stdout.flush()
+        if es_url:
+            query = {"query": {"bool": {"must": [{"match": {"script": "gromacs"}}],
+                                        "filter": [{"terms": {"job_id": submitted}}]}},
+                     "_source": ["job_id", "user", "job_name", "submit_time"]}
+            wait_for("the gromacs jobs in Elasticsearch",
+                     lambda: len(es_search(es_url, query)) == 2)
+            say("Elasticsearch: jobs whose script mentions 'gromacs':")
+            for hit in es_search(es_url, query):
+                say(f"  {hit['_id']}: {hit['_source']}")
+        say(f"done; logs in {DEMO_DIR}; stop the local services with `make services-down`")
+        return 0
+    finally:
+        for job_id in submitted:
+            subprocess.run(["scancel", job_id], env=env, check=False)
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
