@@ -1,0 +1,130 @@
+"""The producer's configuration: every setting a flag, a SARCHIVE_ variable and a TOML key."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from producer.environment import DEFAULT_REDACT, EnvPolicy
+from schemas.runtime.config import load_config, setting
+from schemas.runtime.kafka import KafkaSettings, kafka_client_properties
+from schemas.runtime.logs import LogSettings
+from schemas.runtime.metrics import MetricsSettings
+
+PROG = "sarchive-producer"
+DESCRIPTION = (
+    "Watch a Slurm or Torque spool and deliver every submitted job (script, environment,"
+    " directives) to Kafka, through an on-disk outbox that survives restarts and broker"
+    " outages."
+)
+DEFAULT_SPOOL = {"slurm": Path("/var/spool/slurmctld"),
+                 "torque": Path("/var/spool/torque/server_priv/jobs")}
+COMPRESSIONS = ("zstd", "lz4", "gzip", "snappy", "none")
+MIB = 1024 * 1024
+# Slurm's default max_script_size is 4 MB; an event carries the script twice (the script
+# field and the spool copy) plus the environment, so the producer accepts messages up to this.
+MESSAGE_MAX_BYTES = 20 * MIB
+
+
+@dataclasses.dataclass(frozen=True)
+class ProducerConfig(KafkaSettings, LogSettings, MetricsSettings):
+    cluster: str = setting("", required=True,
+                           help="cluster name stamped into every event and its job key")
+    scheduler: str = setting("slurm", choices=tuple(DEFAULT_SPOOL),
+                             help="scheduler whose spool is watched")
+    spool: Path | None = setting(
+        None, help="spool directory: Slurm's StateSaveLocation, or Torque's server_priv/jobs"
+        f" (default: {DEFAULT_SPOOL['slurm']} or {DEFAULT_SPOOL['torque']})")
+    torque_subdirs: bool = setting(
+        False, help="Torque keeps job files in the 0-9 subdirectories of the spool")
+    state_dir: Path = setting(Path("/var/lib/sarchive-producer"),
+                              help="directory of the outbox and the published-jobs state")
+    max_script_bytes: int = setting(
+        4 * MIB, help="scripts longer than this are sent cut to this many bytes, flagged"
+        " truncated, with the sha256 of the whole script")
+    env_exclude: str | None = setting(
+        None, help="regular expression: environment keys it matches (re.search) are dropped"
+        " from everything that leaves the host")
+    env_redact: str = setting(
+        DEFAULT_REDACT, help="regular expression: environment keys it matches keep the key with"
+        " the value replaced by '<redacted>'; '' turns redaction off")
+    ready_timeout: float = setting(
+        30.0, help="seconds a job's spool files may stay incomplete before the job is counted"
+        " as failed (reason incomplete)")
+    outbox_max_bytes: int = setting(
+        1024 * MIB, help="outbox size bound in bytes on disk; when reached, new jobs wait in"
+        " the spool (loud error, metric) until deliveries free space")
+    outbox_max_events: int = setting(
+        100_000, help="outbox bound in events not yet acknowledged by the broker")
+    retry_interval: float = setting(
+        10.0, help="seconds before an event whose delivery failed is produced again (doubled"
+        " per failure of that event, up to 10 minutes)")
+    shutdown_timeout: float = setting(
+        30.0, help="seconds to finish seen jobs and flush deliveries on SIGTERM/SIGINT")
+    compression: str = setting("zstd", choices=COMPRESSIONS,
+                               help="Kafka compression.type of produced batches")
+
+    def __post_init__(self) -> None:
+        if not self.cluster.strip() or any(c in self.cluster for c in "\0\n:"):
+            raise ValueError(f"cluster {self.cluster!r} must be a non-empty name without"
+                             " ':', NUL or newline (it is the first part of every job key)")
+        for name in ("max_script_bytes", "outbox_max_bytes", "outbox_max_events"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("ready_timeout", "retry_interval", "shutdown_timeout"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a positive number of seconds,"
+                                 f" got {getattr(self, name)}")
+        if self.torque_subdirs and self.scheduler != "torque":
+            raise ValueError("torque_subdirs is only meaningful with scheduler torque")
+        self.env_policy()  # compiles both patterns: a bad one is a start-up error
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.spool if self.spool is not None else DEFAULT_SPOOL[self.scheduler]
+
+    def env_policy(self) -> EnvPolicy:
+        return EnvPolicy(exclude=_compile("env_exclude", self.env_exclude),
+                         redact=_compile("env_redact", self.env_redact))
+
+
+def _compile(name: str, pattern: str | None) -> re.Pattern[str] | None:
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ValueError(f"{name} {pattern!r} is not a valid regular expression: {exc}") from exc
+
+
+def load_producer_config(argv: Sequence[str] | None,
+                         environ: Mapping[str, str] | None = None) -> ProducerConfig:
+    return load_config(ProducerConfig, argv, prog=PROG, description=DESCRIPTION,
+                       environ=environ)
+
+
+def producer_properties(config: ProducerConfig) -> dict[str, str]:
+    """librdkafka producer properties: our delivery guarantees, then the user's pass-through.
+
+    Idempotence with acks=all keeps librdkafka's own retries free of duplicates and
+    reordering; the pass-through (--kafka-property) comes last, so an operator can still
+    change anything, message.max.bytes included.
+    """
+    props = {
+        "enable.idempotence": "true",
+        "acks": "all",
+        "compression.type": config.compression,
+        "message.max.bytes": str(MESSAGE_MAX_BYTES),
+        "linger.ms": "5",
+        # The service bounds what it hands to librdkafka itself (see producer.dispatch), so
+        # librdkafka's queue never has to refuse a message for space.
+        "queue.buffering.max.kbytes": str(2 * MESSAGE_MAX_BYTES // 1024 + 65536),
+        "queue.buffering.max.messages": "1000000",
+    }
+    connection = kafka_client_properties(config)
+    # kafka_client_properties already ends with the pass-through, so it may override ours.
+    props.update(connection)
+    return props
+

@@ -1,0 +1,55 @@
+"""One job in the spool as the watcher names it, and how to read it with the parsers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from producer.slurm_spool import SCRIPT_FILE, RawJob, read_slurm_job
+from producer.torque_spool import read_torque_job
+from schemas.model import Scheduler
+
+
+@dataclass(frozen=True, slots=True)
+class JobRef:
+    """A Slurm job directory, or a Torque job's base name in the directory holding its files.
+
+    `name` is the job's path relative to the spool ('hash.1/job.4711', '4711.srv' or
+    '1/4711.srv'): stable for the job's life, it keys the published-jobs state.
+    """
+
+    scheduler: Scheduler
+    name: str
+    directory: Path
+    base: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What logs call the job: its id as far as the spool's names tell."""
+        if self.base is not None:
+            return self.base
+        return self.directory.name.removeprefix("job.")
+
+    @property
+    def identity_file(self) -> Path:
+        """The file written once at submission, whose mtime is the job's submit time and
+        tells one submission from a later job that reuses the name."""
+        if self.base is not None:
+            return self.directory / f"{self.base}.SC"
+        return self.directory / SCRIPT_FILE
+
+    def submit_time_ms(self) -> int | None:
+        """The submit time the spool shows now, as the readers compute it (the identity
+        file's mtime in ms); None if that file is not (yet) there."""
+        try:
+            return os.lstat(self.identity_file).st_mtime_ns // 1_000_000
+        except OSError:
+            return None
+
+
+def read_raw_job(job: JobRef) -> RawJob:
+    """Read the job's spool files; raises producer.errors.SpoolReadError subclasses."""
+    if job.base is not None:
+        return read_torque_job(job.directory, job.base)
+    return read_slurm_job(job.directory)

@@ -1,0 +1,75 @@
+"""The producer's Prometheus metrics, on a registry the caller owns."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from schemas.runtime.metrics import register_build_info
+
+# Spool-to-acknowledgement latency spans milliseconds (live) to hours (a broker outage).
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+                   900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
+
+
+class ProducerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        register_build_info(registry, "producer")
+        prefix = "sarchive_producer_"
+        self.jobs_detected = Counter(
+            prefix + "jobs_detected", "Jobs seen in the spool for the first time (not already"
+            " published)", registry=registry)
+        self.jobs_published = Counter(
+            prefix + "jobs_published", "Job events acknowledged by the broker",
+            registry=registry)
+        self.jobs_skipped = Counter(
+            prefix + "jobs_skipped", "Jobs found by a scan that were already published or"
+            " already in the outbox", registry=registry)
+        self.jobs_failed = Counter(
+            prefix + "jobs_failed", "Jobs that could not be read from the spool, by reason",
+            ["reason"], registry=registry)
+        self.scripts_truncated = Counter(
+            prefix + "scripts_truncated", "Scripts sent cut to --max-script-bytes",
+            registry=registry)
+        self.redacted_values = Counter(
+            prefix + "redacted_values", "Environment values replaced by the redaction marker",
+            registry=registry)
+        self.outbox_events = Gauge(
+            prefix + "outbox_events", "Events in the outbox not yet acknowledged",
+            registry=registry)
+        self.outbox_bytes = Gauge(
+            prefix + "outbox_bytes", "Bytes of the outbox records not yet acknowledged",
+            registry=registry)
+        self.outbox_disk_bytes = Gauge(
+            prefix + "outbox_disk_bytes", "Bytes of the outbox segment files (what"
+            " --outbox-max-bytes bounds)", registry=registry)
+        self.outbox_full = Gauge(
+            prefix + "outbox_full", "1 while the outbox is at its bound and new jobs wait in"
+            " the spool", registry=registry)
+        self.outbox_full_events = Counter(
+            prefix + "outbox_full_events", "Times the outbox reached its bound",
+            registry=registry)
+        self.outbox_write_errors = Counter(
+            prefix + "outbox_write_errors", "Events that could not be appended to the outbox"
+            " (the job stays pending)", registry=registry)
+        self.ack_latency = Histogram(
+            prefix + "ack_latency_seconds", "From the job's script mtime in the spool to the"
+            " broker's acknowledgement", buckets=LATENCY_BUCKETS, registry=registry)
+        self.delivery_failures = Counter(
+            prefix + "delivery_failures", "Delivery attempts that failed (the event stays in"
+            " the outbox and is produced again), by kind", ["kind"], registry=registry)
+        self.producer_restarts = Counter(
+            prefix + "kafka_producer_restarts", "Kafka producers recreated after a fatal"
+            " error", registry=registry)
+        self.inotify_overflows = Counter(
+            prefix + "inotify_overflows", "inotify event queue overflows (events lost)",
+            registry=registry)
+        self.rescans = Counter(
+            prefix + "rescans", "Full scans of the spool, by cause", ["cause"],
+            registry=registry)
+        self.watches = Gauge(prefix + "watches", "inotify watches held", registry=registry)
+        self.watch_failures = Counter(
+            prefix + "watch_failures", "inotify watches that could not be added (for example"
+            " the max_user_watches limit), by level", ["level"], registry=registry)
+        self.pending_jobs = Gauge(
+            prefix + "pending_jobs", "Jobs detected whose files are not complete yet, or that"
+            " wait for room in the outbox", registry=registry)

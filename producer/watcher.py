@@ -1,0 +1,305 @@
+"""The inotify adapter: watches the spool and turns kernel events into job references.
+
+Slurm keeps each job in StateSaveLocation/hash.<id % 10>/job.<id>/{script,environment}, with
+hash directories created lazily and its own state files (job_state, node_state, *.old, *.new)
+beside them. Torque keeps <base>.SC, <base>.JB (and <base>.TA, <base>-<i>.JB for arrays) in
+server_priv/jobs or, with --torque-subdirs, in its 0-9 subdirectories.
+
+Every level is watch-then-scan: the watch is added first and the directory listed after, so
+whatever was created before the watch existed is found by the listing and whatever comes
+after by events. A Slurm job directory gets a watch of its own (added by the service through
+watch_job() right before it reads the job) for the close-writes of its two files; it is
+released once the job is read. A lost-event signal (IN_Q_OVERFLOW) triggers a full rescan. A
+directory that cannot be watched (the max_user_watches limit) leaves the watcher `degraded`:
+the service then rescans periodically until the watch can be added.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import errno
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from inotify_simple import INotify, flags
+
+from producer.errors import REASON_SYMLINK
+from producer.jobs import JobRef
+from producer.slurm_spool import ENVIRONMENT_FILE, SCRIPT_FILE, SLURM_HASH_DIR
+from producer.torque_spool import torque_job_base
+from schemas.model import Scheduler
+
+log = logging.getLogger(__name__)
+
+_NO_SYMLINKS = flags.ONLYDIR | flags.DONT_FOLLOW
+DIRECTORY_MASK = (flags.CREATE | flags.MOVED_TO | flags.DELETE | flags.MOVED_FROM
+                  | flags.DELETE_SELF | flags.MOVE_SELF | _NO_SYMLINKS)
+# Torque writes job files straight into its directories: their close-writes matter there.
+TORQUE_DIRECTORY_MASK = DIRECTORY_MASK | flags.CLOSE_WRITE
+JOB_MASK = flags.CLOSE_WRITE | flags.MOVED_TO | _NO_SYMLINKS
+_GONE = flags.DELETE | flags.MOVED_FROM
+_SELF_GONE = flags.DELETE_SELF | flags.MOVE_SELF | flags.UNMOUNT | flags.IGNORED
+_LIMIT_ERRORS = {errno.ENOSPC, errno.ENOMEM}
+SLURM_JOB_PREFIX = "job."
+SLURM_JOB_FILES = frozenset({SCRIPT_FILE, ENVIRONMENT_FILE})
+TORQUE_SUBDIRS = frozenset(str(d) for d in range(10))
+TORQUE_SCRIPT_SUFFIX = ".SC"
+
+
+class InotifyLike(Protocol):
+    """What the watcher uses of inotify_simple.INotify (the seam for injecting events)."""
+
+    def add_watch(self, path: str, mask: int) -> int: ...
+    def rm_watch(self, wd: int) -> None: ...
+    def read(self, timeout: int | None = None) -> Iterable[Any]: ...
+    def fileno(self) -> int: ...
+    def close(self) -> None: ...
+
+
+class _Kind(enum.Enum):
+    ROOT = "root"
+    CONTAINER = "container"  # Slurm hash.N; Torque 0-9 subdirectory
+    JOB = "job"  # Slurm job.<id>
+
+
+@dataclass(frozen=True, slots=True)
+class _Watch:
+    path: Path
+    kind: _Kind
+    job: JobRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Something in the spool that is not a job the watcher can follow (a planted symlink)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass(slots=True)
+class SpoolChanges:
+    touched: list[JobRef] = field(default_factory=list)  # detected, or a file completed
+    gone: list[JobRef] = field(default_factory=list)  # the job's directory or script removed
+    rejected: list[Rejected] = field(default_factory=list)
+    full_scan: bool = False  # `touched` lists every job in the spool
+    overflow: bool = False  # the kernel dropped events (a full scan followed)
+    spool_lost: bool = False  # the spool directory went away; start() again when it is back
+    watch_failures: int = 0  # directory watches refused by the kernel's limits
+
+    def merge(self, other: SpoolChanges) -> None:
+        self.touched.extend(other.touched)
+        self.gone.extend(other.gone)
+        self.rejected.extend(other.rejected)
+        self.full_scan = self.full_scan or other.full_scan
+        self.overflow = self.overflow or other.overflow
+        self.spool_lost = self.spool_lost or other.spool_lost
+        self.watch_failures += other.watch_failures
+
+
+class SpoolWatcher:
+    """Watches one spool; start() once the spool exists, then read() whenever fileno() is
+    readable. The constructor touches nothing."""
+
+    def __init__(self, scheduler: Scheduler, spool: Path, torque_subdirs: bool = False,
+                 inotify_factory: Callable[[], InotifyLike] = INotify) -> None:
+        self.scheduler = scheduler
+        self.spool = spool
+        self.torque_subdirs = torque_subdirs
+        self._factory = inotify_factory
+        self._inotify: InotifyLike | None = None
+        self._watches: dict[int, _Watch] = {}
+        self._job_watches: dict[JobRef, int] = {}
+        self.degraded = False
+
+    @property
+    def started(self) -> bool:
+        return self._inotify is not None
+
+    @property
+    def watch_count(self) -> int:
+        return len(self._watches)
+
+    def fileno(self) -> int | None:
+        return self._inotify.fileno() if self._inotify is not None else None
+
+    def start(self) -> SpoolChanges | None:
+        """Watch and scan the whole spool; None while the spool directory does not exist
+        (the caller polls for it)."""
+        if not self.spool.is_dir():
+            return None
+        if self._inotify is None:
+            self._inotify = self._factory()
+        changes = self.rescan()
+        if changes.spool_lost:
+            self.close()
+            return None
+        return changes
+
+    def rescan(self) -> SpoolChanges:
+        """List the whole spool again (after lost events, or while degraded)."""
+        changes = SpoolChanges(full_scan=True)
+        self.degraded = False
+        if not self._add_directory(self.spool, _Kind.ROOT, changes) and not self.degraded:
+            changes.spool_lost = True
+            return changes
+        self._scan(self.spool, _Kind.ROOT, changes)
+        return changes
+
+    def read(self) -> SpoolChanges:
+        """Everything the kernel queued since the last read; does not block."""
+        changes = SpoolChanges()
+        if self._inotify is None:
+            return changes
+        overflow = False
+        for event in self._inotify.read(timeout=0):
+            if event.mask & flags.Q_OVERFLOW:
+                overflow = True
+                continue
+            watch = self._watches.get(event.wd)
+            if watch is not None:
+                self._handle(watch, event.wd, event.mask, event.name, changes)
+        if changes.spool_lost:
+            self.close()
+            return changes
+        if overflow:
+            log.warning("inotify queue overflowed: events were lost, rescanning %s", self.spool)
+            changes.overflow = True
+            changes.merge(self.rescan())
+        return changes
+
+    def watch_job(self, job: JobRef) -> bool:
+        """Watch a Slurm job directory for its files' close-writes, before reading it.
+
+        Returns False when the kernel's watch limit refused it: the job is then only found
+        complete by re-checking it on a timer. Other failures (the directory vanished, it is
+        a symlink) are the read's to report.
+        """
+        if job.base is not None or self._inotify is None or job in self._job_watches:
+            return True
+        try:
+            wd = self._inotify.add_watch(str(job.directory), JOB_MASK)
+        except OSError as exc:
+            return exc.errno not in _LIMIT_ERRORS
+        self._job_watches[job] = wd
+        self._watches[wd] = _Watch(job.directory, _Kind.JOB, job)
+        return True
+
+    def release(self, job: JobRef) -> None:
+        """The job is read (or given up): its directory's watch is no longer needed."""
+        wd = self._job_watches.pop(job, None)
+        if wd is None or self._inotify is None:
+            return
+        self._watches.pop(wd, None)
+        with contextlib.suppress(OSError):  # already gone with its directory
+            self._inotify.rm_watch(wd)
+
+    def close(self) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+        self._inotify = None
+        self._watches.clear()
+        self._job_watches.clear()
+
+    # -- internals
+
+    def _handle(self, watch: _Watch, wd: int, mask: int, name: str,
+                changes: SpoolChanges) -> None:
+        if mask & _SELF_GONE:
+            if mask & flags.IGNORED:
+                self._forget_watch(wd, watch)
+            if watch.kind is _Kind.ROOT:
+                log.warning("spool directory %s went away (%s)", self.spool,
+                            "|".join(f.name for f in flags.from_mask(mask)))
+                changes.spool_lost = True
+            return
+        if watch.kind is _Kind.JOB:
+            if name in SLURM_JOB_FILES and watch.job is not None:
+                changes.touched.append(watch.job)
+            return
+        path = watch.path / name
+        if mask & _GONE:
+            job = self._job_for(watch, name, gone=True)
+            if job is not None:
+                changes.gone.append(job)
+            return
+        if self._is_container(watch.kind, name):
+            if self._add_directory(path, _Kind.CONTAINER, changes):
+                self._scan(path, _Kind.CONTAINER, changes)
+            return
+        job = self._job_for(watch, name, gone=False)
+        if job is not None:
+            changes.touched.append(job)
+
+    def _forget_watch(self, wd: int, watch: _Watch) -> None:
+        self._watches.pop(wd, None)
+        if watch.job is not None and self._job_watches.get(watch.job) == wd:
+            del self._job_watches[watch.job]
+
+    def _is_container(self, kind: _Kind, name: str) -> bool:
+        if kind is not _Kind.ROOT:
+            return False
+        if self.scheduler is Scheduler.SLURM:
+            return SLURM_HASH_DIR.match(name) is not None
+        return self.torque_subdirs and name in TORQUE_SUBDIRS
+
+    def _job_for(self, watch: _Watch, name: str, *, gone: bool) -> JobRef | None:
+        """The job a directory entry belongs to, by the spool's naming rules; None for
+        anything else (Slurm's own state files, Torque's temporary files)."""
+        relative = watch.path.relative_to(self.spool)
+        if self.scheduler is Scheduler.SLURM:
+            if watch.kind is not _Kind.CONTAINER or not name.startswith(SLURM_JOB_PREFIX):
+                return None
+            return JobRef(Scheduler.SLURM, f"{relative}/{name}", watch.path / name)
+        if gone and not name.endswith(TORQUE_SCRIPT_SUFFIX):
+            return None  # Torque rewrites .JB files all the time; the script goes last
+        base = torque_job_base(name)
+        if base is None:
+            return None
+        prefix = "" if watch.kind is _Kind.ROOT else f"{relative}/"
+        return JobRef(Scheduler.TORQUE, prefix + base, watch.path, base)
+
+    def _add_directory(self, path: Path, kind: _Kind, changes: SpoolChanges) -> bool:
+        assert self._inotify is not None
+        mask = TORQUE_DIRECTORY_MASK if self.scheduler is Scheduler.TORQUE else DIRECTORY_MASK
+        try:
+            wd = self._inotify.add_watch(str(path), mask)
+        except OSError as exc:
+            if exc.errno in _LIMIT_ERRORS:
+                log.error("cannot watch %s: %s; rescanning the spool periodically instead"
+                          " (raise fs.inotify.max_user_watches)", path, exc.strerror)
+                changes.watch_failures += 1
+                self.degraded = True
+            elif exc.errno == errno.ENOTDIR and path.is_symlink():
+                changes.rejected.append(Rejected(path, REASON_SYMLINK))
+            elif exc.errno != errno.ENOENT or kind is _Kind.ROOT:
+                log.warning("cannot watch %s: %s", path, exc.strerror)
+            return False
+        self._watches[wd] = _Watch(path, kind)
+        return True
+
+    def _scan(self, directory: Path, kind: _Kind, changes: SpoolChanges) -> None:
+        try:
+            with os.scandir(directory) as entries:
+                names = [e.name for e in entries]
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:
+                log.warning("cannot list %s: %s", directory, exc.strerror)
+            return
+        watch = _Watch(directory, kind)
+        seen: set[JobRef] = set()
+        for name in sorted(names):
+            if self._is_container(kind, name):
+                path = directory / name
+                if self._add_directory(path, _Kind.CONTAINER, changes):
+                    self._scan(path, _Kind.CONTAINER, changes)
+                continue
+            job = self._job_for(watch, name, gone=False)
+            if job is not None and job not in seen:  # Torque: several files per job
+                seen.add(job)
+                changes.touched.append(job)

@@ -1,0 +1,273 @@
+"""Helpers shared by unit and integration tests.
+
+synthetic_spool: a Slurm StateSaveLocation written by the test exactly the way slurmctld
+22.05 writes one (hash.<id % 10>/job.<id>/, `environment` first: a 4-byte host-order entry
+count then NUL-terminated KEY=VALUE entries; `script` second: the script plus one NUL), for
+tests of how the producer handles the spool rather than of Slurm itself.
+
+scripted_inotify: real inotify, plus what the kernel does under pressure on demand: drop
+events and queue IN_Q_OVERFLOW, or refuse watches with ENOSPC (the max_user_watches limit).
+It is the seam the producer's watcher takes its inotify from.
+
+producer_runner / topic_reader: `sarchive-producer` as a real subprocess, and a real Kafka
+consumer decoding what it produced.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import socket
+import struct
+import subprocess
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from inotify_simple import Event, INotify, flags
+from prometheus_client.parser import text_string_to_metric_families
+
+from schemas.codec import JobEventCodec
+
+
+class SyntheticSlurmSpool:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def job_dir(self, job_id: int) -> Path:
+        return self.root / f"hash.{job_id % 10}" / f"job.{job_id}"
+
+    @staticmethod
+    def environment_bytes(entries: Sequence[bytes]) -> bytes:
+        return struct.pack("=I", len(entries)) + b"".join(e + b"\0" for e in entries)
+
+    def write_job(self, job_id: int, script: bytes,
+                  environment: Sequence[bytes] = (b"USER=alice", b"HOME=/home/alice"),
+                  mtime_ns: int | None = None) -> Path:
+        """A complete job, written in slurmctld's order."""
+        directory = self.job_dir(job_id)
+        directory.mkdir(parents=True, mode=0o700)
+        self.write_file(directory / "environment", self.environment_bytes(environment), 0o600)
+        self.write_file(directory / "script", script + b"\0", 0o700)
+        if mtime_ns is not None:
+            os.utime(directory / "script", ns=(mtime_ns, mtime_ns))
+        return directory
+
+    @staticmethod
+    def write_file(path: Path, data: bytes, mode: int = 0o600) -> None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+
+
+@pytest.fixture
+def synthetic_spool(tmp_path: Path) -> SyntheticSlurmSpool:
+    root = tmp_path / "statesave"
+    root.mkdir()
+    return SyntheticSlurmSpool(root)
+
+
+class ScriptedInotify:
+    def __init__(self) -> None:
+        self.real = INotify()
+        self.overflow_pending = False
+        self.dropping = False
+        self.refuse_watches_under: Path | None = None
+
+    def drop_events(self) -> None:
+        """From now on events are lost, as when the kernel's queue is full."""
+        self.dropping = True
+
+    def overflow(self) -> None:
+        """Stop dropping; the next read returns IN_Q_OVERFLOW, as the kernel queues it."""
+        self.dropping = False
+        self.overflow_pending = True
+
+    def add_watch(self, path: str, mask: int) -> int:
+        if self.refuse_watches_under is not None and Path(path).is_relative_to(
+                self.refuse_watches_under):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return int(self.real.add_watch(path, mask))
+
+    def rm_watch(self, wd: int) -> None:
+        self.real.rm_watch(wd)
+
+    def read(self, timeout: int | None = None) -> list[Any]:
+        events = [] if self.dropping else list(self.real.read(timeout=timeout))
+        if self.dropping:
+            self.real.read(timeout=0)  # consumed and thrown away
+        if self.overflow_pending:
+            self.overflow_pending = False
+            events.append(Event(-1, flags.Q_OVERFLOW, 0, ""))
+        return events
+
+    def fileno(self) -> int:
+        return int(self.real.fileno())
+
+    def close(self) -> None:
+        self.real.close()
+
+
+@pytest.fixture
+def scripted_inotify() -> Callable[[], ScriptedInotify]:
+    """A factory the watcher calls once; the test keeps the instance it returned."""
+    made: list[ScriptedInotify] = []
+
+    def factory() -> ScriptedInotify:
+        if not made:
+            made.append(ScriptedInotify())
+        return made[0]
+    return factory
+
+
+# --------------------------------------------------------------------------- producer runs
+
+REPO = Path(__file__).resolve().parents[1]
+PRODUCER_BIN = REPO / ".venv" / "bin" / "sarchive-producer"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ProducerProcess:
+    """`sarchive-producer` as a real subprocess, its log in a file the test can read and its
+    /metrics on a port of its own."""
+
+    def __init__(self, argv: Sequence[str], log_path: Path, wrapper: Sequence[str] = ()) -> None:
+        self.metrics_port = free_port()
+        self.argv = [*wrapper, str(PRODUCER_BIN), "--metrics-address", "127.0.0.1",
+                     "--metrics-port", str(self.metrics_port), *argv]
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ProducerProcess:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def signal(self, number: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(number)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
+        self._wait(lambda: text in self.log(), timeout, f"{text!r} in the producer log")
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
+        """A sample of the producer's /metrics (None: not exposed, or not up yet)."""
+        try:
+            with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+                text = response.read().decode()
+        except OSError:
+            return None
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == (labels or {}):
+                    return float(sample.value)
+        return None
+
+    def wait_for_metric(self, name: str, condition: Callable[[float], bool],
+                        labels: dict[str, str] | None = None, timeout: float = 30.0) -> float:
+        values: list[float | None] = [None]
+
+        def holds() -> bool:
+            values[0] = self.metric(name, labels)
+            return values[0] is not None and condition(values[0])
+        self._wait(holds, timeout, f"{name}{labels or ''} (last value {values[0]})")
+        assert values[0] is not None
+        return values[0]
+
+    def _wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if condition():
+                return
+            assert self.process is not None
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {what} within {timeout} s; producer log:\n"
+                             f"{self.log()[-5000:]}")
+
+
+@pytest.fixture
+def producer_runner(tmp_path: Path) -> Iterator[Callable[..., ProducerProcess]]:
+    """Start producers with `runner(*argv, wrapper=())`, the wrapper a command prefix such as
+    setpriv; those still running are killed at teardown."""
+    started: list[ProducerProcess] = []
+
+    def run(*argv: str, wrapper: Sequence[str] = ()) -> ProducerProcess:
+        process = ProducerProcess(argv, tmp_path / f"producer-{len(started)}.log", wrapper)
+        started.append(process.start())
+        return process
+    yield run
+    for process in started:
+        process.kill()
+
+
+class TopicReader:
+    """Reads a topic from the beginning with a real consumer; decodes every job event."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.codec = JobEventCodec()
+        self.consumer = Consumer({"bootstrap.servers": bootstrap,
+                                  "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
+                                  "enable.auto.commit": False,
+                                  "fetch.max.bytes": 64 * 1024 * 1024,
+                                  "receive.message.max.bytes": 70 * 1024 * 1024})
+        metadata = self.consumer.list_topics(topic, timeout=30).topics[topic]
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
+                              for p in metadata.partitions])
+        self.messages: list[Any] = []
+        self.events: list[Any] = []
+
+    def read_until(self, done: Callable[[TopicReader], bool], timeout: float) -> TopicReader:
+        deadline = time.monotonic() + timeout
+        while not done(self) and time.monotonic() < deadline:
+            for message in self.consumer.consume(1000, timeout=0.2):
+                if message.error() is not None:
+                    continue
+                self.messages.append(message)
+                self.events.append(self.codec.decode(message.value()))
+        return self
+
+    def job_ids(self) -> set[str]:
+        return {event.job_id for event in self.events}
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+@pytest.fixture
+def topic_reader() -> Iterator[Callable[[str, str], TopicReader]]:
+    readers: list[TopicReader] = []
+
+    def make(bootstrap: str, topic: str) -> TopicReader:
+        readers.append(TopicReader(bootstrap, topic))
+        return readers[-1]
+    yield make
+    for reader in readers:
+        reader.close()

@@ -1,0 +1,127 @@
+"""Producer configuration: defaults, validation, Kafka guarantees, exit code 2 on bad config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from producer.config import ProducerConfig, load_producer_config, producer_properties
+from producer.environment import DEFAULT_REDACT
+from producer.main import main
+from schemas.runtime.config import ConfigError, describe_config
+
+
+def load(*argv: str, environ: dict[str, str] | None = None) -> ProducerConfig:
+    return load_producer_config(list(argv), environ=environ or {})
+
+
+def test_defaults_redact_secrets_and_use_the_scheduler_default_spool() -> None:
+    config = load("--cluster", "hpc1")
+    assert config.env_redact == DEFAULT_REDACT
+    policy = config.env_policy()
+    assert policy.redact is not None and policy.redact.search("GITHUB_TOKEN")
+    assert policy.exclude is None
+    assert config.spool_dir == Path("/var/spool/slurmctld")
+    torque = load("--cluster", "hpc1", "--scheduler", "torque", "--torque-subdirs")
+    assert torque.spool_dir == Path("/var/spool/torque/server_priv/jobs")
+    assert torque.torque_subdirs
+
+
+def test_empty_env_redact_turns_redaction_off() -> None:
+    assert load("--cluster", "c", "--env-redact", "").env_policy().redact is None
+
+
+def test_every_setting_comes_from_flag_environment_or_file(tmp_path: Path) -> None:
+    config_file = tmp_path / "producer.toml"
+    config_file.write_text('cluster = "from-file"\nready-timeout = 5\n'
+                           'env_exclude = "^(SSH_|XDG_)"\nspool = "/spool"\n')
+    config = load("--config", str(config_file), "--outbox-max-events", "7",
+                  environ={"SARCHIVE_READY_TIMEOUT": "2.5"})
+    assert (config.cluster, config.ready_timeout, config.outbox_max_events,
+            config.spool_dir) == ("from-file", 2.5, 7, Path("/spool"))
+    assert config.env_policy().exclude is not None
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--cluster", "c", "--env-redact", "("], "env_redact"),
+    (["--cluster", "c", "--env-exclude", "[a-"], "env_exclude"),
+    (["--cluster", "a:b"], "cluster"),
+    (["--cluster", " "], "cluster"),
+    (["--cluster", "c", "--ready-timeout", "0"], "ready_timeout"),
+    (["--cluster", "c", "--outbox-max-bytes", "-1"], "outbox_max_bytes"),
+    (["--cluster", "c", "--max-script-bytes", "0"], "max_script_bytes"),
+    (["--cluster", "c", "--torque-subdirs"], "torque_subdirs"),
+    (["--cluster", "c", "--scheduler", "pbs"], "scheduler"),
+])
+def test_invalid_settings_are_config_errors_naming_the_setting(argv: list[str],
+                                                               message: str) -> None:
+    with pytest.raises((ConfigError, SystemExit)) as raised:
+        load(*argv)
+    if raised.type is ConfigError:
+        assert message in str(raised.value)
+
+
+def test_kafka_properties_carry_the_delivery_guarantees() -> None:
+    props = producer_properties(load("--cluster", "c", "--brokers", "k1:9092,k2:9092"))
+    assert props["enable.idempotence"] == "true"
+    assert props["acks"] == "all"
+    assert props["compression.type"] == "zstd"
+    assert int(props["message.max.bytes"]) >= 2 * 4 * 1024 * 1024 + 1024 * 1024
+    assert props["bootstrap.servers"] == "k1:9092,k2:9092"
+
+
+def test_compression_choice_and_pass_through_properties_win() -> None:
+    props = producer_properties(load("--cluster", "c", "--compression", "lz4",
+                                     "--kafka-property", "message.max.bytes=50000000",
+                                     "--kafka-property", "client.id=p1"))
+    assert props["compression.type"] == "lz4"
+    assert props["message.max.bytes"] == "50000000"
+    assert props["client.id"] == "p1"
+
+
+def test_secrets_are_masked_in_the_described_config() -> None:
+    config = load("--cluster", "c", "--sasl-password", "hunter2",
+                  "--kafka-property", "sasl.oauthbearer.client.secret=abc")
+    described = str(describe_config(config))
+    assert "hunter2" not in described and "abc" not in described
+
+
+def test_main_exits_2_with_a_clear_message_on_config_error(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--spool", "/nonexistent"]) == 2
+    error = capsys.readouterr().err
+    assert "configuration error" in error and "--cluster" in error
+
+
+def test_main_exits_2_on_an_invalid_regex(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--cluster", "c", "--env-exclude", "("]) == 2
+    assert "env_exclude" in capsys.readouterr().err
+
+
+def test_help_documents_every_producer_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--cluster", "--scheduler", "--spool", "--torque-subdirs", "--state-dir",
+                 "--max-script-bytes", "--env-exclude", "--env-redact", "--ready-timeout",
+                 "--outbox-max-bytes", "--outbox-max-events", "--shutdown-timeout",
+                 "--retry-interval", "--compression", "--brokers", "--topic",
+                 "--security-protocol", "--sasl-password-file", "--kafka-property",
+                 "--metrics-port", "--log-file", "--log-level", "--log-format"):
+        assert flag in text
+
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+
+def test_the_example_config_file_is_valid_and_agrees_with_the_systemd_unit() -> None:
+    config = load("--config", str(DEPLOY / "producer.example.toml"),
+                  "--sasl-password-file", "/dev/null")
+    unit = (DEPLOY / "sarchive-producer.service").read_text()
+    assert f"ReadOnlyPaths={config.spool_dir}" in unit
+    assert f"ReadWritePaths={config.state_dir}" in unit
+    for directive in ("Restart=on-failure", "After=slurmctld.service", "NoNewPrivileges=yes",
+                      "ProtectSystem=strict", "ExecReload=/bin/kill -HUP $MAINPID"):
+        assert directive in unit

@@ -1,0 +1,191 @@
+"""The inotify adapter against real inotify on a synthetic spool: watch-then-scan at every
+level, Slurm's own files ignored, lost events turned into a full rescan, limits handled."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from producer.jobs import JobRef
+from producer.watcher import SpoolChanges, SpoolWatcher
+from schemas.model import Scheduler
+
+TORQUE_FIXTURE = Path(__file__).parent.parent / "fixtures" / "torque" / "server_priv" / "jobs"
+
+
+def names(jobs: Iterable[JobRef]) -> set[str]:
+    return {job.name for job in jobs}
+
+
+def read_until(watcher: SpoolWatcher, predicate: Any, timeout: float = 5.0) -> SpoolChanges:
+    """Accumulate changes until predicate(changes) holds (inotify delivery is asynchronous)."""
+    total = SpoolChanges()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        total.merge(watcher.read())
+        if predicate(total):
+            return total
+        time.sleep(0.01)
+    raise AssertionError(f"condition not met; changes so far: {total}")
+
+
+def test_spool_missing_at_start_is_waited_for_then_scanned(synthetic_spool: Any) -> None:
+    spool = synthetic_spool.root / "not-yet"
+    watcher = SpoolWatcher(Scheduler.SLURM, spool)
+    assert watcher.start() is None and not watcher.started
+    spool.mkdir()
+    synthetic_spool.root = spool
+    synthetic_spool.write_job(7, b"#!/bin/sh\n")
+    changes = watcher.start()
+    assert changes is not None and changes.full_scan
+    assert names(changes.touched) == {"hash.7/job.7"}
+    watcher.close()
+
+
+def test_jobs_before_and_after_start_are_found_in_lazily_created_hash_dirs(
+        synthetic_spool: Any) -> None:
+    synthetic_spool.write_job(11, b"#!/bin/sh\n")
+    watcher = SpoolWatcher(Scheduler.SLURM, synthetic_spool.root)
+    started = watcher.start()
+    assert started is not None and names(started.touched) == {"hash.1/job.11"}
+    synthetic_spool.write_job(23, b"#!/bin/sh\n")  # hash.3 does not exist yet
+    synthetic_spool.write_job(31, b"#!/bin/sh\n")  # hash.1 exists
+    changes = read_until(watcher, lambda c: {"hash.3/job.23", "hash.1/job.31"} <= names(
+        c.touched))
+    assert not changes.full_scan
+    watcher.close()
+
+
+def test_slurm_state_files_and_unknown_names_are_ignored(synthetic_spool: Any) -> None:
+    root = synthetic_spool.root
+    watcher = SpoolWatcher(Scheduler.SLURM, root)
+    assert watcher.start() is not None
+    for name in ("job_state", "job_state.new", "node_state.old", "hash.x", "hash.12"):
+        (root / name).write_bytes(b"state")
+    (root / "job_state.new").rename(root / "job_state")
+    (root / "hash.12").unlink()
+    (root / "hash.12").mkdir()
+    synthetic_spool.write_job(5, b"#!/bin/sh\n")
+    changes = read_until(watcher, lambda c: c.touched)
+    assert names(changes.touched) == {"hash.5/job.5"}
+    watcher.close()
+
+
+def test_job_directory_watch_reports_its_files_close_writes_until_released(
+        synthetic_spool: Any) -> None:
+    directory = synthetic_spool.job_dir(42)
+    directory.mkdir(parents=True)
+    watcher = SpoolWatcher(Scheduler.SLURM, synthetic_spool.root)
+    started = watcher.start()
+    assert started is not None
+    [job] = started.touched
+    assert watcher.watch_job(job)
+    held = watcher.watch_count
+    synthetic_spool.write_file(directory / "environment", b"\0\0\0\0")
+    synthetic_spool.write_file(directory / "unrelated", b"x")
+    changes = read_until(watcher, lambda c: c.touched)
+    assert changes.touched == [job]
+    watcher.release(job)
+    assert watcher.watch_count == held - 1
+    synthetic_spool.write_file(directory / "script", b"x\0")
+    time.sleep(0.1)
+    assert watcher.read().touched == []
+    watcher.close()
+
+
+def test_removed_job_directory_is_reported_gone(synthetic_spool: Any) -> None:
+    directory = synthetic_spool.write_job(8, b"#!/bin/sh\n")
+    watcher = SpoolWatcher(Scheduler.SLURM, synthetic_spool.root)
+    assert watcher.start() is not None
+    shutil.rmtree(directory)
+    changes = read_until(watcher, lambda c: c.gone)
+    assert names(changes.gone) == {"hash.8/job.8"}
+    watcher.close()
+
+
+def test_overflow_triggers_a_full_rescan_that_finds_jobs_whose_events_were_lost(
+        synthetic_spool: Any, scripted_inotify: Any) -> None:
+    inotify = scripted_inotify()
+    watcher = SpoolWatcher(Scheduler.SLURM, synthetic_spool.root,
+                           inotify_factory=lambda: inotify)
+    assert watcher.start() is not None
+    inotify.drop_events()
+    for job_id in range(100, 130):
+        synthetic_spool.write_job(job_id, b"#!/bin/sh\n")
+    time.sleep(0.05)
+    assert watcher.read().touched == []
+    inotify.overflow()
+    changes = watcher.read()
+    assert changes.overflow and changes.full_scan
+    assert names(changes.touched) == {f"hash.{n % 10}/job.{n}" for n in range(100, 130)}
+    watcher.close()
+
+
+def test_symlink_planted_as_a_hash_dir_is_rejected_not_followed(
+        synthetic_spool: Any, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "job.1").mkdir(parents=True)
+    (synthetic_spool.root / "hash.1").symlink_to(elsewhere)
+    watcher = SpoolWatcher(Scheduler.SLURM, synthetic_spool.root)
+    changes = watcher.start()
+    assert changes is not None
+    assert changes.touched == []
+    assert [(r.path.name, r.reason) for r in changes.rejected] == [("hash.1", "symlink")]
+    watcher.close()
+
+
+def test_spool_directory_removed_is_reported_lost(synthetic_spool: Any) -> None:
+    watcher = SpoolWatcher(Scheduler.SLURM, synthetic_spool.root)
+    assert watcher.start() is not None
+    shutil.rmtree(synthetic_spool.root)
+    changes = read_until(watcher, lambda c: c.spool_lost)
+    assert changes.spool_lost and not watcher.started
+
+
+def test_watch_limit_on_a_job_dir_returns_false_and_on_a_hash_dir_degrades(
+        synthetic_spool: Any, scripted_inotify: Any) -> None:
+    inotify = scripted_inotify()
+    synthetic_spool.write_job(3, b"#!/bin/sh\n")
+    inotify.refuse_watches_under = synthetic_spool.job_dir(3)
+    watcher = SpoolWatcher(Scheduler.SLURM, synthetic_spool.root,
+                           inotify_factory=lambda: inotify)
+    started = watcher.start()
+    assert started is not None and not watcher.degraded
+    [job] = started.touched
+    assert watcher.watch_job(job) is False
+    inotify.refuse_watches_under = synthetic_spool.root / "hash.4"
+    synthetic_spool.write_job(4, b"#!/bin/sh\n")
+    changes = read_until(watcher, lambda c: c.watch_failures)
+    assert watcher.degraded and changes.watch_failures == 1
+    inotify.refuse_watches_under = None
+    rescan = watcher.rescan()
+    assert names(rescan.touched) == {"hash.3/job.3", "hash.4/job.4"}
+    assert not watcher.degraded
+    watcher.close()
+
+
+def test_torque_jobs_dir_yields_one_job_per_base_and_its_subdirectories(
+        tmp_path: Path) -> None:
+    jobs_dir = tmp_path / "jobs"
+    shutil.copytree(TORQUE_FIXTURE, jobs_dir)
+    watcher = SpoolWatcher(Scheduler.TORQUE, jobs_dir, torque_subdirs=True)
+    changes = watcher.start()
+    assert changes is not None
+    found = {job.name: job for job in changes.touched}
+    assert set(found) == {"4711.torque01.cluster.example", "4712.torque01.cluster.example",
+                          "4713[].torque01.cluster.example", "4/4714.torque01.cluster.example"}
+    assert found["4/4714.torque01.cluster.example"].identity_file.exists()
+    (jobs_dir / "4711.torque01.cluster.example.JB").write_bytes(b"rewritten")
+    (jobs_dir / "7").mkdir()
+    (jobs_dir / "7" / "4717.torque01.cluster.example.SC").write_bytes(b"#!/bin/sh\n")
+    changes = read_until(watcher, lambda c: len(names(c.touched)) >= 2)
+    assert names(changes.touched) == {"4711.torque01.cluster.example",
+                                      "7/4717.torque01.cluster.example"}
+    (jobs_dir / "4711.torque01.cluster.example.JB").unlink()
+    (jobs_dir / "4711.torque01.cluster.example.SC").unlink()
+    changes = read_until(watcher, lambda c: c.gone)
+    assert names(changes.gone) == {"4711.torque01.cluster.example"}, "gone with its script"
+    watcher.close()
