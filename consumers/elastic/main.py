@@ -1,0 +1,18 @@
+"""sarchive-es: index every job event from Kafka into Elasticsearch, searchable by words."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from consumers.common.service import run_service
+from consumers.elastic.config import EsConsumerConfig
+from consumers.elastic.sink import make_sink
+
+DESCRIPTION = ("Consume job events from Kafka and index them into Elasticsearch: one document"
+               " per job (_id = job key) in monthly indices <prefix>-YYYY.MM behind the alias"
+               " <prefix>.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_service(EsConsumerConfig, argv, prog="sarchive-es", description=DESCRIPTION,
+                       make_sink=make_sink)

@@ -1,0 +1,574 @@
+"""Fixtures for the sarchive-es tests: the real Elasticsearch node of infra/services, a fresh
+index prefix and dead-letter topic per test, job events on the real broker, and sarchive-es
+run as a real process (its console script), killed or stopped the way an operator would."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from elasticsearch import Elasticsearch
+
+from schemas.codec import JobEventCodec
+from schemas.model import JobEvent, Scheduler, UserSource, make_job_key
+from schemas.wire import message_headers, message_key
+
+REPO = Path(__file__).resolve().parents[3]
+SARCHIVE_ES = Path(sys.executable).with_name("sarchive-es")
+OUR_ES_URL = "http://127.0.0.1:19200"  # the node of `infra/services up elasticsearch`
+CODEC = JobEventCodec()
+# 2024-05-20T00:00:00Z: events of a test spread over May and June, so two monthly indices.
+BASE_SUBMIT_MS = 1_716_163_200_000
+HOUR_MS = 3_600_000
+USERS = ("alice", "bob", "carol")
+MODULES = ("gromacs/2023.1", "lammps/2Aug2023", "python/3.11.4")
+
+
+# --------------------------------------------------------------------------- events
+
+
+def make_events(count: int, *, cluster: str = "hydra", first_id: int = 1000) -> list[JobEvent]:
+    """count distinct jobs: user n%3, module n%3 loaded in the script and module n+1%3 in the
+    environment, submitted n hours after BASE_SUBMIT_MS."""
+    events = []
+    for n in range(count):
+        job_id = str(first_id + n)
+        submit = BASE_SUBMIT_MS + n * HOUR_MS
+        module = MODULES[n % len(MODULES)]
+        # Loaded in the shell before sbatch (so only in the environment), colon-separated.
+        shell_modules = f"gcc:openmpi:{MODULES[(n + 1) % len(MODULES)]}"
+        script = (
+            f"#!/bin/bash\n#SBATCH --job-name=run{n}\n#SBATCH --time=01:00:00\n"
+            f"module load {module}\nsrun /opt/apps/bin/solver --input case{n}.dat\n"
+        ).encode()
+        user = USERS[n % len(USERS)]
+        events.append(
+            JobEvent(
+                cluster=cluster,
+                scheduler=Scheduler.SLURM,
+                job_id=job_id,
+                job_key=make_job_key(cluster, Scheduler.SLURM, job_id, submit),
+                submit_time=submit,
+                read_time=submit + 40,
+                script=script,
+                script_size=len(script),
+                script_sha256=hashlib.sha256(script).hexdigest(),
+                script_truncated=False,
+                environment=f"USER={user}\0HOME=/home/{user}\0LOADEDMODULES={shell_modules}\0"
+                .encode(),
+                producer_host="master1",
+                producer_version="test",
+                user=user,
+                user_source=UserSource.USER,
+                job_name=f"run{n}",
+                account="proj1",
+                partition="batch",
+                directives={"job-name": f"run{n}", "time": "01:00:00"},
+            )
+        )
+    return events
+
+
+# --------------------------------------------------------------------------- Elasticsearch
+
+
+def _es_answers(url: str) -> str | None:
+    """None if the node at url is healthy (yellow or green), else why not."""
+    client = Elasticsearch(url, request_timeout=10)
+    try:
+        client.cluster.health(wait_for_status="yellow", timeout="10s")
+    except Exception as error:  # any failure: say why the node is not usable
+        return repr(error)
+    finally:
+        client.close()
+    return None
+
+
+@pytest.fixture(scope="session")
+def es_url() -> str:
+    """The node of `infra/services up elasticsearch` (started if down), or SARCHIVE_ES_URL."""
+    configured = os.environ.get("SARCHIVE_ES_URL")
+    url = configured or OUR_ES_URL
+    problem = _es_answers(url)
+    if problem is not None and not configured:
+        started = subprocess.run([str(REPO / "infra" / "services"), "up", "elasticsearch"],
+                                 capture_output=True, text=True, timeout=600, check=False)
+        problem = _es_answers(url) and f"{problem}\n{started.stdout}{started.stderr}"
+    if problem is not None:
+        pytest.fail(f"Elasticsearch at {url} does not answer: {problem}", pytrace=False)
+    return url
+
+
+def _services(*args: str) -> None:
+    """infra/services, the way an operator runs it; fails the test with its output."""
+    result = subprocess.run([str(REPO / "infra" / "services"), *args], capture_output=True,
+                            text=True, timeout=600, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"infra/services {' '.join(args)} failed:\n{result.stdout}{result.stderr}",
+                    pytrace=False)
+
+
+@dataclass
+class EsNode:
+    """Stops and starts the shared node through infra/services."""
+
+    url: str
+
+    def stop(self) -> None:
+        _services("down", "elasticsearch")
+
+    def start(self) -> None:
+        _services("up", "elasticsearch")
+
+    def is_up(self) -> bool:
+        return _es_answers(self.url) is None
+
+
+@pytest.fixture
+def es_node(es_url: str) -> Iterator[EsNode]:
+    """Control of the node; it is up again after the test, whatever the test did."""
+    if es_url != OUR_ES_URL:
+        pytest.fail(f"es_node stops the node of infra/services ({OUR_ES_URL}), but the tests"
+                    f" use SARCHIVE_ES_URL={es_url}", pytrace=False)
+    node = EsNode(es_url)
+    yield node
+    if not node.is_up():
+        node.start()
+
+
+@dataclass(frozen=True)
+class SecureNode:
+    """The TLS + basic-auth node of infra/elasticsearch_service.py (--secure)."""
+
+    url: str
+    user: str
+    password: str
+    ca: Path
+
+    def client(self, **options: Any) -> Elasticsearch:
+        return Elasticsearch(self.url, basic_auth=(self.user, self.password),
+                             ca_certs=str(self.ca), request_timeout=30, **options)
+
+
+def _secure_service(*args: str) -> str:
+    result = subprocess.run([sys.executable, str(REPO / "infra" / "elasticsearch_service.py"),
+                             *args, "--secure"], capture_output=True, text=True, timeout=600,
+                            check=False)
+    if result.returncode != 0:
+        pytest.fail(f"elasticsearch_service.py {' '.join(args)} --secure failed:\n"
+                    f"{result.stdout}{result.stderr}", pytrace=False)
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def secure_es() -> Iterator[SecureNode]:
+    """The secured node, started for the session if it was not up (and then stopped)."""
+    was_up = "elasticsearch-secure: up" in subprocess.run(
+        [sys.executable, str(REPO / "infra" / "elasticsearch_service.py"), "status",
+         "--secure"], capture_output=True, text=True, timeout=60, check=False).stdout
+    if not was_up:
+        _secure_service("up")
+    exported = dict(line.removeprefix("export ").split("=", 1)
+                    for line in _secure_service("env").splitlines() if "=" in line)
+    yield SecureNode(exported["SARCHIVE_ES_SECURE_URL"], exported["SARCHIVE_ES_SECURE_USER"],
+                     exported["SARCHIVE_ES_SECURE_PASSWORD"],
+                     Path(exported["SARCHIVE_ES_SECURE_CA"]))
+    if not was_up:
+        _secure_service("down")
+
+
+@pytest.fixture
+def es(es_url: str) -> Iterator[Elasticsearch]:
+    client = Elasticsearch(es_url, request_timeout=30)
+    yield client
+    client.close()
+
+
+def delete_prefix(client: Elasticsearch, prefix: str) -> None:
+    """Delete the indices and the template of an index prefix (by name: Elasticsearch 8
+    refuses to delete by wildcard)."""
+    client = client.options(ignore_status=404)
+    indices = client.indices.get(index=f"{prefix}-*", expand_wildcards="all")
+    if indices.meta.status == 200:
+        for index in indices.body:
+            client.indices.delete(index=index)
+    client.indices.delete_index_template(name=prefix)
+
+
+@pytest.fixture
+def index_prefix(es: Elasticsearch) -> Iterator[str]:
+    """A prefix no other test uses; its indices and template are deleted afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}-jobs"
+    yield prefix
+    delete_prefix(es, prefix)
+
+
+@pytest.fixture
+def secure_prefix(secure_es: SecureNode, index_prefix: str) -> Iterator[str]:
+    """index_prefix, whose indices and template go on the secured node: deleted there."""
+    yield index_prefix
+    client = secure_es.client()
+    try:
+        delete_prefix(client, index_prefix)
+    finally:
+        client.close()
+
+
+@dataclass(frozen=True)
+class NativeUser:
+    name: str
+    password: str
+
+
+@pytest.fixture
+def writer_user(secure_es: SecureNode, secure_prefix: str) -> Iterator[NativeUser]:
+    """A native-realm user holding exactly the privileges docs/elasticsearch.md asks for,
+    on this test's prefix; deleted with its role afterwards."""
+    user = NativeUser(f"writer-{secure_prefix}", uuid.uuid4().hex)
+    client = secure_es.client()
+    client.security.put_role(name=user.name, cluster=["manage_index_templates"],
+                             indices=[{"names": [f"{secure_prefix}-*"],
+                                       "privileges": ["create_doc", "create_index"]}])
+    client.security.put_user(username=user.name, password=user.password, roles=[user.name])
+    yield user
+    client.options(ignore_status=404).security.delete_user(username=user.name)
+    client.options(ignore_status=404).security.delete_role(name=user.name)
+    client.close()
+
+
+@pytest.fixture
+def reader_user(secure_es: SecureNode) -> Iterator[NativeUser]:
+    """A native-realm user who may only read: it may not install the index template."""
+    user = NativeUser(f"reader-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex)
+    client = secure_es.client()
+    client.security.put_role(name=user.name, indices=[{"names": ["*"],
+                                                       "privileges": ["read"]}])
+    client.security.put_user(username=user.name, password=user.password, roles=[user.name])
+    yield user
+    client.options(ignore_status=404).security.delete_user(username=user.name)
+    client.options(ignore_status=404).security.delete_role(name=user.name)
+    client.close()
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+@pytest.fixture
+def dlq_topic(kafka_bootstrap: str, kafka_topic: str) -> Iterator[str]:
+    """The dead-letter topic of this test's job topic, created up front, deleted afterwards."""
+    topic = f"{kafka_topic}.dlq"
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    admin.create_topics(
+        [
+            NewTopic(
+                topic,
+                num_partitions=1,
+                replication_factor=1,
+                config={"max.message.bytes": str(10 * 1024 * 1024)},
+            )
+        ]
+    )[topic].result(timeout=30)
+    yield topic
+    with contextlib.suppress(Exception):
+        admin.delete_topics([topic])[topic].result(timeout=30)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+# --------------------------------------------------------------------------- sarchive-es
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class EsConsumer:
+    """One sarchive-es process; its log goes to a file shown when a test fails."""
+
+    argv: list[str]
+    log_path: Path
+    metrics_port: int
+    process: subprocess.Popen[bytes] = field(init=False)
+
+    def __post_init__(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
+
+    def exited(self) -> bool:
+        return self.process.poll() is not None
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        """SIGTERM, as systemd stops it; the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait(30)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(
+                f"sarchive-es did not exit within {timeout:.0f} s\n{self.log_tail()}", pytrace=False
+            )
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "sarchive-es log (tail):\n" + "\n".join(self.log_text().splitlines()[-lines:])
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one sample on the process's /metrics (0 when absent)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        wanted = name + (
+            "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
+        )
+        for line in text.splitlines():
+            sample, _, value = line.rpartition(" ")
+            if sample == wanted:
+                return float(value)
+        return 0.0
+
+    def wait_metric(self, name: str, expected: float, timeout: float, **labels: str) -> None:
+        deadline = time.monotonic() + timeout
+        value = 0.0
+        while time.monotonic() < deadline and not self.exited():
+            with contextlib.suppress(OSError):
+                value = self.metric(name, **labels)
+                if value >= expected:
+                    return
+            time.sleep(0.3)
+        pytest.fail(
+            f"{name}{labels} is {value}, expected {expected}\n{self.log_tail()}", pytrace=False
+        )
+
+
+@dataclass
+class EsPipeline:
+    """One test's topic, dead-letter topic and index prefix on the real services, with the
+    means to feed, run and inspect sarchive-es over them."""
+
+    bootstrap: str
+    topic: str
+    dlq_topic: str
+    es_url: str
+    es: Elasticsearch
+    prefix: str
+    tmp_path: Path
+    started: list[EsConsumer] = field(default_factory=list)
+
+    # -- feeding -------------------------------------------------------------------------
+
+    def produce(self, events: Sequence[JobEvent]) -> None:
+        """Publish events exactly as the producer does: key, Avro value, headers."""
+        producer = confluent_kafka.Producer(
+            {"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True}
+        )
+        for event in events:
+            producer.produce(
+                self.topic,
+                key=message_key(event),
+                value=CODEC.encode(event),
+                headers=message_headers(CODEC),
+            )
+            producer.poll(0)
+        assert producer.flush(30) == 0
+
+    def produce_raw(self, key: bytes, value: bytes) -> None:
+        producer = confluent_kafka.Producer({"bootstrap.servers": self.bootstrap})
+        producer.produce(self.topic, key=key, value=value)
+        assert producer.flush(30) == 0
+
+    # -- running -------------------------------------------------------------------------
+
+    def start_consumer(
+        self, *extra: str, group: str = "sarchive-es-test", es_url: str | None = None
+    ) -> EsConsumer:
+        """A running sarchive-es on this pipeline; extra flags are appended."""
+        port = free_port()
+        argv = [
+            str(SARCHIVE_ES),
+            "--brokers",
+            self.bootstrap,
+            "--topic",
+            self.topic,
+            "--dlq-topic",
+            self.dlq_topic,
+            "--group",
+            self.group(group),
+            "--es-url",
+            es_url or self.es_url,
+            "--index-prefix",
+            self.prefix,
+            "--batch-timeout",
+            "0.2",
+            "--retry-backoff-initial",
+            "0.2",
+            "--retry-backoff-max",
+            "2",
+            "--metrics-address",
+            "127.0.0.1",
+            "--metrics-port",
+            str(port),
+            *extra,
+        ]
+        consumer = EsConsumer(argv, self.tmp_path / f"sarchive-es-{len(self.started)}.log", port)
+        self.started.append(consumer)
+        return consumer
+
+    def group(self, name: str) -> str:
+        """The consumer group id start_consumer(group=name) uses: unique to this topic."""
+        return f"{name}-{self.topic}"
+
+    # -- inspecting ----------------------------------------------------------------------
+
+    def count(self) -> int:
+        """Documents under the alias; 0 before the first index exists (404) or while its
+        shard is still starting (503)."""
+        es = self.es.options(ignore_status=(404, 503))
+        es.indices.refresh(index=self.prefix)
+        return int(es.count(index=self.prefix).get("count", 0))
+
+    def wait_for_count(
+        self, expected: int, timeout: float, consumer: EsConsumer | None = None
+    ) -> None:
+        """Until the alias holds expected documents; fails with the consumer's log if not."""
+        deadline = time.monotonic() + timeout
+        count = -1
+        while time.monotonic() < deadline:
+            count = self.count()
+            if count >= expected:
+                assert count == expected, f"{count} documents, expected {expected}"
+                return
+            if consumer is not None and consumer.exited():
+                break
+            time.sleep(0.3)
+        log = consumer.log_tail() if consumer is not None else ""
+        pytest.fail(f"{count} of {expected} documents after {timeout:.0f} s\n{log}", pytrace=False)
+
+    def search_ids(self, query: dict[str, Any]) -> set[str]:
+        """job_ids of every document matching query, searched through the alias (none
+        while no document has created the alias yet)."""
+        es = self.es.options(ignore_status=404)
+        es.indices.refresh(index=self.prefix)
+        response = es.search(
+            index=self.prefix, query=query, size=10_000, source_includes=["job_id"]
+        )
+        return {hit["_source"]["job_id"] for hit in response.get("hits", {}).get("hits", [])}
+
+    def versions(self) -> dict[str, tuple[int, int, int]]:
+        """_id -> (_version, _seq_no, _primary_term) of every document under the alias."""
+        self.es.indices.refresh(index=self.prefix)
+        response = self.es.search(
+            index=self.prefix,
+            query={"match_all": {}},
+            size=10_000,
+            source=False,
+            version=True,
+            seq_no_primary_term=True,
+        )
+        return {
+            hit["_id"]: (hit["_version"], hit["_seq_no"], hit["_primary_term"])
+            for hit in response["hits"]["hits"]
+        }
+
+    def dead_letters(self, expected: int, timeout: float = 30.0) -> list[DeadLetter]:
+        """The dead-letter topic's messages: exactly `expected` of them (waits a moment for
+        any extra one to show up)."""
+        consumer = confluent_kafka.Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "auto.offset.reset": "earliest",
+                "group.id": f"dlq-reader-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+            }
+        )
+        consumer.subscribe([self.dlq_topic])
+        letters: list[DeadLetter] = []
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                message = consumer.poll(1.0 if len(letters) < expected else 3.0)
+                if message is None:
+                    if len(letters) >= expected:
+                        break
+                    continue
+                if message.error() is not None:
+                    continue
+                headers = {
+                    k: (v or b"").decode("utf-8", "replace") for k, v in message.headers() or []
+                }
+                letters.append(DeadLetter(message.key(), message.value(), headers))
+        finally:
+            consumer.close()
+        assert len(letters) == expected, f"{len(letters)} dead letters, expected {expected}"
+        return letters
+
+    def committed(self, group: str) -> int:
+        """Sum over the topic's partitions of start_consumer(group=...)'s committed offsets."""
+        consumer = confluent_kafka.Consumer(
+            {"bootstrap.servers": self.bootstrap, "group.id": self.group(group)}
+        )
+        try:
+            partitions = consumer.list_topics(self.topic, timeout=30).topics[self.topic]
+            committed = consumer.committed(
+                [confluent_kafka.TopicPartition(self.topic, p) for p in partitions.partitions],
+                timeout=30,
+            )
+        finally:
+            consumer.close()
+        return sum(max(tp.offset, 0) for tp in committed)
+
+
+@pytest.fixture
+def pipeline(  # noqa: PLR0917 -- pytest passes fixtures as positional parameters
+    kafka_bootstrap: str,
+    kafka_topic: str,
+    dlq_topic: str,
+    es_url: str,
+    es: Elasticsearch,
+    index_prefix: str,
+    tmp_path: Path,
+) -> Iterator[EsPipeline]:
+    """This test's EsPipeline; every sarchive-es it started and left running is killed."""
+    assert SARCHIVE_ES.exists(), f"console script {SARCHIVE_ES} missing: pip install -e ."
+    ours = EsPipeline(kafka_bootstrap, kafka_topic, dlq_topic, es_url, es, index_prefix, tmp_path)
+    yield ours
+    for consumer in ours.started:
+        if not consumer.exited():
+            consumer.kill()
+
+
+@pytest.fixture
+def job_events() -> Callable[..., list[JobEvent]]:
+    """make_events(count, cluster=..., first_id=...): distinct jobs, see make_events."""
+    return make_events

@@ -1,0 +1,71 @@
+"""The index template: which indices it governs, the alias, and a mapping that can neither
+grow on its own nor refuse a document for a long value."""
+
+from __future__ import annotations
+
+import json
+from fnmatch import fnmatch
+
+from consumers.elastic.documents import index_name
+from consumers.elastic.template import (
+    KEYWORD_IGNORE_ABOVE,
+    MAPPING_PROPERTIES,
+    index_pattern,
+    index_template,
+)
+
+# Lucene's limit on one indexed term, in bytes.
+LUCENE_MAX_TERM_BYTES = 32766
+# Fields whose values are bounded by construction: the _id limit, a hex digest.
+BOUNDED_KEYWORDS = {"job_key", "script_sha256"}
+
+
+def test_template_governs_exactly_the_monthly_indices_the_documents_go_to() -> None:
+    pattern = index_template("sarchive-jobs")["index_patterns"]
+    assert pattern == [index_pattern("sarchive-jobs")]
+    assert fnmatch(index_name("sarchive-jobs", 1_718_000_000_000), pattern[0])
+    assert not fnmatch("sarchive-jobs", pattern[0])  # the alias name itself is no index
+
+
+def test_every_monthly_index_joins_the_alias_named_by_the_prefix() -> None:
+    assert index_template("site-a")["template"]["aliases"] == {"site-a": {}}
+
+
+def test_unknown_fields_are_refused_rather_than_mapped() -> None:
+    assert index_template("p")["template"]["mappings"]["dynamic"] == "strict"
+
+
+def test_no_indexed_keyword_value_can_exceed_lucenes_term_limit() -> None:
+    """A longer value would make Elasticsearch refuse the whole document."""
+    assert KEYWORD_IGNORE_ABOVE * 4 <= LUCENE_MAX_TERM_BYTES  # 4: longest UTF-8 character
+    for name, spec in MAPPING_PROPERTIES.items():
+        if spec["type"] in ("keyword", "flattened") and name not in BOUNDED_KEYWORDS:
+            assert "ignore_above" in spec, name
+            assert spec["ignore_above"] <= KEYWORD_IGNORE_ABOVE, name
+
+
+def test_directives_and_environment_cannot_add_fields_to_the_mapping() -> None:
+    assert MAPPING_PROPERTIES["directives"]["type"] == "flattened"
+    assert MAPPING_PROPERTIES["environment"]["type"] == "flattened"
+
+
+def test_script_is_full_text_with_an_analyzer_every_node_has_and_exact_bytes_unindexed() -> None:
+    assert MAPPING_PROPERTIES["script"] == {"type": "text", "analyzer": "standard"}
+    assert MAPPING_PROPERTIES["script_b64"] == {"type": "binary"}
+
+
+def test_times_are_dates_read_as_epoch_milliseconds_first_and_queryable_as_iso_dates() -> None:
+    for name in ("submit_time", "read_time"):
+        assert MAPPING_PROPERTIES[name] == {
+            "type": "date", "format": "epoch_millis||strict_date_optional_time"}
+
+
+def test_template_is_plain_json() -> None:
+    template = index_template("p")
+    assert json.loads(json.dumps(template)) == template
+
+
+def test_derived_search_fields_are_indexed_but_not_stored_in_source() -> None:
+    mappings = index_template("p")["template"]["mappings"]
+    assert mappings["_source"] == {"excludes": ["environment_text"]}
+    assert MAPPING_PROPERTIES["environment_text"]["type"] == "text"
