@@ -8,10 +8,13 @@ schemas.model.REDACTED_MARKER. Both patterns are matched with re.search against 
 
 from __future__ import annotations
 
+import enum
 import re
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import cast
 
 from schemas.model import REDACTED_MARKER, UserSource
 
@@ -30,10 +33,45 @@ _HOME_OWNER = re.compile(
 )
 
 
+class _Treatment(enum.Enum):
+    KEEP = enum.auto()
+    EXCLUDE = enum.auto()
+    REDACT = enum.auto()
+
+
+# Bounds the per-policy memory when job environments carry unique keys.
+_MAX_REMEMBERED_KEYS = 65536
+
+
 @dataclass(frozen=True)
 class EnvPolicy:
     exclude: re.Pattern[str] | None
     redact: re.Pattern[str] | None
+    # The same few hundred keys (PATH, HOME, SLURM_*...) come back in every job: each key is
+    # judged once per policy, which keeps the regexes off the per-entry hot path.
+    _decisions: dict[bytes, _Treatment] = field(default_factory=dict, init=False,
+                                                compare=False, repr=False)
+
+    def treatment(self, key: bytes) -> _Treatment:
+        decision = self._decisions.get(key)
+        if decision is None:
+            text = key.decode("utf-8", "replace")
+            if self.exclude is not None and self.exclude.search(text):
+                decision = _Treatment.EXCLUDE
+            elif self.redact is not None and self.redact.search(text):
+                decision = _Treatment.REDACT
+            else:
+                decision = _Treatment.KEEP
+            if len(self._decisions) < _MAX_REMEMBERED_KEYS:
+                self._decisions[key] = decision
+        return decision
+
+    def treatments(self, keys: Sequence[bytes]) -> list[_Treatment]:
+        """treatment() of each key; remembered keys are looked up without a Python call each."""
+        decided = list(map(self._decisions.get, keys))
+        if None in decided:
+            return [self.treatment(key) for key in keys]
+        return cast(list[_Treatment], decided)
 
 
 @dataclass(frozen=True)
@@ -48,31 +86,31 @@ def entry_key(entry: bytes) -> bytes:
     return entry.partition(b"=")[0]
 
 
-def _key_text(entry: bytes) -> str:
-    return entry_key(entry).decode("utf-8", "replace")
-
-
 def apply_policy(entries: Sequence[bytes], policy: EnvPolicy) -> FilteredEnvironment:
+    keys = [entry.partition(b"=")[0] for entry in entries]
+    treatments = policy.treatments(keys)
+    if treatments.count(_Treatment.KEEP) == len(treatments):
+        # Most jobs: nothing to hide, so no entry is rebuilt.
+        return FilteredEnvironment(tuple(entries), (), 0)
     kept: list[bytes] = []
     redacted: list[str] = []
     excluded = 0
-    for entry in entries:
-        key = _key_text(entry)
-        if policy.exclude is not None and policy.exclude.search(key):
+    for entry, key, treatment in zip(entries, keys, treatments, strict=True):
+        if treatment is _Treatment.KEEP:
+            kept.append(entry)
+        elif treatment is _Treatment.EXCLUDE:
             excluded += 1
-            continue
-        if policy.redact is not None and policy.redact.search(key):
-            kept.append(entry_key(entry) + b"=" + REDACTED_MARKER)
-            if key not in redacted:
-                redacted.append(key)
-            continue
-        kept.append(entry)
+        else:
+            kept.append(key + b"=" + REDACTED_MARKER)
+            text = key.decode("utf-8", "replace")
+            if text not in redacted:
+                redacted.append(text)
     return FilteredEnvironment(tuple(kept), tuple(redacted), excluded)
 
 
 def canonical_environment(entries: Sequence[bytes]) -> bytes:
     """The schema's canonical form: every entry followed by one NUL byte."""
-    return b"".join(entry + b"\0" for entry in entries)
+    return b"\0".join(entries) + b"\0" if entries else b""
 
 
 def render_slurm_environment_file(entries: Sequence[bytes]) -> bytes:
@@ -87,29 +125,32 @@ def hidden_keys(entries: Sequence[bytes], policy: EnvPolicy) -> tuple[str, ...]:
     """Every key the policy excludes or redacts, once each, in environment order."""
     hidden: list[str] = []
     for entry in entries:
-        key = _key_text(entry)
-        if key not in hidden and any(
-            pattern is not None and pattern.search(key)
-            for pattern in (policy.exclude, policy.redact)
-        ):
-            hidden.append(key)
+        key = entry_key(entry)
+        if policy.treatment(key) is not _Treatment.KEEP:
+            text = key.decode("utf-8", "replace")
+            if text not in hidden:
+                hidden.append(text)
     return tuple(hidden)
 
 
-def environment_value(entries: Sequence[bytes], key: str) -> str | None:
+def environment_index(entries: Sequence[bytes]) -> dict[bytes, bytes]:
+    """KEY -> VALUE of the first entry with each key: built once per job for its look-ups."""
+    # Reversed, so that the first entry of a repeated key is the one left in the dict.
+    return {key: value for key, sep, value in map(bytes.partition, reversed(entries),
+                                                  repeat(b"="))
+            if sep}
+
+
+def environment_value(index: Mapping[bytes, bytes], key: str) -> str | None:
     """The value of the first entry with exactly this key, decoded leniently.
 
     None when the key is absent, empty or redacted: a redacted value must not turn into
     metadata.
     """
-    wanted = key.encode("utf-8")
-    for entry in entries:
-        entry_name, sep, value = entry.partition(b"=")
-        if sep and entry_name == wanted:
-            if not value or value == REDACTED_MARKER:
-                return None
-            return value.decode("utf-8", "replace")
-    return None
+    value = index.get(key.encode("utf-8"))
+    if not value or value == REDACTED_MARKER:
+        return None
+    return value.decode("utf-8", "replace")
 
 
 def user_from_work_dir(work_dir: str | None) -> str | None:
@@ -121,11 +162,11 @@ def user_from_work_dir(work_dir: str | None) -> str | None:
 
 
 def user_from_environment(
-    entries: Sequence[bytes], work_dir: str | None
+    index: Mapping[bytes, bytes], work_dir: str | None
 ) -> tuple[str | None, UserSource]:
     """USER, then LOGNAME, then the /home/<user>/... component of work_dir."""
     for key, source in (("USER", UserSource.USER), ("LOGNAME", UserSource.LOGNAME)):
-        value = environment_value(entries, key)
+        value = environment_value(index, key)
         if value:
             return value, source
     owner = user_from_work_dir(work_dir)

@@ -30,6 +30,7 @@ from producer.environment import (
     FilteredEnvironment,
     apply_policy,
     canonical_environment,
+    environment_index,
     environment_value,
     hidden_keys,
     render_slurm_environment_file,
@@ -97,6 +98,7 @@ def _slurm_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     entries = (parse_environment_file(environment_file.content, job_id=raw.job_id)
                if environment_file is not None else [])
     environment = apply_policy(entries, settings.env_policy)
+    index = environment_index(environment.entries)
     rebuilt = {
         SCRIPT_FILE: carried + stored[len(script):],
         ENVIRONMENT_FILE: render_slurm_environment_file(environment.entries),
@@ -107,7 +109,7 @@ def _slurm_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     from_script = metadata_from_directives(directives, Scheduler.SLURM)
 
     def env(key: str) -> str | None:
-        return environment_value(environment.entries, key)
+        return environment_value(index, key)
 
     submit_dir = _first(env("SLURM_SUBMIT_DIR"), env("PWD"))
     # sbatch records the effective job name in SLURM_JOB_NAME, and SBATCH_* input variables
@@ -123,7 +125,7 @@ def _slurm_content(raw: RawJob, settings: EventSettings) -> _JobContent:
         ntasks=from_script.ntasks,
     )
     array_spec = _first(env("SBATCH_ARRAY_INX"), directives.get("array"))
-    user, user_source = user_from_environment(environment.entries, submit_dir or metadata.work_dir)
+    user, user_source = user_from_environment(index, submit_dir or metadata.work_dir)
     return _JobContent(
         script=script, carried_script=carried, environment=environment,
         spool_files=spool_files, directives=directives, metadata=metadata,
@@ -161,6 +163,7 @@ def _torque_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     primary = next((f for f in records if not (n := names[f.name]) or not n.index), records[0])
     info = parse_torque_jb(primary.content, job_id=raw.job_id)
     environment = apply_policy(info.variables, settings.env_policy)
+    index = environment_index(environment.entries)
     policy = settings.env_policy
 
     def filtered_record(content: bytes) -> bytes:
@@ -179,7 +182,7 @@ def _torque_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     )
     directives = parse_directives(script, Scheduler.TORQUE)
     from_script = metadata_from_directives(directives, Scheduler.TORQUE)
-    work_dir = _first(info.work_dir, environment_value(environment.entries, "PBS_O_WORKDIR"),
+    work_dir = _first(info.work_dir, environment_value(index, "PBS_O_WORKDIR"),
                       from_script.work_dir)
     metadata = JobMetadata(
         job_name=_first(info.job_name, from_script.job_name),
@@ -193,7 +196,7 @@ def _torque_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     user: str | None = _first(info.euser, (info.job_owner or "").partition("@")[0])
     user_source = UserSource.SPOOL
     if user is None:
-        user, user_source = user_from_environment(environment.entries, work_dir)
+        user, user_source = user_from_environment(index, work_dir)
     is_array = "[]" in raw.job_id
     array_task_id = _first(info.array_request, directives.get("array"),
                            _index_ranges(task_indices) if task_indices else None)

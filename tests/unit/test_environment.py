@@ -12,6 +12,7 @@ from producer.environment import (
     EnvPolicy,
     apply_policy,
     canonical_environment,
+    environment_index,
     environment_value,
     hidden_keys,
     render_slurm_environment_file,
@@ -92,19 +93,22 @@ def test_hidden_keys_lists_excluded_and_redacted_keys_once() -> None:
 
 def test_environment_value_ignores_redacted_and_empty_values() -> None:
     entries = [b"USER=" + REDACTED_MARKER, b"EMPTY=", b"HOME=/home/a", b"HOME=/other"]
-    assert environment_value(entries, "USER") is None
-    assert environment_value(entries, "EMPTY") is None
-    assert environment_value(entries, "HOME") == "/home/a"
-    assert environment_value(entries, "HOM") is None
+    assert environment_value(environment_index(entries), "USER") is None
+    assert environment_value(environment_index(entries), "EMPTY") is None
+    assert environment_value(environment_index(entries), "HOME") == "/home/a"
+    assert environment_value(environment_index(entries), "HOM") is None
 
 
 def test_user_comes_from_user_then_logname_then_home_directory() -> None:
-    assert user_from_environment([b"LOGNAME=b", b"USER=a"], "/home/c/x") == ("a", UserSource.USER)
-    assert user_from_environment([b"LOGNAME=b"], "/home/c/x") == ("b", UserSource.LOGNAME)
-    assert user_from_environment([], "/data/home/carol/run") == ("carol", UserSource.WORKDIR)
-    assert user_from_environment([], "/home/carol") == ("carol", UserSource.WORKDIR)
-    assert user_from_environment([], "/scratch/run") == (None, UserSource.UNKNOWN)
-    assert user_from_environment([], None) == (None, UserSource.UNKNOWN)
+    def user(entries: list[bytes], work_dir: str | None) -> tuple[str | None, UserSource]:
+        return user_from_environment(environment_index(entries), work_dir)
+
+    assert user([b"LOGNAME=b", b"USER=a"], "/home/c/x") == ("a", UserSource.USER)
+    assert user([b"LOGNAME=b"], "/home/c/x") == ("b", UserSource.LOGNAME)
+    assert user([], "/data/home/carol/run") == ("carol", UserSource.WORKDIR)
+    assert user([], "/home/carol") == ("carol", UserSource.WORKDIR)
+    assert user([], "/scratch/run") == (None, UserSource.UNKNOWN)
+    assert user([], None) == (None, UserSource.UNKNOWN)
 
 
 def test_default_redaction_pattern_catches_common_secret_names_only() -> None:
