@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shlex
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -83,11 +85,16 @@ def es_search(es_url: str, query: dict[str, object]) -> list[dict[str, object]]:
     return hits
 
 
-def wait_for(what: str, condition: object, timeout: float = WAIT_SECONDS) -> None:
+def wait_for(what: str, condition: Callable[[], bool],
+             processes: Sequence[subprocess.Popen[bytes]], timeout: float = WAIT_SECONDS) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(condition) and condition():
+        if condition():
             return
+        for process in processes:
+            if process.poll() is not None:
+                raise SystemExit(f"[demo] {process.args[0]} exited with code"
+                                 f" {process.returncode}; see the logs in {DEMO_DIR}")
         time.sleep(0.5)
     raise SystemExit(f"[demo] timed out after {timeout:.0f} s waiting for {what};"
                      f" see the logs in {DEMO_DIR}")
@@ -96,10 +103,14 @@ def wait_for(what: str, condition: object, timeout: float = WAIT_SECONDS) -> Non
 def main() -> int:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **service_env()}
+    # A login shell has USER; a bare CI environment may not, and sbatch passes it on as is.
+    env.setdefault("USER", pwd.getpwuid(os.getuid()).pw_name)
     brokers = env["SARCHIVE_KAFKA_BOOTSTRAP"]
     state_dir = Path(env["SARCHIVE_SLURM_STATE"])
     es_url = env.get("SARCHIVE_ES_URL")
     archive = DEMO_DIR / "archive"
+    # The archive consumer refuses a missing root (an unmounted file system must not fill up).
+    archive.mkdir(exist_ok=True)
     common = ["--brokers", brokers, "--topic", TOPIC]
     processes = [
         start("producer", ["sarchive-producer", "--cluster", env["SARCHIVE_SLURM_CLUSTER"],
@@ -122,7 +133,8 @@ def main() -> int:
         say(f"submitted Slurm jobs {', '.join(submitted)} (held, so they stay in the spool)")
         for job_id in submitted:
             wait_for(f"job {job_id} in the archive",
-                     lambda job_id=job_id: find_archived(archive, job_id) is not None)
+                     lambda job_id=job_id: find_archived(archive, job_id) is not None,
+                     processes)
         say(f"archived under {archive}:")
         for job_id in submitted:
             path = find_archived(archive, job_id)
@@ -144,7 +156,7 @@ def main() -> int:
                                         "filter": [{"terms": {"job_id": submitted}}]}},
                      "_source": ["job_id", "user", "job_name", "submit_time"]}
             wait_for("the gromacs jobs in Elasticsearch",
-                     lambda: len(es_search(es_url, query)) == 2)
+                     lambda: len(es_search(es_url, query)) == 2, processes)
             say("Elasticsearch: jobs whose script mentions 'gromacs':")
             for hit in es_search(es_url, query):
                 say(f"  {hit['_id']}: {hit['_source']}")
