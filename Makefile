@@ -55,6 +55,7 @@ lint: venv
 	@echo "==> lint: ruff and mypy"
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy --strict infra/services.py infra/elasticsearch_service.py infra/demo.py
 
 .PHONY: bench bench-smoke
 

@@ -9,6 +9,7 @@ byte against what Slurm stored, and shows a search.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pwd
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,7 +77,11 @@ def find_archived(archive: Path, job_id: str) -> Path | None:
     return matches[0] if matches else None
 
 
-def es_search(es_url: str, query: dict[str, object]) -> list[dict[str, object]]:
+def is_archived(archive: Path, job_id: str) -> bool:
+    return find_archived(archive, job_id) is not None
+
+
+def es_search(es_url: str, query: Mapping[str, object]) -> list[dict[str, object]]:
     request = urllib.request.Request(
         f"{es_url}/sarchive-jobs/_search", data=json.dumps(query).encode(),
         headers={"Content-Type": "application/json"}, method="POST")
@@ -93,7 +98,7 @@ def wait_for(what: str, condition: Callable[[], bool],
             return
         for process in processes:
             if process.poll() is not None:
-                raise SystemExit(f"[demo] {process.args[0]} exited with code"
+                raise SystemExit(f"[demo] {process.args!r} exited with code"
                                  f" {process.returncode}; see the logs in {DEMO_DIR}")
         time.sleep(0.5)
     raise SystemExit(f"[demo] timed out after {timeout:.0f} s waiting for {what};"
@@ -133,8 +138,7 @@ def main() -> int:
         say(f"submitted Slurm jobs {', '.join(submitted)} (held, so they stay in the spool)")
         for job_id in submitted:
             wait_for(f"job {job_id} in the archive",
-                     lambda job_id=job_id: find_archived(archive, job_id) is not None,
-                     processes)
+                     functools.partial(is_archived, archive, job_id), processes)
         say(f"archived under {archive}:")
         for job_id in submitted:
             path = find_archived(archive, job_id)
