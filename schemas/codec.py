@@ -22,7 +22,7 @@ import fastavro
 import fastavro.schema
 
 from schemas.errors import CorruptEventError, NotSingleObjectEncodedError, UnknownSchemaError
-from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource
+from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource, metadata_fields
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -125,35 +125,11 @@ class JobEventCodec:
 
 
 def to_record(event: JobEvent) -> dict[str, Any]:
-    return {
-        "cluster": event.cluster,
-        "scheduler": event.scheduler.value,
-        "job_id": event.job_id,
-        "array_job_id": event.array_job_id,
-        "array_task_id": event.array_task_id,
-        "job_key": event.job_key,
-        "submit_time": event.submit_time,
-        "read_time": event.read_time,
-        "script": event.script,
-        "script_size": event.script_size,
-        "script_sha256": event.script_sha256,
-        "script_truncated": event.script_truncated,
-        "environment": event.environment,
-        "redacted_keys": list(event.redacted_keys),
-        "spool_files": [{"name": f.name, "content": f.content} for f in event.spool_files],
-        "user": event.user,
-        "user_source": event.user_source.value,
-        "job_name": event.job_name,
-        "account": event.account,
-        "partition": event.partition,
-        "work_dir": event.work_dir,
-        "time_limit": event.time_limit,
-        "nodes": event.nodes,
-        "ntasks": event.ntasks,
-        "directives": dict(event.directives),
-        "producer_host": event.producer_host,
-        "producer_version": event.producer_version,
-    }
+    record = metadata_fields(event)
+    record["script"] = event.script
+    record["environment"] = event.environment
+    record["spool_files"] = [{"name": f.name, "content": f.content} for f in event.spool_files]
+    return record
 
 
 def from_record(record: Mapping[str, Any]) -> JobEvent:

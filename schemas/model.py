@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
+from typing import Any
 
 REDACTED_MARKER = b"<redacted>"
 
@@ -75,6 +76,38 @@ class JobEvent:
     def environment_entries(self) -> list[tuple[str, str]]:
         """The environment as (key, value) pairs, decoded leniently for display and search."""
         return parse_environment(self.environment)
+
+
+def metadata_fields(event: JobEvent) -> dict[str, Any]:
+    """Every field of the event but its byte contents (script, environment, spool files), as
+    plain values under their schema names: the common part of the wire record, the archive's
+    metadata sidecar and the Elasticsearch document."""
+    return {
+        "job_key": event.job_key,
+        "cluster": event.cluster,
+        "scheduler": event.scheduler.value,
+        "job_id": event.job_id,
+        "array_job_id": event.array_job_id,
+        "array_task_id": event.array_task_id,
+        "submit_time": event.submit_time,
+        "read_time": event.read_time,
+        "user": event.user,
+        "user_source": event.user_source.value,
+        "job_name": event.job_name,
+        "account": event.account,
+        "partition": event.partition,
+        "work_dir": event.work_dir,
+        "time_limit": event.time_limit,
+        "nodes": event.nodes,
+        "ntasks": event.ntasks,
+        "directives": dict(event.directives),
+        "script_size": event.script_size,
+        "script_sha256": event.script_sha256,
+        "script_truncated": event.script_truncated,
+        "redacted_keys": list(event.redacted_keys),
+        "producer_host": event.producer_host,
+        "producer_version": event.producer_version,
+    }
 
 
 def make_job_key(cluster: str, scheduler: Scheduler, job_id: str, submit_time_ms: int) -> str:

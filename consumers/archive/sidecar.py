@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from consumers.archive.layout import PlacedFile
-from schemas.model import JobEvent
+from schemas.model import JobEvent, metadata_fields
 
 FORMAT = "sarchive-archive-metadata/1"
 
@@ -28,33 +28,11 @@ def sidecar_document(event: JobEvent, files: Sequence[PlacedFile]) -> dict[str, 
     """The sidecar's content; files are the job's data files where they are stored."""
     return {
         "format": FORMAT,
-        "job_key": event.job_key,
-        "cluster": event.cluster,
-        "scheduler": event.scheduler.value,
-        "job_id": event.job_id,
-        "array_job_id": event.array_job_id,
-        "array_task_id": event.array_task_id,
-        "user": event.user,
-        "user_source": event.user_source.value,
-        "job_name": event.job_name,
-        "account": event.account,
-        "partition": event.partition,
-        "work_dir": event.work_dir,
-        "time_limit": event.time_limit,
-        "nodes": event.nodes,
-        "ntasks": event.ntasks,
+        **metadata_fields(event),
         "directives": dict(sorted(event.directives.items())),
-        "submit_time": event.submit_time,
         "submit_time_iso": _iso(event.submit_time),
-        "read_time": event.read_time,
         "read_time_iso": _iso(event.read_time),
-        "script_size": event.script_size,
-        "script_sha256": event.script_sha256,
-        "script_truncated": event.script_truncated,
         "environment_size": len(event.environment),
-        "redacted_keys": list(event.redacted_keys),
-        "producer_host": event.producer_host,
-        "producer_version": event.producer_version,
         "files": [
             {
                 "role": f.role.value,

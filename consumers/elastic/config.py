@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from consumers.common.settings import ConsumerSettings
 from consumers.elastic.documents import check_index_prefix
-from schemas.runtime.config import ConfigError, setting
+from schemas.runtime.config import ConfigError, secret_value, setting
 
 _SHARED_GROUP_FIELD = next(f for f in dataclasses.fields(ConsumerSettings) if f.name == "group")
 
@@ -96,12 +96,4 @@ class EsConsumerConfig(ConsumerSettings):
 
 def es_password(config: EsConsumerConfig) -> str | None:
     """The password from --es-password or the first line of --es-password-file."""
-    if config.es_password_file is None:
-        return config.es_password
-    try:
-        text = config.es_password_file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read es_password_file {config.es_password_file}:"
-                          f" {exc.strerror}") from exc
-    lines = text.splitlines()
-    return lines[0] if lines else ""
+    return secret_value(config.es_password, config.es_password_file, "es_password_file")

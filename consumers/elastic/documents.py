@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.model import JobEvent
+from schemas.model import JobEvent, metadata_fields
 
 # Elasticsearch refuses a longer _id, and it does so for the whole bulk request, not one item.
 MAX_ID_BYTES = 512
@@ -78,33 +78,10 @@ def build_document(event: JobEvent) -> dict[str, Any]:
     # A repeated key keeps its last value, as a shell reading the environment would.
     environment = dict(event.environment_entries())
     document: dict[str, Any] = {
-        "job_key": event.job_key,
-        "cluster": event.cluster,
-        "scheduler": event.scheduler.value,
-        "job_id": event.job_id,
-        "array_job_id": event.array_job_id,
-        "array_task_id": event.array_task_id,
-        "submit_time": event.submit_time,
-        "read_time": event.read_time,
-        "user": event.user,
-        "user_source": event.user_source.value,
-        "job_name": event.job_name,
-        "account": event.account,
-        "partition": event.partition,
-        "work_dir": event.work_dir,
-        "time_limit": event.time_limit,
-        "nodes": event.nodes,
-        "ntasks": event.ntasks,
+        **metadata_fields(event),
         "script": event.script.decode("utf-8", "replace"),
-        "script_size": event.script_size,
-        "script_sha256": event.script_sha256,
-        "script_truncated": event.script_truncated,
-        "directives": dict(event.directives),
         "environment": environment,
         "environment_text": environment_search_text(environment),
-        "redacted_keys": list(event.redacted_keys),
-        "producer_host": event.producer_host,
-        "producer_version": event.producer_version,
     }
     if not _is_utf8(event.script):
         # The text above had bytes replaced; keep the exact ones, only where they differ,

@@ -209,6 +209,19 @@ def load_config(
         raise ConfigError(str(exc)) from exc
 
 
+def secret_value(value: str | None, file: Path | None, setting_name: str) -> str | None:
+    """A secret given directly or, preferably, in a file (its first line) kept out of the
+    process list and the environment."""
+    if file is None:
+        return value
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {setting_name} {file}: {exc.strerror}") from exc
+    lines = text.splitlines()
+    return lines[0] if lines else ""
+
+
 def describe_config(config: Any) -> dict[str, Any]:
     """The effective configuration for the start-up log line, secrets masked."""
     described: dict[str, Any] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from schemas.runtime.config import ConfigError, setting
+from schemas.runtime.config import ConfigError, secret_value, setting
 from schemas.wire import DEFAULT_TOPIC
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -46,7 +46,8 @@ def kafka_client_properties(settings: KafkaSettings) -> dict[str, str]:
         "ssl.key.password": settings.ssl_key_password,
         "sasl.mechanism": settings.sasl_mechanism,
         "sasl.username": settings.sasl_username,
-        "sasl.password": _sasl_password(settings),
+        "sasl.password": secret_value(settings.sasl_password, settings.sasl_password_file,
+                                      "sasl_password_file"),
     }
     props.update({key: str(value) for key, value in optional.items() if value is not None})
     for item in settings.kafka_property:
@@ -55,16 +56,3 @@ def kafka_client_properties(settings: KafkaSettings) -> dict[str, str]:
             raise ConfigError(f"kafka_property {item!r} is not KEY=VALUE")
         props[key.strip()] = value
     return props
-
-
-def _sasl_password(settings: KafkaSettings) -> str | None:
-    if settings.sasl_password_file is None:
-        return settings.sasl_password
-    try:
-        text = settings.sasl_password_file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read sasl_password_file {settings.sasl_password_file}: {exc.strerror}"
-        ) from exc
-    lines = text.splitlines()
-    return lines[0] if lines else ""
