@@ -15,127 +15,41 @@ Two configurations:
   under <run_dir>/elasticsearch-secure/. env(): SARCHIVE_ES_SECURE_URL, _USER, _PASSWORD, _CA.
 
 Standard library only, like infra/services.py, which registers this module's
-ElasticsearchService when the file exists. Errors are ElasticsearchServiceError, a subclass of
-services.ServiceError when that module is loaded (else of RuntimeError), with the log tail.
+ElasticsearchService when the file exists and whose helpers (pid files, waiting, locks, apt) it
+uses: whoever loads this module provides `import services` (infra/services.py's registry, the
+test fixtures, or infra/ as sys.path[0] when run as a script). Errors are services.ServiceError,
+mostly its subclass ElasticsearchServiceError, with the log tail.
 
 Standalone use:
-    python3 infra/elasticsearch_service.py up|down|status|env|install [--secure]
+    python3 infra/elasticsearch_service.py up|down|status|env|install|logs [--secure]
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-
-def _error_base() -> type[Exception]:
-    """services.ServiceError if infra/services.py is loaded (so its CLI catches our errors)."""
-    services = sys.modules.get("services")
-    base = getattr(services, "ServiceError", None) if services is not None else None
-    if isinstance(base, type) and issubclass(base, Exception):
-        return base
-    return RuntimeError
+import services
 
 
-class ElasticsearchServiceError(_error_base()):  # type: ignore[misc]
+class ElasticsearchServiceError(services.ServiceError):
     """Elasticsearch could not be built, started or stopped; the message has the log tail."""
 
 
-LOG_TAIL_LINES = 60
 MAIN_CLASS = "org.sarchive.es.EsLauncher"
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
-
-
-def _log_tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()[-n:]
-    except FileNotFoundError:
-        return f"--- {path}: (no such file)"
-    body = "\n".join(lines) if lines else "(empty)"
-    return f"--- last {len(lines)} lines of {path}:\n{body}\n--- end of {path}"
-
-
-def _wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
-def _read_pid(pid_file: Path) -> int | None:
-    try:
-        return int(pid_file.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
-
-
-def _pid_running(pid: int | None) -> bool:
-    """True while the process exists and is not a zombie."""
-    if pid is None:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] not in {"Z", "X"}
-
-
-def _pid_is_ours(pid: int | None, marker: str) -> bool:
-    """pid runs and its command line contains marker (guards against a recycled pid)."""
-    if not _pid_running(pid):
-        return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return marker in cmdline.replace(b"\0", b" ").decode(errors="replace")
-
-
-def _tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def _apt_install(packages: Sequence[str]) -> None:
-    services = sys.modules.get("services")
-    installer = getattr(services, "apt_install", None) if services is not None else None
-    if callable(installer):
-        installer(list(packages))
-        return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, capture_output=True)
-    subprocess.run(
-        ["apt-get", "install", "-y", "-q", *packages], check=True, env=env, capture_output=True
-    )
 
 
 class ElasticsearchService:
@@ -210,10 +124,10 @@ class ElasticsearchService:
     def install(self) -> None:
         """Build the launcher and collect its jars with Maven, unless already up to date."""
         if shutil.which("javac") is None or shutil.which("keytool") is None:
-            _apt_install(["openjdk-17-jdk-headless"])
+            services.apt_install(["openjdk-17-jdk-headless"])
         if shutil.which("mvn") is None:
-            _apt_install(["maven"])
-        with _file_lock(self.src / "target" / ".build.lock"):
+            services.apt_install(["maven"])
+        with services.file_lock(self.target / ".build.lock"):
             digest = self._source_digest()
             if self._built() and self.stamp.exists() and self.stamp.read_text() == digest:
                 return
@@ -238,13 +152,13 @@ class ElasticsearchService:
     def up(self) -> None:
         if self.is_up():
             return
-        pid = _read_pid(self.pid_file)
-        if _pid_is_ours(pid, self.marker):
+        pid = services.read_pid(self.pid_file)
+        if services.pid_alive(pid, self.marker):
             # started but not answering yet (a concurrent `up`): wait for it
             self._wait_ready(pid)
             return
         for port in (self.port, self.transport_port):
-            if _tcp_open(self.host, port):
+            if services.tcp_open(self.host, port):
                 raise ElasticsearchServiceError(
                     f"{self.name}: port {port} is taken by a process that is not ours (no live "
                     f"pid in {self.pid_file}); stop it or set {self.port_env} / "
@@ -262,31 +176,20 @@ class ElasticsearchService:
                 f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} sarchive: starting "
                 f"{self.name} on {self.url} ===\n"
             )
-        pid = self._spawn(self._argv(), self._launcher_env())
+        pid = services.spawn_detached(self._argv(), self.log, self.base, self._launcher_env())
         self.pid_file.write_text(f"{pid}\n")
         self._wait_ready(pid)
 
     def down(self) -> None:
-        pid = _read_pid(self.pid_file)
-        if _pid_is_ours(pid, self.marker):
-            assert pid is not None
-            os.kill(pid, signal.SIGTERM)
-            if not _wait_until(lambda: not _pid_running(pid), self.stop_timeout, 0.2):
-                print(
-                    f"{self.name}: pid {pid} ignored SIGTERM for {self.stop_timeout:.0f} s; "
-                    "sending SIGKILL",
-                    flush=True,
-                )
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                if not _wait_until(lambda: not _pid_running(pid), 10, 0.2):
-                    raise ElasticsearchServiceError(
-                        f"{self.name}: pid {pid} survived SIGKILL\n{_log_tail(self.log)}"
-                    )
+        pid = services.read_pid(self.pid_file)
+        try:
+            services.stop_pid(pid, self.marker, self.stop_timeout, self.log_paths())
+        except services.ServiceError as error:
+            raise ElasticsearchServiceError(f"{self.name}: {error}") from error
         self.pid_file.unlink(missing_ok=True)
 
     def is_up(self) -> bool:
-        if not _pid_is_ours(_read_pid(self.pid_file), self.marker):
+        if not services.pid_alive(services.read_pid(self.pid_file), self.marker):
             return False
         return self._health_ok(timeout=3.0)
 
@@ -416,19 +319,6 @@ class ElasticsearchService:
             env.pop("SARCHIVE_ES_USERS", None)
         return env
 
-    def _spawn(self, argv: Sequence[str], env: dict[str, str]) -> int:
-        """Start argv in its own session, re-parented to init, output appended to the log."""
-        script = 'log=$1; shift; setsid "$@" </dev/null >>"$log" 2>&1 & echo $!'
-        out = subprocess.run(
-            ["sh", "-c", script, "sh", str(self.log), *argv],
-            cwd=self.base,
-            env=env,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        return int(out.stdout.strip())
-
     def _health_ok(self, timeout: float) -> bool:
         try:
             status, body = self.request(
@@ -441,17 +331,17 @@ class ElasticsearchService:
         )
 
     def _wait_ready(self, pid: int | None) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if not _pid_running(pid):
+        def ready() -> bool:
+            if not services.pid_running(pid):
                 raise ElasticsearchServiceError(
                     f"{self.name}: the node (pid {pid}) exited during startup\n"
-                    f"{_log_tail(self.log)}"
+                    f"{services.log_tail(self.log)}"
                 )
-            if self._health_ok(timeout=3.0):
-                return
-            time.sleep(0.25)
-        tail = _log_tail(self.log)
+            return self._health_ok(timeout=3.0)
+
+        if services.wait_until(ready, self.start_timeout, 0.25):
+            return
+        tail = services.log_tail(self.log)
         with contextlib.suppress(ElasticsearchServiceError):
             self.down()
         raise ElasticsearchServiceError(
@@ -533,16 +423,10 @@ def main(argv: Sequence[str]) -> int:
     if len(args) != 1 or args[0] not in {"up", "down", "status", "env", "install", "logs"}:
         print(__doc__)
         return 2
-    repo = Path(__file__).resolve().parents[1]
-    run = Path(os.environ.get("SARCHIVE_RUN_DIR") or repo / ".run").resolve()
-    service = ElasticsearchService(run, repo, secure=secure)
-    command = args[0]
-    # the lock file of infra/services.py's service_lock: one start or stop at a time
-    lock = run / f".{service.name}.lock" if command in {"up", "down"} else None
+    service = ElasticsearchService(services.run_dir(), services.repo_root(), secure=secure)
     try:
-        with _file_lock(lock) if lock else contextlib.nullcontext():
-            return _run_command(service, command)
-    except ElasticsearchServiceError as error:
+        return _run_command(service, args[0])
+    except services.ServiceError as error:
         print(error, file=sys.stderr)
         return 1
 
@@ -551,15 +435,14 @@ def _run_command(service: ElasticsearchService, command: str) -> int:
     if command == "install":
         service.install()
     elif command == "up":
+        # ensure_up/ensure_down hold infra/services.py's service_lock: one start or stop at a time
         start = time.monotonic()
-        if service.is_up():
+        if not services.ensure_up(service):
             print(f"{service.name}: already up on {service.url}")
             return 0
-        service.install()
-        service.up()
         print(f"{service.name}: up on {service.url} ({time.monotonic() - start:.1f} s)")
     elif command == "down":
-        service.down()
+        services.ensure_down(service)
         print(f"{service.name}: down")
     elif command == "status":
         up = service.is_up()
@@ -569,7 +452,7 @@ def _run_command(service: ElasticsearchService, command: str) -> int:
         for key, value in service.env().items():
             print(f"export {key}={value}")
     elif command == "logs":
-        print(_log_tail(service.log))
+        print(services.log_tail(service.log))
     return 0
 
 

@@ -33,7 +33,7 @@ import sys
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -144,8 +144,12 @@ def pid_alive(pid: int | None, cmd_marker: str) -> bool:
     return cmd_marker in cmdline.replace(b"\0", b" ").decode(errors="replace")
 
 
-def spawn_detached(argv: Sequence[str], log: Path, cwd: Path) -> int:
+def spawn_detached(
+    argv: Sequence[str], log: Path, cwd: Path, env: Mapping[str, str] | None = None
+) -> int:
     """Start argv in its own session, detached from us, output appended to log; return its pid.
+
+    env replaces the environment of argv (None: inherit ours).
 
     A shell backgrounds the command and exits at once, so the daemon is re-parented to init
     rather than left as our child: it survives the caller (pytest, make) and never lingers as
@@ -155,6 +159,7 @@ def spawn_detached(argv: Sequence[str], log: Path, cwd: Path) -> int:
     out = subprocess.run(
         ["sh", "-c", script, "sh", str(log), *argv],
         cwd=cwd,
+        env=env,
         check=True,
         capture_output=True,
         text=True,
@@ -162,10 +167,13 @@ def spawn_detached(argv: Sequence[str], log: Path, cwd: Path) -> int:
     return int(out.stdout.strip())
 
 
-def stop_pid(pid: int | None, cmd_marker: str, timeout: float = 30.0) -> None:
+def stop_pid(
+    pid: int | None, cmd_marker: str, timeout: float = 30.0, logs: Sequence[Path] = ()
+) -> None:
     """SIGTERM, wait up to timeout for a clean shutdown, then SIGKILL.
 
-    Returns only once the process is gone, so its ports and lock files are free for an `up`.
+    Returns only once the process is gone, so its ports and lock files are free for an `up`;
+    raises ServiceError, with the tails of logs, if even SIGKILL does not end it.
     """
     if pid is None or not pid_alive(pid, cmd_marker):
         return
@@ -176,7 +184,16 @@ def stop_pid(pid: int | None, cmd_marker: str, timeout: float = 30.0) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     if not wait_until(lambda: not pid_running(pid), 10, 0.2):
-        raise ServiceError(f"pid {pid} ({cmd_marker}) survived SIGKILL")
+        raise service_error(f"pid {pid} ({cmd_marker}) survived SIGKILL", logs)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on path (created with its folder if missing) across processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        yield
 
 
 def write_if_changed(path: Path, content: str, mode: int = 0o644) -> None:
@@ -390,7 +407,7 @@ class KafkaService:
         self._wait_ready(pid)
 
     def down(self) -> None:
-        stop_pid(read_pid(self.pid_file), self.main_class, self.stop_timeout)
+        stop_pid(read_pid(self.pid_file), self.main_class, self.stop_timeout, [self.log])
         self.pid_file.unlink(missing_ok=True)
 
     def is_up(self) -> bool:
@@ -543,7 +560,7 @@ class SlurmService:
             (self.slurmctld_pid, "slurmctld"),
             (self.munge_pid, "munged"),
         ):
-            stop_pid(read_pid(pid_file), marker, self.stop_timeout)
+            stop_pid(read_pid(pid_file), marker, self.stop_timeout, self.log_paths())
             pid_file.unlink(missing_ok=True)
 
     def is_up(self) -> bool:
@@ -819,10 +836,7 @@ def service_lock(name: str) -> Iterator[None]:
     Several engineers, `make test` and pytest sessions share one set of services; without the
     lock two concurrent `up`s would both see "down" and start two brokers on one data dir.
     """
-    lock_dir = run_dir()
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    with (lock_dir / f".{name}.lock").open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+    with file_lock(run_dir() / f".{name}.lock"):
         yield
 
 

@@ -58,16 +58,24 @@ MAPPINGS: dict[str, Any] = {
 }
 
 
-def load_service_module() -> ModuleType:
-    loaded = sys.modules.get("elasticsearch_service")
-    if loaded is not None and Path(getattr(loaded, "__file__", "")).resolve() == SERVICE_PY:
+def load_infra_module(name: str, path: Path) -> ModuleType:
+    """infra/<name>.py (infra/ is no package), once, under the name infra modules import it by."""
+    loaded = sys.modules.get(name)
+    if loaded is not None and Path(getattr(loaded, "__file__", "")).resolve() == path:
         return loaded
-    spec = importlib.util.spec_from_file_location("elasticsearch_service", SERVICE_PY)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["elasticsearch_service"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_service_module() -> ModuleType:
+    # elasticsearch_service does `import services`: provide it, as tests/integration/conftest.py
+    # and infra/services.py's registry do.
+    load_infra_module("services", SERVICE_PY.with_name("services.py"))
+    return load_infra_module("elasticsearch_service", SERVICE_PY)
 
 
 def run_dir() -> Path:
