@@ -1,0 +1,371 @@
+"""What every benchmark script shares: services, topics, processes, clocks and statistics.
+
+Nothing here measures anything by itself; stages.py, baselines.py and prior_art.py do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+VENV_BIN = REPO / ".venv" / "bin"
+TOPIC_PARTITIONS = 3
+# Above the largest event (a 1 MB script is carried twice, plus its environment).
+TOPIC_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+# librdkafka logs every failed connection attempt: a broker restarted by someone else's test
+# must not flood the benchmark's output. Errors that matter surface as exceptions.
+QUIET_LOGGER = logging.getLogger("bench.librdkafka")
+QUIET_LOGGER.addHandler(logging.NullHandler())
+QUIET_LOGGER.propagate = False
+
+
+def client_config(bootstrap: str, **properties: str) -> dict[str, Any]:
+    """librdkafka properties for the benchmark's own clients (readers, admin, probes)."""
+    return {"bootstrap.servers": bootstrap, "logger": QUIET_LOGGER, **properties}
+
+
+class BenchError(Exception):
+    """A benchmark could not run (service missing, process died, timeout): the run fails."""
+
+
+# --------------------------------------------------------------------------- services
+
+
+@dataclass(frozen=True)
+class Services:
+    kafka: str
+    es_url: str | None
+    slurm_conf: str | None
+    slurm_state: Path | None
+
+
+def discover_services(environ: Mapping[str, str] | None = None) -> Services:
+    """Addresses of the local services: from the environment, else from `infra/services env`
+    (which prints `export NAME=value` lines for the services that are up)."""
+    env = dict(os.environ if environ is None else environ)
+    if "SARCHIVE_KAFKA_BOOTSTRAP" not in env:
+        result = subprocess.run([sys.executable, str(REPO / "infra" / "services.py"), "env"],
+                                capture_output=True, text=True, timeout=60, check=False)
+        for name, value in re.findall(r"^export (\w+)=(.*)$", result.stdout, re.MULTILINE):
+            env.setdefault(name, value.strip("'\""))
+    if "SARCHIVE_KAFKA_BOOTSTRAP" not in env:
+        raise BenchError("no Kafka broker: run `make services-up` (or infra/services up kafka)")
+    state = env.get("SARCHIVE_SLURM_STATE")
+    return Services(kafka=env["SARCHIVE_KAFKA_BOOTSTRAP"], es_url=env.get("SARCHIVE_ES_URL"),
+                    slurm_conf=env.get("SLURM_CONF"), slurm_state=Path(state) if state else None)
+
+
+# --------------------------------------------------------------------------- Kafka topics
+
+
+def unique_name(kind: str) -> str:
+    return f"bench.{kind}.{uuid.uuid4().hex[:8]}"
+
+
+def create_topic(bootstrap: str, name: str, *, log_append_time: bool = True) -> str:
+    """A fresh topic like the project's: 3 partitions. With log_append_time every message
+    carries the broker's clock at append, which is how latency to the acknowledgement is
+    read back (the broker appends, then acknowledges)."""
+    admin = AdminClient(client_config(bootstrap))
+    config = {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)}
+    if log_append_time:
+        config["message.timestamp.type"] = "LogAppendTime"
+    admin.create_topics([NewTopic(name, num_partitions=TOPIC_PARTITIONS, replication_factor=1,
+                                  config=config)])[name].result(timeout=30)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        meta = admin.list_topics(name, timeout=10).topics.get(name)
+        if meta is not None and meta.error is None and len(meta.partitions) == TOPIC_PARTITIONS \
+                and all(p.leader >= 0 for p in meta.partitions.values()):
+            return name
+        time.sleep(0.1)
+    raise BenchError(f"topic {name} has no leader for every partition after 30 s")
+
+
+def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
+    """Best effort: benchmark topics hold hundreds of MB and must not pile up."""
+    if not names:
+        return
+    admin = AdminClient(client_config(bootstrap))
+    for future in admin.delete_topics(list(names)).values():
+        with contextlib.suppress(KafkaException):
+            future.result(timeout=30)
+
+
+@contextlib.contextmanager
+def fresh_topics(bootstrap: str) -> Iterator[Callable[[str], str]]:
+    """`new(kind)` creates a topic; every topic created is deleted on the way out."""
+    created: list[str] = []
+
+    def new(kind: str) -> str:
+        created.append(create_topic(bootstrap, unique_name(kind)))
+        return created[-1]
+
+    try:
+        yield new
+    finally:
+        delete_topics(bootstrap, [*created, *(f"{t}.dlq" for t in created)])
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    timestamp_ms: int
+
+
+def read_topic(bootstrap: str, topic: str, expected: int, timeout: float) -> list[Record]:
+    """Every message of the topic, reading until `expected` arrived or `timeout` passed."""
+    consumer = Consumer(client_config(bootstrap, **{
+        "group.id": unique_name("reader"), "auto.offset.reset": "earliest",
+        "enable.auto.commit": "false", "fetch.max.bytes": str(64 * 1024 * 1024),
+        "max.partition.fetch.bytes": str(16 * 1024 * 1024)}))
+    records: list[Record] = []
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(TOPIC_PARTITIONS)])
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is not None:
+                    continue
+                records.append(Record(message.key() or b"", message.value() or b"",
+                                      tuple(message.headers() or ()),
+                                      message.timestamp()[1]))
+    finally:
+        consumer.close()
+    return records
+
+
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    """Messages of `topic` the consumer group has committed (its durable progress)."""
+    consumer = Consumer(client_config(bootstrap, **{"group.id": group}))
+    try:
+        return _committed(consumer, topic) or 0
+    finally:
+        consumer.close()
+
+
+def _committed(consumer: Consumer, topic: str) -> int | None:
+    """None while the group coordinator cannot answer (moving, or the broker restarting):
+    the caller simply asks again."""
+    request = [TopicPartition(topic, p) for p in range(TOPIC_PARTITIONS)]
+    try:
+        return sum(max(tp.offset, 0) for tp in consumer.committed(request, timeout=10))
+    except KafkaException:
+        return None
+
+
+def wait_committed(bootstrap: str, group: str, topic: str, target: int, *, timeout: float,
+                   alive: Callable[[], bool] = lambda: True,
+                   interval: float = 0.05) -> list[tuple[float, int]]:
+    """Poll the group's committed offsets until `target`; the (time, committed) timeline."""
+    timeline: list[tuple[float, int]] = []
+    consumer = Consumer(client_config(bootstrap, **{"group.id": group}))
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            done = _committed(consumer, topic)
+            if done is None:
+                time.sleep(interval)
+                continue
+            if not timeline or done != timeline[-1][1]:
+                timeline.append((time.time(), done))
+            if done >= target:
+                return timeline
+            if not alive():
+                raise BenchError(f"the consumer of group {group} exited with {done} of"
+                                 f" {target} committed")
+            time.sleep(interval)
+    finally:
+        consumer.close()
+    raise BenchError(f"group {group} committed {timeline[-1][1] if timeline else 0} of"
+                     f" {target} in {timeout:.0f} s")
+
+
+def progress_rate(timeline: Sequence[tuple[float, int]]) -> float:
+    """Messages/s between the first commit seen and the last: start-up and group join, which
+    have nothing to do with the throughput, are left out."""
+    moving = [(t, n) for t, n in timeline if n > 0]
+    if len(moving) < 2:
+        return float("nan")
+    (t0, n0), (t1, n1) = moving[0], moving[-1]
+    return (n1 - n0) / (t1 - t0) if t1 > t0 else float("nan")
+
+
+def batch_ends(timeline: Sequence[tuple[float, int]],
+               gap: float = 0.002) -> list[tuple[float, int]]:
+    """The last sample of each burst: per-item progress reported together (one response
+    for a whole batch) becomes one sample per batch, as commits are."""
+    return [sample for sample, following in zip(timeline, [*timeline[1:], None], strict=True)
+            if following is None or following[0] - sample[0] > gap]
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def proc_status_kib(pid: int, field_name: str) -> int:
+    """A field of /proc/<pid>/status in KiB (VmRSS: resident now; VmHWM: peak resident)."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"^{field_name}:\s+(\d+) kB", text, re.MULTILINE)
+    if match is None:
+        raise BenchError(f"no {field_name} for process {pid}")
+    return int(match.group(1))
+
+
+@dataclass
+class Service:
+    """A service under test, run as the real console script in its own process."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Service:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
+                                        env={**os.environ, **self.env}, cwd=REPO)
+        log.close()
+        return self
+
+    @property
+    def pid(self) -> int:
+        if self.process is None:
+            raise BenchError(f"{self.name} was not started")
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def require_alive(self) -> None:
+        if not self.alive():
+            raise BenchError(f"{self.name} exited ({self.returncode()}); log tail:\n"
+                             f"{self.log_tail()}")
+
+    def returncode(self) -> int | None:
+        return None if self.process is None else self.process.poll()
+
+    def rss_mb(self) -> float:
+        return proc_status_kib(self.pid, "VmRSS") / 1024
+
+    def peak_rss_mb(self) -> float:
+        return proc_status_kib(self.pid, "VmHWM") / 1024
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.returncode()
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def __enter__(self) -> Service:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def scrape_metrics(port: int) -> dict[str, float]:
+    """A Prometheus /metrics page as {'name{labels}': value}."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                samples[name] = float(value)
+    return samples
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str,
+             interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-quantile (0..1) by linear interpolation between closest ranks."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median of repeated runs with the spread (min and max) shown beside it."""
+
+    median: float
+    low: float
+    high: float
+    runs: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Summary:
+        finite = [v for v in values if not math.isnan(v)]  # NaN: a run that could not measure
+        if not finite:
+            return cls(float("nan"), float("nan"), float("nan"), 0)
+        return cls(statistics.median(finite), min(finite), max(finite), len(finite))
+
+    def as_json(self) -> dict[str, Any]:
+        return {"median": self.median, "min": self.low, "max": self.high, "runs": self.runs}
+
+
+def dump_json(path: Path, document: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(document, indent=2, sort_keys=True, default=str) + "\n")
+    temporary.replace(path)

@@ -1,0 +1,521 @@
+"""Measured stages: our services as real subprocesses (their console scripts) on real services.
+
+Producer stages write jobs into a fresh spool with spoolgen, exactly as slurmctld would, and
+read the outcome back from a fresh topic whose messages carry the broker's LogAppendTime: the
+broker stamps a message when it appends it and acknowledges after that, so append time minus
+the script's close time is the spool-to-acknowledgement latency (to the millisecond; the ack's
+trip back to the producer, well under a millisecond on loopback, is not counted).
+
+Consumer stages run the consumer on a topic filled beforehand with the producer's own
+events and follow the group's committed offsets: a commit comes only after the sink made the
+batch durable, so committed messages per second is durable throughput.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import spoolgen
+from baselines import (
+    Acks,
+    decode_all,
+    delete_es_prefix,
+    es_client,
+    latency_summary,
+    produce_one,
+    producer_properties,
+    quiet,
+)
+from confluent_kafka import Producer
+from harness import (
+    REPO,
+    VENV_BIN,
+    BenchError,
+    Record,
+    Service,
+    committed_total,
+    free_port,
+    progress_rate,
+    read_topic,
+    scrape_metrics,
+    unique_name,
+    wait_committed,
+    wait_for,
+)
+
+from schemas.codec import JobEventCodec
+from schemas.model import make_job_key
+from schemas.wire import message_headers, message_key
+
+CLUSTER = "bench"
+WARM_UP_JOBS = 20
+# Job ids of the measured jobs start here; warm-up jobs take the ids below.
+FIRST_JOB_ID = 1001
+READY_TIMEOUT = 60.0
+INOTIFY_SYSCTL = Path("/proc/sys/fs/inotify/max_queued_events")
+# The inotify queue the burst's producer gets: small enough that 10,000 job directories
+# overflow it whatever the producer's speed.
+FORCED_QUEUE_EVENTS = 64
+# How long after a burst the producer gets before what it has not delivered counts as lost.
+BURST_GRACE = 30.0
+# A port nothing listens on: the memory stage's producer can never deliver.
+UNREACHABLE_BROKER = "127.0.0.1:9"
+
+
+def bench_tmp() -> Path:
+    """Scratch space on the repository's file system (where the services keep their data)."""
+    path = REPO / ".run" / "bench"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@contextlib.contextmanager
+def scratch(kind: str) -> Iterator[Path]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=bench_tmp()))
+    try:
+        yield workdir
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def job_id_of(record: Record) -> int:
+    """The Slurm job id from a message key `<cluster>:slurm:<id>:<submit ms>`."""
+    return int(record.key.decode().split(":")[2])
+
+
+# --------------------------------------------------------------------------- producer
+
+
+@dataclass
+class ProducerProcess:
+    """sarchive-producer on a fresh spool and state directory."""
+
+    workdir: Path
+    brokers: str
+    topic: str
+    extra_args: Sequence[str] = ()
+    spool_dir: Path | None = None  # the spool to watch; default: a fresh one in workdir
+    spool: Path = field(init=False)
+    metrics_port: int = field(init=False)
+    service: Service = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.spool = self.spool_dir or self.workdir / "spool"
+        self.spool.mkdir(exist_ok=True)
+        self.metrics_port = free_port()
+        self.service = Service("sarchive-producer", [
+            str(VENV_BIN / "sarchive-producer"), "--cluster", CLUSTER, "--scheduler", "slurm",
+            "--spool", str(self.spool), "--state-dir", str(self.workdir / "state"),
+            "--brokers", self.brokers, "--topic", self.topic,
+            "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
+            "--log-file", str(self.workdir / "producer.log"), *self.extra_args,
+        ], self.workdir / "producer.out")
+
+    def metric(self, name: str) -> float:
+        return scrape_metrics(self.metrics_port).get(name, 0.0)
+
+    def start(self) -> ProducerProcess:
+        self.service.start()
+        try:
+            wait_for(self._serving, READY_TIMEOUT, "the producer's metrics endpoint")
+        except BaseException:
+            self.service.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.service.stop()
+
+    def _serving(self) -> bool:
+        self.service.require_alive()
+        try:
+            scrape_metrics(self.metrics_port)
+        except OSError:
+            return False
+        return True
+
+    def wait_published(self, count: float, timeout: float) -> None:
+        wait_for(lambda: self.live_metric("sarchive_producer_jobs_published_total") >= count,
+                 timeout, f"{count:.0f} acknowledged events")
+
+    def live_metric(self, name: str) -> float:
+        self.service.require_alive()
+        return self.metric(name)
+
+    def __enter__(self) -> ProducerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def warm_up(producer: ProducerProcess, seed: int) -> None:
+    """A running producer has its broker connection and idempotence PID: get them first."""
+    writer = spoolgen.SlurmSpoolWriter(producer.spool)
+    for job in spoolgen.make_jobs(seed, WARM_UP_JOBS, 1):
+        writer.write(job)
+    producer.wait_published(WARM_UP_JOBS, 60)
+
+
+def measured_records(records: Sequence[Record]) -> list[Record]:
+    return [r for r in records if job_id_of(r) >= FIRST_JOB_ID]
+
+
+@dataclass
+class ProducerThroughput:
+    throughput: float
+    write_rate: float
+    records: list[Record]
+
+
+def producer_throughput(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob],
+                        seed: int) -> ProducerThroughput:
+    """Jobs written as fast as the generator can (slurmctld's write pattern, vectored), from
+    the first job's mkdir to the last event's acknowledgement."""
+    with scratch("producer") as workdir, ProducerProcess(workdir, kafka, topic) as producer:
+        warm_up(producer, seed)
+        writer = spoolgen.SlurmSpoolWriter(producer.spool, "vectored")
+        run = spoolgen.write_paced(writer.write, jobs, None)
+        producer.wait_published(WARM_UP_JOBS + len(jobs), 300)
+    records = measured_records(read_topic(kafka, topic, WARM_UP_JOBS + len(jobs), 120))
+    if len(records) != len(jobs):
+        raise BenchError(f"producer: {len(records)} events for {len(jobs)} jobs")
+    last_ack = max(r.timestamp_ms for r in records) / 1000
+    return ProducerThroughput(len(jobs) / (last_ack - run.started), run.rate, records)
+
+
+def latencies_ms(records: Sequence[Record], closed_at: dict[int, float]) -> list[float]:
+    return [r.timestamp_ms - closed_at[job_id_of(r)] * 1000 for r in records
+            if job_id_of(r) in closed_at]
+
+
+def producer_latency(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob], rate: float,
+                     seed: int) -> dict[str, float]:
+    """Jobs written at a steady `rate` with slurmctld's exact write pattern; each job's
+    latency is its event's append time minus the time its script was closed."""
+    with scratch("latency") as workdir, ProducerProcess(workdir, kafka, topic) as producer:
+        warm_up(producer, seed)
+        writer = spoolgen.SlurmSpoolWriter(producer.spool)
+        run = spoolgen.write_paced(writer.write, jobs, rate)
+        producer.wait_published(WARM_UP_JOBS + len(jobs), 120)
+    records = measured_records(read_topic(kafka, topic, WARM_UP_JOBS + len(jobs), 120))
+    return {"write_rate": run.rate, "lost": float(len(jobs) - len(records)),
+            **latency_summary(latencies_ms(records, run.closed_at))}
+
+
+@contextlib.contextmanager
+def small_inotify_queue(events: int) -> Iterator[None]:
+    """fs.inotify.max_queued_events lowered while the block runs, then restored.
+
+    The kernel copies the limit into an inotify instance when it is created, so only a
+    process started inside the block gets the small queue; keep the block short: the
+    setting is machine-wide."""
+    previous = INOTIFY_SYSCTL.read_text().strip()
+    try:
+        INOTIFY_SYSCTL.write_text(f"{events}\n")
+    except OSError as exc:
+        raise BenchError(f"cannot lower {INOTIFY_SYSCTL} to force an overflow (root"
+                         f" needed): {exc}") from exc
+    try:
+        yield
+    finally:
+        INOTIFY_SYSCTL.write_text(f"{previous}\n")
+
+
+def producer_burst(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob],
+                   seed: int) -> dict[str, float]:
+    """All jobs written as fast as possible into a producer whose inotify queue holds only
+    FORCED_QUEUE_EVENTS events, so the kernel drops events and the producer must rescan."""
+    with scratch("burst") as workdir:
+        producer = ProducerProcess(workdir, kafka, topic)
+        with small_inotify_queue(FORCED_QUEUE_EVENTS):
+            producer.start()  # serving metrics: its inotify instance exists by then
+        try:
+            warm_up(producer, seed)
+            writer = spoolgen.SlurmSpoolWriter(producer.spool, "vectored")
+            run = spoolgen.write_paced(writer.write, jobs, None)
+            with contextlib.suppress(BenchError):  # a loss is reported, not raised
+                producer.wait_published(WARM_UP_JOBS + len(jobs), BURST_GRACE)
+            overflows = producer.metric("sarchive_producer_inotify_overflows_total")
+        finally:
+            producer.stop()
+    records = measured_records(read_topic(kafka, topic, WARM_UP_JOBS + len(jobs), 60))
+    received = {job_id_of(r) for r in records}
+    last_ack = max(r.timestamp_ms for r in records) / 1000 if records else float("nan")
+    return {"jobs": float(len(jobs)), "write_rate": run.rate,
+            "lost": float(len({j.job_id for j in jobs} - received)),
+            "overflows": overflows, "ack_after_burst_s": last_ack - run.finished}
+
+
+def producer_outbox_memory(jobs: Sequence[spoolgen.SpoolJob]) -> dict[str, float]:
+    """RSS while every job's event waits in the outbox for a broker that never answers."""
+    # It could never deliver the outbox: stopping need not wait for it.
+    with scratch("memory") as workdir, \
+            ProducerProcess(workdir, UNREACHABLE_BROKER, unique_name("unreachable"),
+                            ["--shutdown-timeout", "1"]) as producer:
+        writer = spoolgen.SlurmSpoolWriter(producer.spool, "vectored")
+        spoolgen.write_paced(writer.write, jobs, None)
+        wait_for(lambda: producer.live_metric("sarchive_producer_outbox_events") >= len(jobs),
+                 300, f"{len(jobs)} events in the outbox")
+        time.sleep(1.0)  # let it settle with the full backlog in hand
+        return {"outbox_events": producer.metric("sarchive_producer_outbox_events"),
+                "rss_mb": producer.service.rss_mb(),
+                "peak_rss_mb": producer.service.peak_rss_mb()}
+
+
+def wait_settled(producer: ProducerProcess, *, had_jobs: bool, quiet: float = 1.0) -> None:
+    """Until the producer's start-up scan of a spool that already held jobs is delivered:
+    something published, nothing pending or in the outbox, no new delivery for `quiet` s."""
+    last, since = -1.0, time.monotonic()
+
+    def settled() -> bool:
+        nonlocal last, since
+        published = producer.live_metric("sarchive_producer_jobs_published_total")
+        if published != last:
+            last, since = published, time.monotonic()
+        return ((published > 0 or not had_jobs)
+                and producer.metric("sarchive_producer_pending_jobs") == 0
+                and producer.metric("sarchive_producer_outbox_events") == 0
+                and time.monotonic() - since >= quiet)
+
+    wait_for(settled, 300, "the producer's start-up scan of the Slurm spool", interval=0.2)
+
+
+def sbatch_latency(kafka: str, topic: str, slurm_conf: str, state_dir: Path,
+                   jobs: Sequence[spoolgen.SpoolJob], *, rate: float) -> dict[str, float]:
+    """End to end through the real Slurm: jobs submitted with sbatch (held, cancelled after)
+    while a producer watches the cluster's StateSaveLocation; latency from the mtime slurmctld
+    gave the script to the event's append time."""
+    with scratch("sbatch") as workdir, \
+            ProducerProcess(workdir, kafka, topic, spool_dir=state_dir) as producer:
+        wait_settled(producer, had_jobs=any(state_dir.glob("hash.*/job.*")))
+        before = producer.metric("sarchive_producer_jobs_published_total")
+        run = spoolgen.submit_paced(jobs, rate, state_dir, slurm_conf, workdir)
+        try:
+            with contextlib.suppress(BenchError):  # a loss is reported, not raised
+                producer.wait_published(before + len(run.closed_at), 60)
+            published = producer.metric("sarchive_producer_jobs_published_total")
+        finally:
+            spoolgen.cancel_jobs(run.closed_at, slurm_conf)
+    records = [r for r in read_topic(kafka, topic, int(published), 120)
+               if job_id_of(r) in run.closed_at]
+    return {"submit_rate": run.rate, "lost": float(len(run.closed_at) - len(records)),
+            **latency_summary(latencies_ms(records, run.closed_at))}
+
+
+# --------------------------------------------------------------------------- consumers
+
+
+@dataclass
+class ConsumerResult:
+    throughput: float
+    peak_rss_mb: float
+
+
+def batch_args(batch: int | None) -> list[str]:
+    """Command line for a batch size other than the services' default (smoke runs)."""
+    return [] if batch is None else ["--batch-max-messages", str(batch)]
+
+
+def run_consumer(name: str, argv: Sequence[str], kafka: str, topic: str, *, expected: int,
+                 workdir: Path) -> ConsumerResult:
+    """Run a consumer service on a filled topic until its group committed `expected`."""
+    group = unique_name(name)
+    service = Service(name, [str(VENV_BIN / name), "--brokers", kafka, "--topic", topic,
+                             "--group", group, "--log-file", str(workdir / f"{name}.log"),
+                             *argv], workdir / f"{name}.out")
+    with service:
+        timeline = wait_committed(kafka, group, topic, expected, timeout=600,
+                                  alive=service.alive)
+        peak = service.peak_rss_mb()
+    return ConsumerResult(progress_rate(timeline), peak)
+
+
+def archive_consumer(kafka: str, topic: str, expected: int, *,
+                     batch: int | None = None) -> ConsumerResult:
+    """sarchive-archive with its defaults (fsync, link, directory fsync per batch)."""
+    with scratch("archive") as workdir:
+        archive = workdir / "archive"
+        archive.mkdir()
+        return run_consumer("sarchive-archive", ["--archive", str(archive), *batch_args(batch)],
+                            kafka, topic,
+                            expected=expected, workdir=workdir)
+
+
+def es_consumer(kafka: str, topic: str, expected: int, es_url: str, *,
+                batch: int | None = None) -> ConsumerResult:
+    prefix = unique_name("es").replace(".", "-")
+    with scratch("es") as workdir:
+        try:
+            return run_consumer("sarchive-es", ["--es-url", es_url, "--index-prefix", prefix,
+                                                *batch_args(batch)],
+                                kafka, topic, expected=expected, workdir=workdir)
+        finally:
+            delete_es_indices(es_url, prefix)
+
+
+def delete_es_indices(es_url: str, prefix: str) -> None:
+    delete_es_prefix(es_client(es_url), prefix)
+
+
+def relabelled(records: Sequence[Record], first_job_id: int) -> list[Record]:
+    """The same events as new jobs (ids from first_job_id): as many distinct jobs as a
+    backlog test needs, with the producer's real payloads."""
+    codec = JobEventCodec()
+    headers = tuple(message_headers(codec))
+    fresh: list[Record] = []
+    for offset, original in enumerate(decode_all(records)):
+        job_id = str(first_job_id + offset)
+        event = replace(original, job_id=job_id, job_key=make_job_key(
+            original.cluster, original.scheduler, job_id, original.submit_time))
+        fresh.append(Record(message_key(event), codec.encode(event), headers, 0))
+    return fresh
+
+
+class PacedFeeder(threading.Thread):
+    """Produces records at a steady rate in the background, as a producer would."""
+
+    def __init__(self, kafka: str, topic: str, records: Sequence[Record], rate: float) -> None:
+        super().__init__(daemon=True)
+        self.topic = topic
+        self.records = records
+        self.rate = rate
+        self.producer = Producer(quiet(producer_properties(kafka, topic)))
+        self.acks = Acks(pending=len(records))
+        self.sent = 0
+        self.started_at = 0.0
+        self.stop_requested = threading.Event()
+
+    def run(self) -> None:
+        self.started_at = time.monotonic()
+        for index, record in enumerate(self.records):
+            if self.stop_requested.is_set():
+                break
+            delay = self.started_at + index / self.rate - time.monotonic()
+            if delay > 0:
+                self.producer.poll(delay)
+            produce_one(self.producer, self.topic, record, self.acks)
+            self.sent += 1
+        self.producer.flush(60)
+
+    def stop(self) -> None:
+        self.stop_requested.set()
+        self.join(120)
+
+
+def es_backlog_drain(kafka: str, topic: str, records: Sequence[Record], es_url: str, *,
+                     rate: float, build_seconds: float,
+                     batch: int | None = None) -> dict[str, float]:
+    """Jobs arrive at `rate`/s throughout. With the consumer stopped for build_seconds a
+    backlog builds; then the consumer runs while jobs keep arriving, until it has caught up.
+    The ratio is how much faster the backlog went than it came: (backlog / rate) over the
+    time to catch up, counted from the consumer's first commit."""
+    needed = int(rate * build_seconds * 4)
+    feed = relabelled(list(records) * (needed // len(records) + 1), 10**7)[:needed]
+    prefix = unique_name("drain").replace(".", "-")
+    feeder = PacedFeeder(kafka, topic, feed, rate)
+    group = unique_name("sarchive-es")
+    try:
+        with scratch("drain") as workdir:
+            feeder.start()
+            time.sleep(build_seconds)
+            service = Service("sarchive-es", [
+                str(VENV_BIN / "sarchive-es"), "--brokers", kafka, "--topic", topic,
+                "--group", group, "--es-url", es_url, "--index-prefix", prefix,
+                *batch_args(batch),
+                "--log-file", str(workdir / "sarchive-es.log")], workdir / "sarchive-es.out")
+            with service:
+                first = wait_committed(kafka, group, topic, 1, timeout=120,
+                                       alive=service.alive)[-1]
+                backlog = feeder.sent - first[1]
+                caught_up = _wait_caught_up(kafka, group, topic, feeder, service)
+    finally:
+        feeder.stop()
+        delete_es_indices(es_url, prefix)
+    if caught_up is None:
+        return {"backlog": float(backlog), "drain_seconds": float("nan"), "ratio": 0.0}
+    drain_seconds = caught_up - first[0]
+    return {"backlog": float(backlog), "drain_seconds": drain_seconds,
+            "ratio": (backlog / rate) / drain_seconds}
+
+
+def _wait_caught_up(kafka: str, group: str, topic: str, feeder: PacedFeeder,
+                    service: Service) -> float | None:
+    """When the group's commits reached what had been produced by then; None if the feed
+    ran out first (the consumer drains slower than jobs arrive)."""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        produced = feeder.sent
+        if not feeder.is_alive() and produced < len(feeder.records):
+            raise BenchError("the feeder stopped early")
+        if committed_total(kafka, group, topic) >= produced:
+            return time.time()
+        if produced >= len(feeder.records):
+            return None
+        service.require_alive()
+        time.sleep(0.05)
+    raise BenchError("the ES consumer did not catch up in 600 s")
+
+
+# --------------------------------------------------------------------------- spool to archive
+
+
+ARCHIVED_NAME = re.compile(r"^job\.(\d+)_")
+
+
+def archived_times(archive: Path) -> dict[int, float]:
+    """Per job id, when its last file got its final name in the archive (the largest ctime:
+    link(2) and the temporary name's unlink set it, just before the directory fsync).
+    Matches sarchive-archive's default layout and the Rust sarchive's, both job.<id>_<file>."""
+    times: dict[int, float] = {}
+    for directory, _, names in os.walk(archive):
+        for name in names:
+            match = ARCHIVED_NAME.match(name)
+            if match is None:
+                continue
+            job_id = int(match.group(1))
+            changed = os.stat(os.path.join(directory, name)).st_ctime
+            times[job_id] = max(times.get(job_id, 0.0), changed)
+    return times
+
+
+def spool_to_archive(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob],
+                     rate: float | None, seed: int, *,
+                     batch: int | None = None) -> dict[str, float]:
+    """Our whole file path: spool -> producer -> Kafka -> sarchive-archive -> file, both
+    services running, jobs written at `rate` (None: a burst). Measured like the prior art:
+    throughput from the first write to the last archived file, latency from each script's
+    close to its job's last archived file."""
+    with scratch("pipeline") as workdir:
+        archive = workdir / "archive"
+        archive.mkdir()
+        group = unique_name("sarchive-archive")
+        consumer = Service("sarchive-archive", [
+            str(VENV_BIN / "sarchive-archive"), "--brokers", kafka, "--topic", topic,
+            "--group", group, "--archive", str(archive), *batch_args(batch),
+            "--log-file", str(workdir / "sarchive-archive.log")],
+            workdir / "sarchive-archive.out")
+        with ProducerProcess(workdir, kafka, topic) as producer, consumer:
+            warm_up(producer, seed)
+            wait_committed(kafka, group, topic, WARM_UP_JOBS, timeout=120, alive=consumer.alive)
+            writer = spoolgen.SlurmSpoolWriter(producer.spool,
+                                               "vectored" if rate is None else "slurmctld")
+            run = spoolgen.write_paced(writer.write, jobs, rate)
+            wait_committed(kafka, group, topic, WARM_UP_JOBS + len(jobs), timeout=600,
+                           alive=consumer.alive)
+        archived = {j: t for j, t in archived_times(archive).items() if j in run.closed_at}
+    latencies = [(archived[j] - closed) * 1000 for j, closed in run.closed_at.items()
+                 if j in archived]
+    return {"jobs": float(len(jobs)), "lost": float(len(jobs) - len(archived)),
+            "write_rate": run.rate,
+            "throughput": len(archived) / (max(archived.values()) - run.started),
+            **latency_summary(latencies)}
