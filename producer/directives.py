@@ -82,9 +82,14 @@ _PBS = _Dialect(
 _DIALECTS = {Scheduler.SLURM: _SBATCH, Scheduler.TORQUE: _PBS}
 
 
+_SHELL_SPECIAL = frozenset("'\"#")
+
+
 def _split_words(text: str) -> list[str] | None:
     """Shell-like words: whitespace separated, quotes group and are removed, '#' starts a
     comment between words. None for an unbalanced quote."""
+    if _SHELL_SPECIAL.isdisjoint(text):
+        return text.split()  # splits on str.isspace() runs, like the loop below
     words: list[str] = []
     current: list[str] = []
     in_word = False

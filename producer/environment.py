@@ -13,8 +13,6 @@ import re
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
-from typing import cast
 
 from schemas.model import REDACTED_MARKER, UserSource
 
@@ -52,6 +50,10 @@ class EnvPolicy:
     _decisions: dict[bytes, _Treatment] = field(default_factory=dict, init=False,
                                                 compare=False, repr=False)
 
+    # The keys judged KEEP, so that "is every key of this job kept?" (nearly always yes) is one
+    # set operation in C instead of a look-up per entry.
+    _kept: set[bytes] = field(default_factory=set, init=False, compare=False, repr=False)
+
     def treatment(self, key: bytes) -> _Treatment:
         decision = self._decisions.get(key)
         if decision is None:
@@ -64,14 +66,14 @@ class EnvPolicy:
                 decision = _Treatment.KEEP
             if len(self._decisions) < _MAX_REMEMBERED_KEYS:
                 self._decisions[key] = decision
+                if decision is _Treatment.KEEP:
+                    self._kept.add(key)
         return decision
 
-    def treatments(self, keys: Sequence[bytes]) -> list[_Treatment]:
-        """treatment() of each key; remembered keys are looked up without a Python call each."""
-        decided = list(map(self._decisions.get, keys))
-        if None in decided:
-            return [self.treatment(key) for key in keys]
-        return cast(list[_Treatment], decided)
+    def keeps_all(self, keys: Sequence[bytes]) -> bool:
+        if self._kept.issuperset(keys):
+            return True
+        return all([self.treatment(key) is _Treatment.KEEP for key in keys])
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class FilteredEnvironment:
     entries: tuple[bytes, ...]
     redacted_keys: tuple[str, ...]  # each redacted key once, in environment order
     excluded_count: int
+    keys: tuple[bytes, ...]  # entry_key() of each of `entries`
 
 
 def entry_key(entry: bytes) -> bytes:
@@ -88,24 +91,27 @@ def entry_key(entry: bytes) -> bytes:
 
 def apply_policy(entries: Sequence[bytes], policy: EnvPolicy) -> FilteredEnvironment:
     keys = [entry.partition(b"=")[0] for entry in entries]
-    treatments = policy.treatments(keys)
-    if treatments.count(_Treatment.KEEP) == len(treatments):
+    if policy.keeps_all(keys):
         # Most jobs: nothing to hide, so no entry is rebuilt.
-        return FilteredEnvironment(tuple(entries), (), 0)
+        return FilteredEnvironment(tuple(entries), (), 0, tuple(keys))
     kept: list[bytes] = []
+    kept_keys: list[bytes] = []
     redacted: list[str] = []
     excluded = 0
-    for entry, key, treatment in zip(entries, keys, treatments, strict=True):
+    for entry, key in zip(entries, keys, strict=True):
+        treatment = policy.treatment(key)
+        if treatment is _Treatment.EXCLUDE:
+            excluded += 1
+            continue
+        kept_keys.append(key)
         if treatment is _Treatment.KEEP:
             kept.append(entry)
-        elif treatment is _Treatment.EXCLUDE:
-            excluded += 1
         else:
             kept.append(key + b"=" + REDACTED_MARKER)
             text = key.decode("utf-8", "replace")
             if text not in redacted:
                 redacted.append(text)
-    return FilteredEnvironment(tuple(kept), tuple(redacted), excluded)
+    return FilteredEnvironment(tuple(kept), tuple(redacted), excluded, tuple(kept_keys))
 
 
 def canonical_environment(entries: Sequence[bytes]) -> bytes:
@@ -133,12 +139,17 @@ def hidden_keys(entries: Sequence[bytes], policy: EnvPolicy) -> tuple[str, ...]:
     return tuple(hidden)
 
 
-def environment_index(entries: Sequence[bytes]) -> dict[bytes, bytes]:
-    """KEY -> VALUE of the first entry with each key: built once per job for its look-ups."""
-    # Reversed, so that the first entry of a repeated key is the one left in the dict.
-    return {key: value for key, sep, value in map(bytes.partition, reversed(entries),
-                                                  repeat(b"="))
-            if sep}
+def environment_index(entries: Sequence[bytes],
+                      keys: Sequence[bytes] | None = None) -> dict[bytes, bytes]:
+    """KEY -> the first KEY=VALUE entry with that key: built once per job for its look-ups.
+
+    `keys` are the entries' entry_key()s when the caller has them already.
+    """
+    if keys is None:
+        keys = [entry_key(entry) for entry in entries]
+    # Reversed, so that the first entry of a repeated key is the one left in the dict; built
+    # in C from the keys, without splitting every entry again.
+    return dict(zip(reversed(keys), reversed(entries), strict=True))
 
 
 def environment_value(index: Mapping[bytes, bytes], key: str) -> str | None:
@@ -147,7 +158,9 @@ def environment_value(index: Mapping[bytes, bytes], key: str) -> str | None:
     None when the key is absent, empty or redacted: a redacted value must not turn into
     metadata.
     """
-    value = index.get(key.encode("utf-8"))
+    name = key.encode("utf-8")
+    entry = index.get(name)
+    value = entry[len(name) + 1:] if entry is not None else None  # an entry without '=': b""
     if not value or value == REDACTED_MARKER:
         return None
     return value.decode("utf-8", "replace")

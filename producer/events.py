@@ -94,11 +94,13 @@ def _slurm_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     stored = script_file.content
     script = stored[:-1] if script_complete(stored) else stored
     carried = script[:settings.max_script_bytes]
-    environment_file = raw.file(ENVIRONMENT_FILE)
-    entries = (parse_environment_file(environment_file.content, job_id=raw.job_id)
-               if environment_file is not None else [])
+    entries = raw.environment_entries
+    if entries is None:
+        environment_file = raw.file(ENVIRONMENT_FILE)
+        entries = (parse_environment_file(environment_file.content, job_id=raw.job_id)
+                   if environment_file is not None else [])
     environment = apply_policy(entries, settings.env_policy)
-    index = environment_index(environment.entries)
+    index = environment_index(environment.entries, environment.keys)
     rebuilt = {
         SCRIPT_FILE: carried + stored[len(script):],
         ENVIRONMENT_FILE: render_slurm_environment_file(environment.entries),
@@ -163,7 +165,7 @@ def _torque_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     primary = next((f for f in records if not (n := names[f.name]) or not n.index), records[0])
     info = parse_torque_jb(primary.content, job_id=raw.job_id)
     environment = apply_policy(info.variables, settings.env_policy)
-    index = environment_index(environment.entries)
+    index = environment_index(environment.entries, environment.keys)
     policy = settings.env_policy
 
     def filtered_record(content: bytes) -> bytes:

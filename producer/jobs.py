@@ -24,6 +24,11 @@ class JobRef:
     directory: Path
     base: str | None = None
 
+    def __hash__(self) -> int:
+        # The generated hash would hash the Path too (in Python) on every dict and set
+        # operation of the loop; the name alone identifies the job within a spool.
+        return hash(self.name)
+
     @property
     def label(self) -> str:
         """What logs call the job: its id as far as the spool's names tell."""

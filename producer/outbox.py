@@ -14,8 +14,10 @@ commit), which the service calls before producing any of them. Acknowledgements 
 without fsync: losing one in a machine crash means producing that event again, which is
 harmless because consumers are idempotent. A segment is deleted once it is no longer the active
 one and all its records are acknowledged; on open every remaining unacknowledged record is
-returned for replay. Only an index of records is kept in memory; event bytes are read back
-from disk when they are produced.
+returned for replay. Besides an index of records, memory holds only the values of the latest
+appends not read yet (up to FRESH_VALUE_BYTES): the service produces those a moment after the
+commit, and reading them back from disk cost as much as appending them. Everything else is
+read back from disk when it is produced.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ ACK_RECORD = struct.Struct("<QI")
 SEGMENT_SUFFIX = ".seg"
 ACK_SUFFIX = ".ack"
 DEFAULT_SEGMENT_BYTES = 8 * 1024 * 1024
+FRESH_VALUE_BYTES = 16 * 1024 * 1024  # a full turn of jobs (JOBS_PER_TURN) of average size
 
 
 class OutboxError(Exception):
@@ -114,6 +117,9 @@ class Outbox:
         self._live_bytes = 0
         self._live_events = 0
         self._directory_dirty = False
+        # Values of recent appends, by (segment, offset), until read() takes them.
+        self._fresh: dict[tuple[int, int], bytes] = {}
+        self._fresh_bytes = 0
 
     @classmethod
     def open(cls, directory: Path, max_bytes: int, max_events: int,
@@ -169,6 +175,9 @@ class Outbox:
         segment.dirty = True
         self._live_bytes += entry.record_size
         self._live_events += 1
+        if self._fresh_bytes + len(value) <= FRESH_VALUE_BYTES:
+            self._fresh[(entry.segment, entry.offset)] = value
+            self._fresh_bytes += len(value)
         return entry
 
     def commit(self) -> None:
@@ -185,6 +194,10 @@ class Outbox:
             raise OutboxSyncError(f"fsync in outbox {self.directory} failed: {exc}") from exc
 
     def read(self, entry: OutboxEntry) -> bytes:
+        value = self._fresh.pop((entry.segment, entry.offset), None)
+        if value is not None:
+            self._fresh_bytes -= len(value)
+            return value
         segment = self._segments[entry.segment]
         value = os.pread(segment.fd, entry.value_size, entry.value_offset)
         if len(value) != entry.value_size:

@@ -20,9 +20,9 @@ import errno
 import os
 import re
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from producer.environment import SLURM_ENV_COUNT
@@ -57,6 +57,11 @@ class RawJob:
     job_id: str
     submit_time_ms: int
     files: tuple[SpoolFile, ...]
+    # Slurm: the environment file's entries, parsed once by the reader (it checks them for
+    # completeness anyway); None to parse them from `files`. Derived from `files`, so not
+    # part of equality.
+    environment_entries: Sequence[bytes] | None = field(default=None, compare=False,
+                                                        repr=False)
 
     def file(self, name: str) -> SpoolFile | None:
         return next((f for f in self.files if f.name == name), None)
@@ -189,7 +194,7 @@ def read_slurm_job(job_dir: Path) -> RawJob:
         if not script_complete(script.content):
             raise JobIncompleteError(job_id, "script is not NUL-terminated yet")
         environment = read_spool_file(dir_fd, ENVIRONMENT_FILE, job_id)
-    parse_environment_file(environment.content, job_id=job_id)
+    entries = parse_environment_file(environment.content, job_id=job_id)
     return RawJob(
         scheduler=Scheduler.SLURM,
         job_id=job_id,
@@ -198,4 +203,5 @@ def read_slurm_job(job_dir: Path) -> RawJob:
             SpoolFile(SCRIPT_FILE, script.content),
             SpoolFile(ENVIRONMENT_FILE, environment.content),
         ),
+        environment_entries=entries,
     )

@@ -9,9 +9,10 @@ Every level is watch-then-scan: the watch is added first and the directory liste
 whatever was created before the watch existed is found by the listing and whatever comes
 after by events. A Slurm job directory gets a watch of its own (added by the service through
 watch_job() right before it reads the job) for the close-writes of its two files; it is
-released once the job is read. A lost-event signal (IN_Q_OVERFLOW) triggers a full rescan. A
-directory that cannot be watched (the max_user_watches limit) leaves the watcher `degraded`:
-the service then rescans periodically until the watch can be added.
+released once the job is read, by a small thread of its own (see _WatchRemover). A lost-event
+signal (IN_Q_OVERFLOW) triggers a full rescan. A directory that cannot be watched (the
+max_user_watches limit) leaves the watcher `degraded`: the service then rescans periodically
+until the watch can be added.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import enum
 import errno
 import logging
 import os
+import queue
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,6 +64,75 @@ class InotifyLike(Protocol):
     def close(self) -> None: ...
 
 
+class _WatchRemover:
+    """Removes inotify watches on a thread of its own.
+
+    inotify_rm_watch waits for the kernel's SRCU grace period (~0.1 ms per watch while events
+    are being delivered): with one removal per job that is a tenth of the loop's time.
+    inotify_simple calls libc through ctypes, which releases the GIL, so the loop goes on
+    meanwhile. A watch released here is already forgotten by the watcher: events it still
+    delivers are ignored. The one hazard is the kernel handing the same watch descriptor back
+    when the same directory is watched again before its removal ran: claim() settles that.
+    """
+
+    def __init__(self, inotify: InotifyLike) -> None:
+        self._inotify = inotify
+        self._queue: queue.SimpleQueue[int | None] = queue.SimpleQueue()  # None: stop
+        self._lock = threading.Lock()
+        self._removed = threading.Condition(self._lock)  # claim() waits on it
+        self._pending: set[int] = set()  # queued and not claimed back
+        self._removing: int | None = None
+        self._thread: threading.Thread | None = None
+
+    def remove(self, wd: int) -> None:
+        with self._lock:
+            self._pending.add(wd)
+        self._queue.put(wd)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="inotify-rm-watch",
+                                            daemon=True)
+            self._thread.start()
+
+    def claim(self, wd: int) -> bool:
+        """add_watch() just returned wd: keep it from an earlier release's removal.
+
+        Returns False when that removal was already under way: it has been waited for, and
+        the caller adds the watch again (and gets a new descriptor).
+        """
+        with self._lock:
+            if wd in self._pending:
+                self._pending.discard(wd)  # not removed yet: the removal is cancelled
+                return True
+            if self._removing != wd:
+                return True
+            while self._removing == wd:
+                self._removed.wait()
+            return False
+
+    def close(self) -> None:
+        """Stop the thread; queued removals are dropped (closing the inotify descriptor
+        removes every watch at once)."""
+        with self._lock:
+            self._pending.clear()
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while (wd := self._queue.get()) is not None:
+            with self._lock:
+                if wd not in self._pending:
+                    continue  # claimed back, queued twice, or closing
+                self._pending.discard(wd)
+                self._removing = wd
+            with contextlib.suppress(OSError):  # already gone with its directory
+                self._inotify.rm_watch(wd)
+            with self._lock:
+                self._removing = None
+                self._removed.notify_all()
+
+
 class _Kind(enum.Enum):
     ROOT = "root"
     CONTAINER = "container"  # Slurm hash.N; Torque 0-9 subdirectory
@@ -72,6 +144,7 @@ class _Watch:
     path: Path
     kind: _Kind
     job: JobRef | None = None
+    relative: str = "."  # path relative to the spool: computed once, not per event
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +186,7 @@ class SpoolWatcher:
         self.torque_subdirs = torque_subdirs
         self._factory = inotify_factory
         self._inotify: InotifyLike | None = None
+        self._remover: _WatchRemover | None = None
         self._watches: dict[int, _Watch] = {}
         self._job_watches: dict[JobRef, int] = {}
         self.degraded = False
@@ -135,6 +209,7 @@ class SpoolWatcher:
             return None
         if self._inotify is None:
             self._inotify = self._factory()
+            self._remover = _WatchRemover(self._inotify)
         changes = self.rescan()
         if changes.spool_lost:
             self.close()
@@ -184,6 +259,8 @@ class SpoolWatcher:
             return True
         try:
             wd = self._inotify.add_watch(str(job.directory), JOB_MASK)
+            if self._remover is not None and not self._remover.claim(wd):
+                wd = self._inotify.add_watch(str(job.directory), JOB_MASK)
         except OSError as exc:
             return exc.errno not in _LIMIT_ERRORS
         self._job_watches[job] = wd
@@ -193,16 +270,18 @@ class SpoolWatcher:
     def release(self, job: JobRef) -> None:
         """The job is read (or given up): its directory's watch is no longer needed."""
         wd = self._job_watches.pop(job, None)
-        if wd is None or self._inotify is None:
+        if wd is None or self._remover is None:
             return
         self._watches.pop(wd, None)
-        with contextlib.suppress(OSError):  # already gone with its directory
-            self._inotify.rm_watch(wd)
+        self._remover.remove(wd)
 
     def close(self) -> None:
+        if self._remover is not None:
+            self._remover.close()  # before the descriptor it uses is closed
         if self._inotify is not None:
             self._inotify.close()
         self._inotify = None
+        self._remover = None
         self._watches.clear()
         self._job_watches.clear()
 
@@ -251,7 +330,7 @@ class SpoolWatcher:
     def _job_for(self, watch: _Watch, name: str, *, gone: bool) -> JobRef | None:
         """The job a directory entry belongs to, by the spool's naming rules; None for
         anything else (Slurm's own state files, Torque's temporary files)."""
-        relative = watch.path.relative_to(self.spool)
+        relative = watch.relative
         if self.scheduler is Scheduler.SLURM:
             if watch.kind is not _Kind.CONTAINER or not name.startswith(SLURM_JOB_PREFIX):
                 return None
@@ -280,7 +359,7 @@ class SpoolWatcher:
             elif exc.errno != errno.ENOENT or kind is _Kind.ROOT:
                 log.warning("cannot watch %s: %s", path, exc.strerror)
             return False
-        self._watches[wd] = _Watch(path, kind)
+        self._watches[wd] = _Watch(path, kind, relative=str(path.relative_to(self.spool)))
         return True
 
     def _scan(self, directory: Path, kind: _Kind, changes: SpoolChanges) -> None:
@@ -291,7 +370,7 @@ class SpoolWatcher:
             if exc.errno != errno.ENOENT:
                 log.warning("cannot list %s: %s", directory, exc.strerror)
             return
-        watch = _Watch(directory, kind)
+        watch = _Watch(directory, kind, relative=str(directory.relative_to(self.spool)))
         seen: set[JobRef] = set()
         for name in sorted(names):
             if self._is_container(kind, name):

@@ -118,3 +118,27 @@ def test_default_redaction_pattern_catches_common_secret_names_only() -> None:
         assert redact.search(key), key
     for key in ("PATH", "HOME", "USER", "SLURM_JOB_NAME", "LD_LIBRARY_PATH", "PWD"):
         assert not redact.search(key), key
+
+
+@given(st.lists(st.tuples(keys, st.sampled_from([b"=", b""]), values), max_size=12), keys)
+def test_environment_value_is_the_first_entry_with_exactly_that_key(
+        parts: list[tuple[str, bytes, bytes]], wanted: str) -> None:
+    """The index (with or without the policy's precomputed keys) agrees with a plain scan."""
+    entries = [key.encode() + sep + value for key, sep, value in parts]
+    expected = next((value for key, sep, value in parts if key == wanted and sep), b"")
+    expected_text = (expected.decode("utf-8", "replace")
+                     if expected and expected != REDACTED_MARKER else None)
+    filtered = apply_policy(entries, EnvPolicy(exclude=None, redact=None))
+    assert environment_value(environment_index(entries), wanted) == expected_text
+    assert environment_value(environment_index(filtered.entries, filtered.keys),
+                             wanted) == expected_text
+
+
+@given(st.lists(st.tuples(keys, values), max_size=12))
+def test_policy_verdict_is_the_same_for_remembered_keys(pairs: list[tuple[str, bytes]]) -> None:
+    """The second job with the same keys takes the remembered fast path: same result."""
+    policy = EnvPolicy(exclude=re.compile(r"^SSH_"), redact=re.compile(DEFAULT_REDACT))
+    entries = [key.encode() + b"=" + value for key, value in pairs]
+    first = apply_policy(entries, policy)
+    assert apply_policy(entries, policy) == first
+    assert first.keys == tuple(entry.partition(b"=")[0] for entry in first.entries)

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from producer import outbox as outbox_module
 from producer.outbox import (
     ACK_SUFFIX,
     RECORD_HEADER,
@@ -145,6 +146,20 @@ def test_garbage_ack_record_does_not_ack_anything(tmp_path: Path) -> None:
     ack_path = tmp_path / f"{entry.segment:016d}{ACK_SUFFIX}"
     ack_path.write_bytes(struct.pack("<QI", entry.offset, 12345))
     assert len(open_outbox(tmp_path).recovered) == 1
+
+
+def test_values_beyond_the_in_memory_bound_are_read_back_from_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recent values are handed over from memory up to FRESH_VALUE_BYTES, the rest from disk,
+    and a value read once is read from disk the next time (a retry)."""
+    monkeypatch.setattr(outbox_module, "FRESH_VALUE_BYTES", 25)
+    outbox = open_outbox(tmp_path)
+    values = [bytes([n]) * 10 for n in range(4)]
+    entries = [outbox.append(meta(n), value) for n, value in enumerate(values)]
+    outbox.commit()
+    assert [outbox.read(entry) for entry in entries] == values
+    assert [outbox.read(entry) for entry in entries] == values
+    outbox.close()
 
 
 def test_has_room_until_the_event_bound(tmp_path: Path) -> None:

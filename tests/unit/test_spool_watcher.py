@@ -4,10 +4,13 @@ level, Slurm's own files ignored, lost events turned into a full rescan, limits 
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+from inotify_simple import INotify
 
 from producer.jobs import JobRef
 from producer.watcher import SpoolChanges, SpoolWatcher
@@ -93,6 +96,49 @@ def test_job_directory_watch_reports_its_files_close_writes_until_released(
     synthetic_spool.write_file(directory / "script", b"x\0")
     time.sleep(0.1)
     assert watcher.read().touched == []
+    watcher.close()
+
+
+class GatedINotify(INotify):
+    """Real inotify whose watch removals wait until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.removed: list[int] = []
+
+    def rm_watch(self, wd: int) -> None:
+        self.gate.wait(5)
+        super().rm_watch(wd)
+        self.removed.append(wd)
+
+
+def test_job_watched_again_before_its_queued_removal_keeps_its_watch(
+        synthetic_spool: Any) -> None:
+    """inotify hands back the same descriptor for the same directory: a removal queued by
+    release() must not take away the watch that watch_job() added again meanwhile."""
+    for job_id in (41, 42, 43):
+        synthetic_spool.job_dir(job_id).mkdir(parents=True)
+    inotify = GatedINotify()
+    watcher = SpoolWatcher(Scheduler.SLURM, synthetic_spool.root,
+                           inotify_factory=lambda: inotify)
+    started = watcher.start()
+    assert started is not None
+    last, job, busy = sorted(started.touched, key=lambda j: j.name)
+    assert job.name == "hash.2/job.42"
+    assert watcher.watch_job(busy) and watcher.watch_job(job) and watcher.watch_job(last)
+    watcher.release(busy)  # the removal thread now waits at the gate with this one
+    watcher.release(job)  # queued behind it
+    assert watcher.watch_job(job)
+    watcher.release(last)  # removals run in order: once this one is done, job's was due
+    inotify.gate.set()
+    deadline = time.monotonic() + 5
+    while len(inotify.removed) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(inotify.removed) == 2
+    synthetic_spool.write_file(synthetic_spool.job_dir(42) / "script", b"x\0")
+    changes = read_until(watcher, lambda c: c.touched)
+    assert changes.touched == [job]
     watcher.close()
 
 
