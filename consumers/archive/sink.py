@@ -135,4 +135,5 @@ class ArchiveSink:
         log.info("archived job %s at %s", event.job_key, where)
 
     def close(self) -> None:
-        """Nothing stays open between batches."""
+        """Stop the writer's I/O threads; no file stays open between batches."""
+        self.writer.close()

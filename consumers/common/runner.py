@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import confluent_kafka
@@ -76,6 +76,22 @@ def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
         delay = min(delay * 2, maximum)
 
 
+Consume = Callable[[int, float], list[confluent_kafka.Message]]
+
+
+def take_batch(consume: Consume, max_messages: int, wait: float) -> list[confluent_kafka.Message]:
+    """Up to max_messages of what has arrived, through consume(num_messages, timeout).
+
+    Waits up to `wait` seconds for the first message only, then adds what the client has
+    already fetched without waiting: a message arriving alone is handled at once rather
+    than after a batch timeout, and a backlog still comes in full batches.
+    """
+    messages = consume(1, wait)
+    if messages and max_messages > 1:
+        messages += consume(max_messages - 1, 0)
+    return messages
+
+
 class KafkaFatalError(Exception):
     """librdkafka reported a fatal error: the consumer instance cannot continue."""
 
@@ -125,8 +141,8 @@ class ConsumerRunner:
                                on_revoke=self._on_revoke, on_lost=self._on_lost)
             log.info("consuming %s as group %s", self.settings.topic, self.settings.group)
             while not self._stop.is_set():
-                messages = consumer.consume(self.settings.batch_max_messages,
-                                            self.settings.batch_timeout)
+                messages = take_batch(consumer.consume, self.settings.batch_max_messages,
+                                      self.settings.batch_timeout)
                 if messages:
                     self._handle_batch(messages)
                 elif self._uncommitted:

@@ -11,6 +11,14 @@ from schemas.runtime.metrics import MetricsSettings
 
 # Job events carry whole environments (up to ~10 MiB); the fetch limits sit above that.
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Pre-fetched messages librdkafka may hold (queued.max.messages.kbytes, default 64 MiB):
+# enough for a batch of ~500 events of ~30 KB.
+PREFETCH_BYTES = MAX_MESSAGE_BYTES
+# Per partition and fetch. Batches are zstd-compressed, and a 16 MiB fetch decompresses to
+# several times that, which is what pushed a consumer reading a backlog past 300 MB. A larger
+# record batch (an event up to MAX_MESSAGE_BYTES) is still returned whole: the broker always
+# sends the first batch of a partition, whatever this limit (KIP-74).
+PARTITION_FETCH_BYTES = 1024 * 1024
 
 # These properties carry the "commit only what is durable" guarantee; a pass-through
 # --kafka-property must not switch them off.
@@ -28,7 +36,8 @@ class ConsumerSettings(KafkaSettings, LogSettings, MetricsSettings):
                                     " decoded or stored (default: <topic>.dlq)")
     batch_max_messages: int = setting(500, help="most messages taken per batch (one commit and"
                                       " one durable write round per batch)")
-    batch_timeout: float = setting(0.5, help="seconds to wait for a batch to fill")
+    batch_timeout: float = setting(0.5, help="seconds to wait for a message when none has"
+                                   " arrived; a batch is what has arrived, never waited for")
     retry_backoff_initial: float = setting(
         1.0, help="seconds to wait before the first retry when the sink is unavailable")
     retry_backoff_max: float = setting(
@@ -65,9 +74,11 @@ def consumer_properties(settings: ConsumerSettings) -> dict[str, str]:
         "group.id": settings.group,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "cooperative-sticky",
-        "max.partition.fetch.bytes": str(MAX_MESSAGE_BYTES),
-        "fetch.max.bytes": str(4 * MAX_MESSAGE_BYTES),
-        "receive.message.max.bytes": str(4 * MAX_MESSAGE_BYTES + 1024 * 1024),
+        "max.partition.fetch.bytes": str(PARTITION_FETCH_BYTES),
+        "fetch.max.bytes": str(MAX_MESSAGE_BYTES),
+        "queued.max.messages.kbytes": str(PREFETCH_BYTES // 1024),
+        # A fetch response carries up to fetch.max.bytes plus protocol framing.
+        "receive.message.max.bytes": str(MAX_MESSAGE_BYTES + 1024 * 1024),
     }
     client = kafka_client_properties(settings)
     for key, required in _GUARANTEED.items():

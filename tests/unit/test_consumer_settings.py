@@ -30,7 +30,17 @@ def test_consumer_commits_manually_from_the_earliest_offset() -> None:
     assert props["enable.auto.offset.store"] == "false"
     assert props["auto.offset.reset"] == "earliest"
     assert props["partition.assignment.strategy"] == "cooperative-sticky"
-    assert int(props["max.partition.fetch.bytes"]) > 10 * 1024 * 1024
+
+
+def test_prefetch_is_bounded_yet_admits_the_largest_message() -> None:
+    """A backlog of large events must not fill memory, and a 10 MiB event must still pass
+    (a partition's first record batch comes whole whatever max.partition.fetch.bytes)."""
+    props = consumer_properties(load())
+    largest = 10 * 1024 * 1024
+    assert int(props["queued.max.messages.kbytes"]) * 1024 <= 16 * 1024 * 1024
+    assert int(props["max.partition.fetch.bytes"]) <= 1024 * 1024
+    assert largest <= int(props["fetch.max.bytes"]) <= 16 * 1024 * 1024
+    assert int(props["receive.message.max.bytes"]) > int(props["fetch.max.bytes"])
 
 
 def test_pass_through_properties_override_defaults() -> None:

@@ -69,3 +69,9 @@ def test_derived_search_fields_are_indexed_but_not_stored_in_source() -> None:
     mappings = index_template("p")["template"]["mappings"]
     assert mappings["_source"] == {"excludes": ["environment_text"]}
     assert MAPPING_PROPERTIES["environment_text"]["type"] == "text"
+
+
+def test_new_documents_are_made_searchable_every_30_seconds_not_every_second() -> None:
+    """A refresh per second costs a single node much of its indexing rate."""
+    settings = index_template("sarchive-jobs")["template"]["settings"]
+    assert settings["index.refresh_interval"] == "30s"

@@ -7,8 +7,10 @@ import fcntl
 import os
 import resource
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -204,3 +206,43 @@ def test_a_batch_larger_than_the_open_file_budget_is_written_in_rounds(
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert report.written == count
     assert all((root / f"d/f{i}").read_bytes() == b"%d" % i for i in range(count))
+
+
+def test_every_file_of_a_round_is_fsynced_before_the_first_link(
+        writer: ArchiveWriter, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+    real_fsync, real_link = os.fsync, os.link
+
+    def slow_fsync(fd: int) -> None:
+        time.sleep(0.01)  # so that a link not waiting for the fsyncs would overtake them
+        real_fsync(fd)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            events.append("fsync")
+
+    def recorded_link(*args: Any, **kwargs: Any) -> None:
+        events.append("link")
+        real_link(*args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", slow_fsync)
+    monkeypatch.setattr(os, "link", recorded_link)
+    write(writer, *((f"d/f{i}", b"x" * i) for i in range(40)))
+    assert events == ["fsync"] * 40 + ["link"] * 40
+
+
+def test_a_failed_fsync_links_nothing_and_leaves_no_temporary_file(
+        writer: ArchiveWriter, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fsync = os.fsync
+    calls = 0
+
+    def failing_fsync(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(ArchiveIOError) as caught:
+        write(writer, *((f"d/f{i}", b"x") for i in range(10)))
+    assert caught.value.code_name == "EIO"
+    assert sorted(p.name for p in (root / "d").iterdir()) == []
