@@ -86,6 +86,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                           f"{report.longrepr}"
 
 
+Mount = Callable[[Path, str], Path]
+
+
+@pytest.fixture
+def tmpfs() -> Iterator[Mount]:
+    """`tmpfs(directory, options)` mounts a tmpfs there (say size=1m: a real ENOSPC; remounted
+    ro: a real EROFS); everything mounted is unmounted after the test. Needs root and mount."""
+    mounted: list[Path] = []
+
+    def mount(directory: Path, options: str) -> Path:
+        result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(directory)],
+                                capture_output=True, check=False)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {result.stderr.decode().strip()}")
+        mounted.append(directory)
+        return directory
+    yield mount
+    for directory in reversed(mounted):
+        subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
 @pytest.fixture
 def synthetic_spool(tmp_path: Path) -> SyntheticSlurmSpool:
     root = tmp_path / "statesave"

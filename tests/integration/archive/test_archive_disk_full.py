@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,14 +20,9 @@ Harness = Any  # the harness type lives in conftest.py, which test modules canno
 
 
 @pytest.fixture
-def small_archive(archive_root: Path) -> Iterator[Path]:
-    """The archive root as a 1 MiB tmpfs (needs root and mount)."""
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs",
-                              str(archive_root)], capture_output=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    yield archive_root
-    subprocess.run(["umount", "-l", str(archive_root)], check=True)
+def small_archive(archive_root: Path, tmpfs: Callable[[Path, str], Path]) -> Path:
+    """The archive root as a 1 MiB tmpfs."""
+    return tmpfs(archive_root, "size=1m,mode=0755")
 
 
 def free_port() -> int:

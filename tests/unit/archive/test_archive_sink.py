@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -110,16 +110,11 @@ def test_prepare_sweeps_and_counts_temporary_files(tmp_path: Path,
 
 
 @pytest.fixture
-def small_filesystem(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs: real ENOSPC and, remounted, real EROFS (needs root and mount)."""
+def small_filesystem(tmp_path: Path, tmpfs: Callable[[Path, str], Path]) -> Path:
+    """A 1 MiB tmpfs: real ENOSPC and, remounted, real EROFS."""
     mountpoint = tmp_path / "small"
     mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs",
-                              str(mountpoint)], capture_output=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    yield mountpoint
-    subprocess.run(["umount", "-l", str(mountpoint)], check=True)
+    return tmpfs(mountpoint, "size=1m")
 
 
 def remount(mountpoint: Path, options: str) -> None:
