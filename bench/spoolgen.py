@@ -38,7 +38,7 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
@@ -397,17 +397,23 @@ class WriteRun:
         return len(self.closed_at) / elapsed if elapsed > 0 else math.inf
 
 
-def write_paced(write: Callable[[SpoolJob], float], jobs: Sequence[SpoolJob],
-                rate: float | None) -> WriteRun:
-    """Write `jobs` at `rate` jobs/s on an absolute schedule (no drift), or as fast as possible
-    when rate is None (burst mode)."""
-    run = WriteRun(started=time.time())
+def paced(jobs: Sequence[SpoolJob], rate: float | None) -> Iterator[SpoolJob]:
+    """The jobs, each when it is due at `rate` jobs/s on an absolute schedule (no drift), or at
+    once when rate is None (burst mode)."""
     start = time.monotonic()
     for index, job in enumerate(jobs):
         if rate is not None:
             delay = start + index / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+        yield job
+
+
+def write_paced(write: Callable[[SpoolJob], float], jobs: Sequence[SpoolJob],
+                rate: float | None) -> WriteRun:
+    """Write `jobs` at `rate` jobs/s, or as fast as possible when rate is None."""
+    run = WriteRun(started=time.time())
+    for job in paced(jobs, rate):
         run.closed_at[job.job_id] = write(job)
     run.finished = time.time()
     return run
@@ -434,12 +440,7 @@ def submit_paced(jobs: Sequence[SpoolJob], rate: float | None, state_dir: Path,
     fits = [f"--partition={default_partition(slurm_conf)}", "--nodes=1", "--ntasks=1",
             "--mem=100M", "--time=00:10:00"]
     run = WriteRun(started=time.time())
-    start = time.monotonic()
-    for index, job in enumerate(jobs):
-        if rate is not None:
-            delay = start + index / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+    for job in paced(jobs, rate):
         result = subprocess.run(
             [sbatch, "--parsable", "--hold", "--output=/dev/null", f"--chdir={workdir}", *fits],
             input=job.script, capture_output=True, env=sbatch_environment(job, slurm_conf),
