@@ -235,34 +235,37 @@ class NativeUser:
     password: str
 
 
+@contextlib.contextmanager
+def native_user(node: SecureNode, name: str, **role: Any) -> Iterator[NativeUser]:
+    """A native-realm user with a role of its own name, both deleted afterwards."""
+    user = NativeUser(name, uuid.uuid4().hex)
+    client = node.client()
+    try:
+        client.security.put_role(name=user.name, **role)
+        client.security.put_user(username=user.name, password=user.password, roles=[user.name])
+        yield user
+    finally:
+        client.options(ignore_status=404).security.delete_user(username=user.name)
+        client.options(ignore_status=404).security.delete_role(name=user.name)
+        client.close()
+
+
 @pytest.fixture
 def writer_user(secure_es: SecureNode, secure_prefix: str) -> Iterator[NativeUser]:
     """A native-realm user holding exactly the privileges docs/elasticsearch.md asks for,
-    on this test's prefix; deleted with its role afterwards."""
-    user = NativeUser(f"writer-{secure_prefix}", uuid.uuid4().hex)
-    client = secure_es.client()
-    client.security.put_role(name=user.name, cluster=["manage_index_templates"],
-                             indices=[{"names": [f"{secure_prefix}-*"],
-                                       "privileges": ["create_doc", "create_index"]}])
-    client.security.put_user(username=user.name, password=user.password, roles=[user.name])
-    yield user
-    client.options(ignore_status=404).security.delete_user(username=user.name)
-    client.options(ignore_status=404).security.delete_role(name=user.name)
-    client.close()
+    on this test's prefix."""
+    with native_user(secure_es, f"writer-{secure_prefix}", cluster=["manage_index_templates"],
+                     indices=[{"names": [f"{secure_prefix}-*"],
+                               "privileges": ["create_doc", "create_index"]}]) as user:
+        yield user
 
 
 @pytest.fixture
 def reader_user(secure_es: SecureNode) -> Iterator[NativeUser]:
     """A native-realm user who may only read: it may not install the index template."""
-    user = NativeUser(f"reader-{uuid.uuid4().hex[:8]}", uuid.uuid4().hex)
-    client = secure_es.client()
-    client.security.put_role(name=user.name, indices=[{"names": ["*"],
-                                                       "privileges": ["read"]}])
-    client.security.put_user(username=user.name, password=user.password, roles=[user.name])
-    yield user
-    client.options(ignore_status=404).security.delete_user(username=user.name)
-    client.options(ignore_status=404).security.delete_role(name=user.name)
-    client.close()
+    with native_user(secure_es, f"reader-{uuid.uuid4().hex[:8]}",
+                     indices=[{"names": ["*"], "privileges": ["read"]}]) as user:
+        yield user
 
 
 # --------------------------------------------------------------------------- Kafka
