@@ -16,7 +16,6 @@ end of the last, so client start-up and group joins weigh on neither side.
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -176,11 +175,10 @@ def r_cons(bootstrap: str, topic: str, expected: int, *, batch: int | None = Non
 # --------------------------------------------------------------------------- R_fs
 
 
-def r_fs(events: Sequence[JobEvent], root: Path, *, batch: int | None = None) -> float:
+def r_fs(events: Sequence[JobEvent], workdir: Path, *, batch: int | None = None) -> float:
     """Events/s through the archive's own sink (consumers.archive.sink.ArchiveSink) with its
-    defaults, batch after batch in a tight loop: the same placement, duplicate checks,
-    temporary files, fsyncs, links and directory fsyncs, without Kafka."""
-    workdir = Path(tempfile.mkdtemp(prefix="bench-rfs-", dir=root))
+    defaults, in an empty `workdir`, batch after batch in a tight loop: the same placement,
+    duplicate checks, temporary files, fsyncs, links and directory fsyncs, without Kafka."""
     config = ArchiveConfig(archive=workdir, brokers="unused:9092", **_batch(batch))
     sink = ArchiveSink(config, CollectorRegistry())
     timeline: list[tuple[float, int]] = []
@@ -193,7 +191,6 @@ def r_fs(events: Sequence[JobEvent], root: Path, *, batch: int | None = None) ->
             timeline.append((time.time(), start + len(batch)))
     finally:
         sink.close()
-        shutil.rmtree(workdir, ignore_errors=True)
     return progress_rate(timeline)
 
 

@@ -11,11 +11,13 @@ import logging
 import math
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
@@ -33,6 +35,40 @@ VENV_BIN = REPO / ".venv" / "bin"
 TOPIC_PARTITIONS = 3
 # Above the largest event (a 1 MB script is carried twice, plus its environment).
 TOPIC_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
+
+
+def bench_tmp() -> Path:
+    """Scratch space on the repository's file system (where the services keep their data)."""
+    path = REPO / ".run" / "bench"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def bench_trash() -> Path:
+    """Where finished scratch trees wait until the suite has measured everything."""
+    return REPO / ".run" / "bench-trash"
+
+
+@contextlib.contextmanager
+def scratch(kind: str) -> Iterator[Path]:
+    """A fresh directory for one measurement, set aside (not deleted) afterwards.
+
+    Deleting a stage's tens of thousands of files would slow every later stage: ext4 without
+    a journal (this VM's) skips inodes freed in the last one to six minutes when it allocates
+    new ones (`recently_deleted()` in fs/ext4/ialloc.c), so file creation after a big clean-up
+    costs 5-40 times the CPU. A rename frees nothing; `empty_trash` deletes it all once the
+    suite is done."""
+    workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=bench_tmp()))
+    try:
+        yield workdir
+    finally:
+        trash = bench_trash()
+        trash.mkdir(parents=True, exist_ok=True)
+        workdir.rename(trash / workdir.name)
+
+
+def empty_trash() -> None:
+    shutil.rmtree(bench_trash(), ignore_errors=True)
 
 
 # librdkafka logs every failed connection attempt: a broker restarted by someone else's test

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import spoolgen
 from baselines import latency_summary
-from harness import BenchError, Service, wait_for
-from stages import archived_times, scratch
+from harness import BenchError, Service, scratch, wait_for
+from stages import archived_times
 
 CACHE_DIR = Path(os.environ.get("SARCHIVE_BENCH_CACHE",
                                 Path.home() / ".cache" / "sarchive-bench"))

@@ -37,7 +37,9 @@ from harness import (
     Summary,
     discover_services,
     dump_json,
+    empty_trash,
     fresh_topics,
+    scratch,
 )
 
 from consumers.elastic.config import EsConsumerConfig
@@ -89,13 +91,16 @@ BASELINES = (
 PRIOR_ART = ("prior_art.throughput", "prior_art.latency.p50_ms", "prior_art.latency.p99_ms")
 
 
+Step = Callable[[], dict[str, float]]
+
+
 @dataclass
 class RunResult:
     figures: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
 
-def attempt(result: RunResult, names: Sequence[str], step: Callable[[], dict[str, float]]) -> None:
+def attempt(result: RunResult, names: Sequence[str], step: Step) -> None:
     """Run one measuring step; a failure marks its figures NaN with the reason, and the
     suite goes on with the next step."""
     started = time.monotonic()
@@ -133,26 +138,34 @@ class Suite:
         self.source = ""  # a topic holding those events (filled by R_prod)
         self.es_defaults = EsConsumerConfig()
 
-    def steps(self) -> list[tuple[tuple[str, ...], Callable[[], dict[str, float]]]]:
-        steps = [
-            (("R_prod",), self.r_prod), (("R_cons",), self.r_cons), (("R_fs",), self.r_fs),
-            (("archive.throughput", "archive.peak_rss_mb"), self.archive),
-            (("R_es",), self.r_es), (("es.throughput", "es.peak_rss_mb"), self.es),
-            (("es.drain_ratio",), self.es_drain),
-            (("producer.latency.p50_ms", "producer.latency.p99_ms",
-              "producer.latency.p999_ms"), self.latency),
-            (("R_prod.latency.p50_ms", "R_prod.latency.p99_ms", "R_prod.latency.p999_ms"),
-             self.r_prod_latency),
-            (("burst.write_rate", "burst.overflows", "burst.lost", "burst.ack_after_burst_s"),
-             self.burst),
-            (("memory.producer_rss_mb",), self.memory),
-            (("pipeline.throughput", "pipeline.latency.p50_ms", "pipeline.latency.p99_ms"),
-             self.pipeline),
-            (("sbatch.latency.p50_ms", "sbatch.latency.p99_ms"), self.sbatch),
-        ]
-        if self.prior_art_binary is not None:
-            steps.append((PRIOR_ART, self.prior_art))
-        return steps
+    # The measuring steps after the producer stage, in order: the figures each gives and
+    # the method that measures them.
+    STEPS: tuple[tuple[tuple[str, ...], str], ...] = (
+        (("R_prod",), "r_prod"), (("R_cons",), "r_cons"), (("R_fs",), "r_fs"),
+        (("archive.throughput", "archive.peak_rss_mb"), "archive"),
+        (("R_es",), "r_es"), (("es.throughput", "es.peak_rss_mb"), "es"),
+        (("es.drain_ratio",), "es_drain"),
+        (("producer.latency.p50_ms", "producer.latency.p99_ms", "producer.latency.p999_ms"),
+         "latency"),
+        (("R_prod.latency.p50_ms", "R_prod.latency.p99_ms", "R_prod.latency.p999_ms"),
+         "r_prod_latency"),
+        (("burst.write_rate", "burst.overflows", "burst.lost", "burst.ack_after_burst_s"),
+         "burst"),
+        (("memory.producer_rss_mb",), "memory"),
+        (("pipeline.throughput", "pipeline.latency.p50_ms", "pipeline.latency.p99_ms"),
+         "pipeline"),
+        (("sbatch.latency.p50_ms", "sbatch.latency.p99_ms"), "sbatch"),
+        (PRIOR_ART, "prior_art"),
+    )
+
+    def steps(self, only: frozenset[str]) -> list[tuple[tuple[str, ...], Step]]:
+        """The steps to run: all, or those named in `only` (plus R_prod when a step reads
+        the topic it fills); the prior art only with its binary."""
+        if only & READS_SOURCE:
+            only = only | {"r_prod"}
+        return [(names, getattr(self, method)) for names, method in self.STEPS
+                if (not only or method in only)
+                and (method != "prior_art" or self.prior_art_binary is not None)]
 
     def producer_throughput(self) -> dict[str, float]:
         outcome = stages.producer_throughput(self.kafka, self.new_topic("producer"), self.jobs,
@@ -171,7 +184,8 @@ class Suite:
                                  batch=self.sizes.consumer_batch)}
 
     def r_fs(self) -> dict[str, float]:
-        return {"R_fs": r_fs(self.events, stages.bench_tmp(), batch=self.sizes.consumer_batch)}
+        with scratch("rfs") as workdir:
+            return {"R_fs": r_fs(self.events, workdir, batch=self.sizes.consumer_batch)}
 
     def archive(self) -> dict[str, float]:
         outcome = stages.archive_consumer(self.kafka, self._source(), len(self.records),
@@ -270,8 +284,12 @@ class Suite:
         return self.services.es_url
 
 
+# Steps that read the topic R_prod fills.
+READS_SOURCE = frozenset({"r_cons", "archive", "es"})
+
+
 def measure_run(sizes: Sizes, services: Services, seed: int,
-                prior_art_binary: Path | None) -> RunResult:
+                prior_art_binary: Path | None, only: frozenset[str] = frozenset()) -> RunResult:
     result = RunResult()
     with fresh_topics(services.kafka) as new_topic:
         suite = Suite(sizes, services, seed, new_topic, prior_art_binary)
@@ -283,7 +301,7 @@ def measure_run(sizes: Sizes, services: Services, seed: int,
                 result.errors.setdefault(name, "not run: the producer stage delivered no"
                                          " payloads for the others")
             return result
-        for names, step in suite.steps():
+        for names, step in suite.steps(only):
             attempt(result, names, step)
     return result
 
@@ -447,8 +465,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--no-prior-art", action="store_true",
                         help="skip the Rust sarchive comparison")
+    parser.add_argument("--only", type=lambda text: frozenset(text.split(",")),
+                        default=frozenset(), metavar="STEP,...",
+                        help="run only these steps after the producer stage: "
+                             + ", ".join(method for _, method in Suite.STEPS))
     parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    unknown = args.only - {method for _, method in Suite.STEPS}
+    if unknown:
+        parser.error(f"--only: no such step: {', '.join(sorted(unknown))}")
     sizes = SMOKE if args.smoke else FULL
     if args.runs is not None:
         sizes = Sizes(**{**asdict(sizes), "runs": args.runs})
@@ -467,9 +492,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"prior art comparison skipped: {exc}")
     started = time.time()
     runs: list[RunResult] = []
-    for index in range(sizes.runs):
-        print(f"run {index + 1} of {sizes.runs} ({sizes.jobs} jobs)")
-        runs.append(measure_run(sizes, services, args.seed + index, binary))
+    empty_trash()  # what an interrupted run left
+    try:
+        for index in range(sizes.runs):
+            print(f"run {index + 1} of {sizes.runs} ({sizes.jobs} jobs)")
+            runs.append(measure_run(sizes, services, args.seed + index, binary, args.only))
+    finally:
+        empty_trash()
     summary = summarise(runs)
     evaluated = evaluate(summary, set(PRIOR_ART) if "prior_art" in skipped else set())
     table = render_table(summary, evaluated)

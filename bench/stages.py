@@ -16,8 +16,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -37,7 +35,6 @@ from baselines import (
 )
 from confluent_kafka import Producer
 from harness import (
-    REPO,
     VENV_BIN,
     BenchError,
     Record,
@@ -47,6 +44,7 @@ from harness import (
     progress_rate,
     read_topic,
     scrape_metrics,
+    scratch,
     unique_name,
     wait_committed,
     wait_for,
@@ -69,22 +67,6 @@ FORCED_QUEUE_EVENTS = 64
 BURST_GRACE = 30.0
 # A port nothing listens on: the memory stage's producer can never deliver.
 UNREACHABLE_BROKER = "127.0.0.1:9"
-
-
-def bench_tmp() -> Path:
-    """Scratch space on the repository's file system (where the services keep their data)."""
-    path = REPO / ".run" / "bench"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@contextlib.contextmanager
-def scratch(kind: str) -> Iterator[Path]:
-    workdir = Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=bench_tmp()))
-    try:
-        yield workdir
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def job_id_of(record: Record) -> int:
