@@ -63,6 +63,9 @@ class ProducerConfig(KafkaSettings, LogSettings, MetricsSettings):
         " per failure of that event, up to 10 minutes)")
     shutdown_timeout: float = setting(
         30.0, help="seconds to finish seen jobs and flush deliveries on SIGTERM/SIGINT")
+    read_workers: int = setting(
+        1, help="processes that read, build and encode jobs beside the main loop (0: read in"
+        " the main loop); 1 is plenty up to thousands of jobs/s")
     compression: str = setting("zstd", choices=COMPRESSIONS,
                                help="Kafka compression.type of produced batches")
 
@@ -73,6 +76,8 @@ class ProducerConfig(KafkaSettings, LogSettings, MetricsSettings):
         for name in ("max_script_bytes", "outbox_max_bytes", "outbox_max_events"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.read_workers < 0:
+            raise ValueError(f"read_workers must be 0 or more, got {self.read_workers}")
         for name in ("ready_timeout", "retry_interval", "shutdown_timeout"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be a positive number of seconds,"

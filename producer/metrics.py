@@ -33,6 +33,9 @@ class ProducerMetrics:
         self.redacted_values = Counter(
             prefix + "redacted_values", "Environment values replaced by the redaction marker",
             registry=registry)
+        self.reader_restarts = Counter(
+            prefix + "reader_restarts", "Job reader processes that died and were replaced"
+            " (their jobs are read again)", registry=registry)
         self.outbox_events = Gauge(
             prefix + "outbox_events", "Events in the outbox not yet acknowledged",
             registry=registry)

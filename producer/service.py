@@ -1,13 +1,15 @@
 """The producer's loop: spool changes -> job events -> outbox (fsync) -> Kafka -> acknowledged.
 
-One thread does everything (librdkafka does its network I/O in its own threads). Each turn it
+One thread owns all state; reading and encoding jobs runs in reader processes, librdkafka's
+network I/O in its own threads. Each turn it
 waits on the inotify descriptor and a wake-up pipe (signals, stop requests) with a timeout
 from the nearest timer, then:
 
 1. applies the spool changes: new or touched jobs become pending, removed ones are forgotten,
    a lost-event signal has already been turned into a full rescan by the watcher;
-2. reads the pending jobs that are due, while the outbox has room: a complete job becomes an
-   event appended to the outbox; an incomplete one is re-checked later, up to --ready-timeout;
+2. hands the pending jobs that are due to the reader processes (producer.readers), while the
+   outbox has room, and takes their answers: a complete job's event is appended to the
+   outbox; an incomplete one is re-checked later, up to --ready-timeout;
 3. commits the outbox: one fdatasync for everything appended in this turn (group commit);
 4. produces outbox entries, oldest first, within the in-flight bounds;
 5. serves librdkafka's delivery reports: an acknowledged event leaves the outbox and joins the
@@ -47,25 +49,20 @@ from producer.delivery import (
     QueueFullError,
 )
 from producer.dispatch import Dispatcher
-from producer.errors import (
-    REASON_IO,
-    REASON_MALFORMED,
-    REASON_VANISHED,
-    JobIncompleteError,
-    SpoolReadError,
-)
-from producer.events import EventSettings, build_event
-from producer.jobs import JobRef, read_raw_job
+from producer.errors import REASON_VANISHED
+from producer.events import EventSettings
+from producer.jobs import JobRef
 from producer.metrics import ProducerMetrics
 from producer.outbox import (
     DEFAULT_SEGMENT_BYTES,
-    EventMeta,
     Outbox,
     OutboxEntry,
     OutboxError,
     OutboxWriteError,
 )
 from producer.published import PublishedJobs
+from producer.readers import JobReaders
+from producer.reading import ReadEvent, ReadFailure, ReadFailureKind
 from producer.tracker import PendingJobs
 from producer.watcher import InotifyLike, SpoolChanges, SpoolWatcher
 from schemas.codec import JobEventCodec
@@ -77,6 +74,9 @@ from schemas.wire import message_headers
 log = logging.getLogger(__name__)
 
 JOBS_PER_TURN = 256  # jobs read per turn: bounds one group commit and keeps the loop lively
+# Jobs handed to readers and not answered yet. The outbox's byte bound is checked before a
+# job is handed over, so their events may take the outbox past it by at most this many.
+MAX_READS_IN_FLIGHT = 2 * JOBS_PER_TURN
 IDLE_WAKEUP = 1.0
 DELIVERY_POLL_INTERVAL = 0.01  # how often delivery reports are served while messages are out
 SPOOL_POLL_INTERVAL = 1.0  # how often a missing spool directory is looked for
@@ -113,6 +113,8 @@ class ProducerService:
             cluster=config.cluster, env_policy=config.env_policy(),
             max_script_bytes=config.max_script_bytes, host=socket.gethostname(),
             version=VERSION)
+        self.readers = JobReaders(self.event_settings, config.read_workers, self._wake,
+                                  self.metrics.reader_restarts)
         self._log_handler = log_handler
         self._outbox: Outbox | None = None
         self._published: PublishedJobs | None = None
@@ -142,11 +144,13 @@ class ProducerService:
         restore = self._install_signals() if install_signals else None
         try:
             self.delivery.start()
+            self.readers.start()
             self._replay()
             return self._loop()
         finally:
             if restore is not None:
                 restore()
+            self.readers.close()
             self._close()
 
     def request_stop(self) -> None:
@@ -246,6 +250,7 @@ class ProducerService:
     def _work(self, now: float) -> None:
         """Steps 2-5 of a turn; shared by the loop and the shutdown."""
         self._read_due_jobs(now)
+        self._take_read_outcomes(now)
         self._require_outbox().commit()
         self._dispatch(now)
         self._handle_reports(self.delivery.poll(0), now)
@@ -278,7 +283,8 @@ class ProducerService:
         return 0
 
     def _drained(self, deadline: float) -> bool:
-        if len(self.pending) or self.dispatcher.in_flight or self.dispatcher.ready:
+        if (len(self.pending) or self.readers.in_flight or self.dispatcher.in_flight
+                or self.dispatcher.ready):
             return False
         retry_at = self.dispatcher.next_wakeup()
         return retry_at is None or retry_at >= deadline
@@ -354,7 +360,8 @@ class ProducerService:
             log.warning("ignoring %s in the spool: %s", rejected.path, rejected.reason)
         published = self._require_published()
         for job in changes.gone:
-            if job in self.pending:
+            # A job being read is left to its reader's answer: a complete event is kept.
+            if job in self.pending and not self.pending.is_reading(job):
                 self._give_up(job, REASON_VANISHED,
                               "removed from the spool before its files were complete")
             published.forget(job.name)
@@ -411,51 +418,69 @@ class ProducerService:
                   len(self.pending))
 
     def _read_due_jobs(self, now: float) -> None:
-        for job in self.pending.due(now, JOBS_PER_TURN):
-            if not self._can_read_jobs(now) or not self._read_job(job, now):
-                return
+        outbox = self._require_outbox()
+        # Every job handed over may become an event: keep the event bound exact.
+        room = min(MAX_READS_IN_FLIGHT, outbox.max_events - outbox.events) - self.readers.in_flight
+        if room <= 0 or not self._can_read_jobs(now):
+            return
+        jobs = self.pending.due(now, min(room, JOBS_PER_TURN))
+        for job in jobs:
+            self.pending.reading(job)
+        if jobs:
+            self.readers.submit(jobs)
 
-    def _read_job(self, job: JobRef, now: float) -> bool:
-        """Turn one due job into an outbox entry; False when the outbox refused it."""
+    def _take_read_outcomes(self, now: float) -> None:
+        for job, outcome in self.readers.results():
+            if isinstance(outcome, ReadEvent):
+                self._keep(job, outcome, now)
+            else:
+                self._read_failed(job, outcome, now)
+
+    def _keep(self, job: JobRef, read: ReadEvent, now: float) -> None:
+        """Append a read job's event to the outbox (even if the job left the spool
+        meanwhile: the event is complete)."""
+        if now < self._outbox_blocked_until:
+            self._unread(job)
+            return
         try:
-            raw = read_raw_job(job)
-            event = build_event(raw, self.event_settings, time.time_ns() // 1_000_000)
-            value = self.codec.encode(event)
-        except JobIncompleteError as exc:
-            if not self.pending.incomplete(job, now):
-                self._give_up(job, exc.reason, f"still incomplete after"
-                              f" {self.config.ready_timeout:g} s: {exc.detail}")
-            return True
-        except SpoolReadError as exc:
-            self._give_up(job, exc.reason, exc.detail)
-            return True
-        except OSError as exc:
-            self._give_up(job, REASON_IO, str(exc))
-            return True
-        except Exception as exc:  # a job no parser anticipated must not stop the others
-            log.exception("job %s (%s): cannot build its event", job.label, job.directory)
-            self._give_up(job, REASON_MALFORMED, repr(exc))
-            return True
-        meta = EventMeta(event.job_key, event.job_id, event.cluster, event.submit_time,
-                         job.name)
-        try:
-            entry = self._require_outbox().append(meta, value)
+            entry = self._require_outbox().append(read.meta, read.value)
         except OutboxWriteError as exc:
             self.metrics.outbox_write_errors.inc()
             self._outbox_blocked_until = now + OUTBOX_RETRY_INTERVAL
             log.error("%s; job %s waits in the spool, retrying in %.0f s", exc, job.label,
                       OUTBOX_RETRY_INTERVAL)
-            return False
+            self._unread(job)
+            return
         self.pending.done(job)
         self.watcher.release(job)
         self._enqueue(entry)
-        self.metrics.redacted_values.inc(len(event.redacted_keys))
-        if event.script_truncated:
+        self.metrics.redacted_values.inc(read.redacted_values)
+        if read.truncated is not None:
             self.metrics.scripts_truncated.inc()
             log.warning("job %s: script of %d bytes sent truncated to %d bytes (sha256 %s)",
-                        event.job_id, event.script_size, len(event.script),
-                        event.script_sha256)
-        return True
+                        read.meta.job_id, read.truncated.size, read.truncated.carried,
+                        read.truncated.sha256)
+
+    def _unread(self, job: JobRef) -> None:
+        if job in self.pending:
+            self.pending.again(job)
+
+    def _read_failed(self, job: JobRef, failure: ReadFailure, now: float) -> None:
+        if job not in self.pending:
+            return  # vanished or given up while its read was under way
+        if failure.kind in (ReadFailureKind.INCOMPLETE, ReadFailureKind.READER_LOST):
+            if not self.pending.incomplete(job, now):
+                what = ("still incomplete" if failure.kind is ReadFailureKind.INCOMPLETE
+                        else "no answer from a reader")
+                self._give_up(job, failure.reason, f"{what} after"
+                              f" {self.config.ready_timeout:g} s: {failure.detail}")
+            return
+        if failure.kind is ReadFailureKind.UNEXPECTED:
+            log.error("job %s (%s): cannot build its event:\n%s", job.label, job.directory,
+                      failure.detail.rstrip())
+            self._give_up(job, failure.reason, failure.detail.rstrip().rsplit("\n", 1)[-1])
+            return
+        self._give_up(job, failure.reason, failure.detail)
 
     def _give_up(self, job: JobRef, reason: str, detail: str) -> None:
         self.pending.done(job)

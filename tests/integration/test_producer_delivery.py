@@ -142,3 +142,36 @@ def test_torque_spool_jobs_present_at_start_and_written_later_are_delivered(
             b"4714", b"4715"))
     reader.read_until(lambda r: "4715.torque01.cluster.example" in r.job_ids(), timeout=60)
     assert "4715.torque01.cluster.example" in reader.job_ids()
+
+
+def _children(pid: int) -> set[int]:
+    children: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        children.update(int(child) for child in
+                        Path(f"/proc/{pid}/task/{task}/children").read_text().split())
+    return children
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_reader_processes_die_with_a_producer_killed_outright(
+        synthetic_spool: Any, tmp_path: Path, producer_runner: Callable[..., Any]) -> None:
+    """SIGKILL gives the producer no chance to stop its readers: the kernel must."""
+    synthetic_spool.write_job(931, script("931"), GOOD_ENV)
+    producer = producer_runner("--cluster", "synthetic", "--spool", str(synthetic_spool.root),
+                               "--state-dir", str(tmp_path / "state"),
+                               "--brokers", UNREACHABLE_BROKER, "--read-workers", "2")
+    producer.wait_for_metric("sarchive_producer_outbox_events", lambda v: v == 1)
+    readers = {pid for pid in _children(producer.process.pid)
+               if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
+    assert readers, "no reader process"
+    producer.kill()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in readers):
+        assert time.monotonic() < deadline, "reader processes outlived the producer"
+        time.sleep(0.05)

@@ -90,7 +90,7 @@ class ScriptedProducer:
         error = ScriptedProducer.outcomes[min(self.generation, len(self.outcomes) - 1)]
         for callback in callbacks:
             callback(error, None)
-        if error is not None and error.fatal():
+        if error is not None and error.fatal() and callbacks:  # a message met the error
             self.config["error_cb"](error)
         return len(callbacks)
 

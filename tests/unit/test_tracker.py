@@ -99,3 +99,52 @@ def test_every_pending_job_is_either_due_or_has_a_timer(steps: list[tuple[str, s
             jobs.done(job)
     assert found == pending
     assert len(jobs) == 0
+
+
+def test_a_job_handed_to_a_reader_is_not_due_until_its_answer() -> None:
+    jobs: PendingJobs[str] = PendingJobs(ready_timeout=30)
+    jobs.touch("a")
+    jobs.reading("a")
+    assert jobs.is_reading("a")
+    assert jobs.due(now=0) == [] and jobs.next_wakeup() is None
+    assert "a" in jobs, "still pending while it is read"
+    jobs.done("a")
+    assert not jobs.is_reading("a") and len(jobs) == 0
+
+
+def test_a_touch_during_a_read_that_finds_the_job_incomplete_makes_it_due_at_once() -> None:
+    jobs: PendingJobs[str] = PendingJobs(ready_timeout=30, first_retry=0.05)
+    jobs.touch("a")
+    jobs.reading("a")
+    assert not jobs.touch("a"), "a touch of a job being read is no new detection"
+    assert jobs.due(now=0) == [], "not read twice at once"
+    assert jobs.incomplete("a", now=1.0)
+    assert jobs.due(now=1.0) == ["a"], "the touch may have completed it: no backoff"
+
+
+def test_an_incomplete_answer_without_a_touch_backs_off() -> None:
+    jobs: PendingJobs[str] = PendingJobs(ready_timeout=30, first_retry=0.05)
+    jobs.touch("a")
+    jobs.reading("a")
+    assert jobs.incomplete("a", now=1.0)
+    assert jobs.due(now=1.0) == [] and jobs.next_wakeup() == 1.05
+
+
+def test_a_read_that_could_not_be_kept_is_due_again_at_once() -> None:
+    jobs: PendingJobs[str] = PendingJobs(ready_timeout=30)
+    jobs.touch("a")
+    jobs.touch("b")
+    jobs.reading("a")
+    jobs.again("a")
+    assert not jobs.is_reading("a")
+    assert set(jobs.due(now=0)) == {"a", "b"}
+
+
+def test_a_job_touched_while_read_still_times_out_at_the_ready_timeout() -> None:
+    jobs: PendingJobs[str] = PendingJobs(ready_timeout=5)
+    jobs.touch("a")
+    jobs.reading("a")
+    assert jobs.incomplete("a", now=0.0)
+    jobs.reading("a")
+    jobs.touch("a")
+    assert not jobs.incomplete("a", now=5.0), "given up at the bound despite the touch"
