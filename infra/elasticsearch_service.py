@@ -65,8 +65,8 @@ class ElasticsearchService:
     heap = ("-Xms512m", "-Xmx1g")
     jvm_options = (
         "-XX:+UseG1GC",
-        # C1 only: the node is ready in about half the time on 2 cores; plenty for tests.
-        "-XX:TieredStopAtLevel=1",
+        # Full tiered compilation (C2), as on a production node: with C1 only the node
+        # started a few seconds sooner but indexed half as fast (bench/: R_es 250 -> 490 docs/s).
         "-XX:+ExitOnOutOfMemoryError",
         "-XX:-OmitStackTraceInFastThrow",
         "-Xss1m",
