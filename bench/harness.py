@@ -315,10 +315,20 @@ class Service:
         return None if self.process is None else self.process.poll()
 
     def rss_mb(self) -> float:
-        return proc_status_kib(self.pid, "VmRSS") / 1024
+        """Resident memory of the service and its child processes (the producer's readers)."""
+        return sum(proc_status_kib(pid, "VmRSS") for pid in self.pids()) / 1024
 
     def peak_rss_mb(self) -> float:
-        return proc_status_kib(self.pid, "VmHWM") / 1024
+        """Sum of each process's peak resident memory: at least the peak of the whole."""
+        return sum(proc_status_kib(pid, "VmHWM") for pid in self.pids()) / 1024
+
+    def pids(self) -> list[int]:
+        """The service's process and its children."""
+        children: list[int] = []
+        for task in os.listdir(f"/proc/{self.pid}/task"):
+            children += map(int, Path(f"/proc/{self.pid}/task/{task}/children").read_text()
+                             .split())
+        return [self.pid, *children]
 
     def stop(self, timeout: float = 30.0) -> int | None:
         if self.process is None or self.process.poll() is not None:
