@@ -14,6 +14,7 @@ delivery of a job lands in the same place.
 from __future__ import annotations
 
 import enum
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ PATH_MAX = 4096
 TAG_LENGTH = 12
 MAX_COMPONENT_BYTES = NAME_MAX - 1 - TAG_LENGTH
 MAX_JOB_NAME_BYTES = 100
+# What no path component may contain: the separator, and control characters (NUL among them).
+_UNSAFE_CHARACTER = re.compile(r"[/\x00-\x1f\x7f]")
 
 UNKNOWN_USER = "_unknown"
 UNNAMED_JOB = "_unnamed"
@@ -123,9 +126,9 @@ def check_component(value: str, what: str) -> str:
         raise UnsafeNameError(REASON_UNSAFE, f"{what} is empty")
     if value in (".", ".."):
         raise UnsafeNameError(REASON_UNSAFE, f"{what} {value!r} is a relative directory")
-    bad = next((c for c in value if c == "/" or ord(c) < 0x20 or ord(c) == 0x7F), None)
+    bad = _UNSAFE_CHARACTER.search(value)
     if bad is not None:
-        raise UnsafeNameError(REASON_UNSAFE, f"{what} {value[:80]!r} contains {bad!r}")
+        raise UnsafeNameError(REASON_UNSAFE, f"{what} {value[:80]!r} contains {bad.group()!r}")
     if len(value.encode("utf-8", "surrogatepass")) > MAX_COMPONENT_BYTES:
         raise UnsafeNameError(
             REASON_TOO_LONG, f"{what} is longer than {MAX_COMPONENT_BYTES} bytes: {value[:80]!r}")
@@ -138,8 +141,7 @@ def safe_job_name(job_name: str | None) -> str:
     users, so they are made safe rather than refused."""
     if not job_name:
         return UNNAMED_JOB
-    cleaned = "".join("_" if c == "/" or ord(c) < 0x20 or ord(c) == 0x7F else c
-                      for c in job_name)
+    cleaned = _UNSAFE_CHARACTER.sub("_", job_name)
     encoded = cleaned.encode("utf-8", "surrogatepass")[:MAX_JOB_NAME_BYTES]
     cleaned = encoded.decode("utf-8", "ignore")  # drops a character cut in half
     return "_" if cleaned in (".", "..") else cleaned

@@ -47,9 +47,12 @@ def sidecar_document(event: JobEvent, files: Sequence[PlacedFile]) -> dict[str, 
 
 
 def render_sidecar(event: JobEvent, files: Sequence[PlacedFile]) -> bytes:
-    """The sidecar file's bytes: the same event and files always give the same bytes."""
+    """The sidecar file's bytes: one line of JSON, keys sorted, so the same event and files
+    always give the same bytes (compact, so that the C encoder renders it: `jq .` indents).
+    Sidecars written indented by earlier versions are read the same way (sidecar_job_key)."""
     document = sidecar_document(event, files)
-    return (json.dumps(document, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    text = json.dumps(document, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return (text + "\n").encode()
 
 
 def sidecar_job_key(content: bytes) -> str | None:

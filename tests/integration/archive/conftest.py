@@ -25,10 +25,15 @@ from schemas.wire import message_headers, message_key
 
 ARCHIVE_COMMAND = str(Path(sys.executable).with_name("sarchive-archive"))
 # sarchive-archive that SIGKILLs itself on its Nth link(2): a crash at an exact point of a
-# batch, some files of it in place, others still temporary, nothing committed.
+# batch, some files of it in place, others still without their name, nothing committed.
+# "named" makes it find no O_TMPFILE, so that it writes named temporary files (the fallback
+# for file systems without O_TMPFILE).
 CRASH_AT_LINK = """
 import os, signal, sys
 limit, calls, real_link = int(sys.argv.pop(1)), 0, os.link
+if sys.argv.pop(1) == "named":
+    import consumers.archive.writer
+    consumers.archive.writer._TMPFILE_FLAGS = None
 def link(*args, **kwargs):
     global calls
     calls += 1
@@ -246,8 +251,10 @@ class ArchiveRunner:
     started: list[ArchiveProcess] = field(default_factory=list)
 
     def start(self, *extra: str, group: str | None = None, archive: Path | None = None,
-              crash_at_link: int | None = None) -> ArchiveProcess:
-        """sarchive-archive on the topic; archive defaults to the runner's root."""
+              crash_at_link: int | None = None,
+              named_temporaries: bool = False) -> ArchiveProcess:
+        """sarchive-archive on the topic; archive defaults to the runner's root.
+        named_temporaries (with crash_at_link): as on a file system without O_TMPFILE."""
         args = [
             "--brokers",
             self.bootstrap,
@@ -271,7 +278,8 @@ class ArchiveRunner:
             *extra,
         ]
         command = ([ARCHIVE_COMMAND] if crash_at_link is None else
-                   [sys.executable, "-c", CRASH_AT_LINK, str(crash_at_link)])
+                   [sys.executable, "-c", CRASH_AT_LINK, str(crash_at_link),
+                    "named" if named_temporaries else "unnamed"])
         process = ArchiveProcess(command + args, self.logs / f"archive-{len(self.started)}.log")
         self.started.append(process)
         return process

@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from schemas.model import JobEvent
 
 MakeEvent = Callable[..., JobEvent]
@@ -61,15 +63,22 @@ def test_n_events_become_n_file_sets_byte_identical_with_modes(
         assert stat.S_IMODE(day.stat().st_mode) == 0o750
 
 
+@pytest.mark.parametrize("named_temporaries", [False, True],
+                         ids=["unnamed-files", "named-temporaries"])
 def test_sigkill_in_the_middle_of_a_batch_then_restart_archives_each_job_exactly_once(
-        archive_runner: Harness, make_slurm_event: MakeEvent) -> None:
+        archive_runner: Harness, make_slurm_event: MakeEvent, named_temporaries: bool) -> None:
     runner = archive_runner
     events = [make_slurm_event(i, script_bytes=20_000) for i in range(150)]
     runner.produce(events)
     # Killed at its 100th link: a third of the way through the first batch's files.
-    crashed = runner.start("--batch-max-messages", "150", crash_at_link=100)
+    crashed = runner.start("--batch-max-messages", "150", crash_at_link=100,
+                           named_temporaries=named_temporaries)
     assert crashed.wait(60) == -9
-    assert runner.temporary_files(), "the crash left no half-written batch to recover from"
+    assert 0 < len(runner.archived()) < 3 * len(events), "no half-written batch to recover"
+    if named_temporaries:
+        assert runner.temporary_files(), "the named fallback left no temporary files"
+    else:
+        assert runner.temporary_files() == []  # files without a name vanish with the process
     assert runner.committed() != runner.end_offsets()
     restarted = runner.start()
     runner.wait_committed_to_end()
@@ -78,7 +87,7 @@ def test_sigkill_in_the_middle_of_a_batch_then_restart_archives_each_job_exactly
     assert data_files(archived) == expected_archive(runner, events)
     assert len(sidecars(archived)) == 150  # no job stored a second time beside itself
     assert runner.temporary_files() == []
-    assert "temporary files of an interrupted write" in restarted.log()
+    assert ("temporary files of an interrupted write" in restarted.log()) == named_temporaries
 
 
 def test_two_consumers_in_one_group_one_killed_the_other_takes_over(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import pytest
@@ -91,6 +92,19 @@ def test_interrupted_write_is_completed(make_event: MakeEvent) -> None:
     resolution = archive.store(event)
     assert [str(p) for p, _ in resolution.to_write] == ["job.4711_environment"]
     assert not resolution.collision
+
+
+def test_redelivery_over_an_indented_sidecar_of_an_earlier_version_is_a_duplicate(
+        make_event: MakeEvent) -> None:
+    """Sidecars are not byte-compared: the compact format does not re-store old jobs."""
+    archive = FakeArchive()
+    archive.store(make_event())
+    sidecar = ArchivePath((), "job.4711_metadata.json")
+    archive.files[sidecar] = (json.dumps(json.loads(archive.files[sidecar]), indent=2,
+                                         sort_keys=True, ensure_ascii=False) + "\n").encode()
+    again = archive.store(make_event())
+    assert again.duplicate and not again.collision and not again.variant
+    assert len(archive.files) == 3
 
 
 def test_foreign_file_without_sidecar_is_never_overwritten(make_event: MakeEvent) -> None:

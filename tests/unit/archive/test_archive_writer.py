@@ -7,21 +7,31 @@ import fcntl
 import os
 import resource
 import stat
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from inotify_simple import INotify, flags
 
-from consumers.archive.layout import ArchivePath
+from consumers.archive.layout import TEMP_PREFIX, ArchivePath
 from consumers.archive.writer import (
+    DIR_CACHE_SIZE,
+    FSYNC_THREADS,
     MAX_OPEN_FILES,
     ArchiveIOError,
     ArchiveWriter,
     UnsafeArchiveEntryError,
+    WriteReport,
     parse_mode,
 )
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -31,9 +41,12 @@ def root(tmp_path: Path) -> Path:
     return archive
 
 
-@pytest.fixture
-def writer(root: Path) -> ArchiveWriter:
-    return ArchiveWriter(root, 0o640, 0o750)
+@pytest.fixture(params=[True, False], ids=["unnamed-files", "named-temporaries"])
+def writer(root: Path, request: pytest.FixtureRequest) -> Iterator[ArchiveWriter]:
+    """Both ways of writing: O_TMPFILE files, and the named temporary files of the fallback."""
+    archive_writer = ArchiveWriter(root, 0o640, 0o750, unnamed_temporaries=request.param)
+    yield archive_writer
+    archive_writer.close()
 
 
 @pytest.fixture
@@ -52,9 +65,38 @@ def write(writer: ArchiveWriter, *files: tuple[str, bytes]) -> None:
         session.write([(_path(name), content) for name, content in files])
 
 
+def write_report(writer: ArchiveWriter, *files: tuple[str, bytes]) -> WriteReport:
+    with writer.session() as session:
+        return session.write([(_path(name), content) for name, content in files])
+
+
 def _path(name: str) -> ArchivePath:
     *directory, file_name = name.split("/")
     return ArchivePath(tuple(directory), file_name)
+
+
+@contextmanager
+def names_created_in(directory: Path) -> Iterator[list[str]]:
+    """Every name that appears in the directory (inotify IN_CREATE) while the block runs:
+    a temporary name shows up even when it is removed again."""
+    inotify = INotify()
+    try:
+        inotify.add_watch(str(directory), flags.CREATE | flags.Q_OVERFLOW)
+        names: list[str] = []
+        yield names
+        events = inotify.read(timeout=0)
+        assert not any(event.mask & flags.Q_OVERFLOW for event in events)
+        names.extend(event.name for event in events)
+    finally:
+        inotify.close()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
 
 
 @pytest.mark.usefixtures("wide_open_umask")
@@ -246,3 +288,242 @@ def test_a_failed_fsync_links_nothing_and_leaves_no_temporary_file(
         write(writer, *((f"d/f{i}", b"x") for i in range(10)))
     assert caught.value.code_name == "EIO"
     assert sorted(p.name for p in (root / "d").iterdir()) == []
+
+
+@pytest.mark.usefixtures("wide_open_umask")
+def test_unnamed_files_get_the_configured_mode_and_no_temporary_name_ever_appears(
+        root: Path) -> None:
+    writer = ArchiveWriter(root, 0o640, 0o750)
+    (root / "d").mkdir()
+    with names_created_in(root / "d") as created:
+        write(writer, ("d/a", b"one"), ("d/b", b"two"))
+    assert writer.unnamed is True  # O_TMPFILE works here: the fast path was taken
+    assert sorted(created) == ["a", "b"]  # final names only, each made once
+    assert [(root / "d/a").read_bytes(), (root / "d/b").read_bytes()] == [b"one", b"two"]
+    assert mode(root / "d/a") == mode(root / "d/b") == 0o640
+
+
+@pytest.mark.usefixtures("wide_open_umask")
+def test_the_named_fallback_writes_through_temporary_files_and_removes_them(
+        root: Path) -> None:
+    writer = ArchiveWriter(root, 0o640, 0o750, unnamed_temporaries=False)
+    (root / "d").mkdir()
+    with names_created_in(root / "d") as created:
+        write(writer, ("d/a", b"one"), ("d/b", b"two"))
+    assert writer.unnamed is False
+    assert len([name for name in created if name.startswith(TEMP_PREFIX)]) == 2
+    assert sorted(p.name for p in (root / "d").iterdir()) == ["a", "b"]
+    assert [(root / "d/a").read_bytes(), (root / "d/b").read_bytes()] == [b"one", b"two"]
+    assert mode(root / "d/a") == mode(root / "d/b") == 0o640
+
+
+# A writer process that dies (os._exit from the fsync thread) after it wrote a file and
+# before it linked anything: what a crash leaves behind.
+_CRASHING_WRITER = """
+import os, sys
+from pathlib import Path
+from consumers.archive.layout import ArchivePath
+from consumers.archive.writer import ArchiveWriter
+
+def crash(fd):
+    os._exit(9)
+
+os.fsync = crash
+writer = ArchiveWriter(Path(sys.argv[1]), 0o640, 0o750,
+                       unnamed_temporaries=sys.argv[2] == "unnamed")
+with writer.session() as session:
+    session.write([(ArchivePath(("d",), f"f{i}"), b"x" * 4096) for i in range(20)])
+"""
+
+
+def crash_while_writing(root: Path, how: str) -> None:
+    result = subprocess.run([sys.executable, "-c", _CRASHING_WRITER, str(root), how],
+                            cwd=REPO, capture_output=True, check=False)
+    assert result.returncode == 9, result.stderr.decode()
+
+
+def test_a_crash_of_the_named_fallback_leaves_temporary_files_that_the_sweep_removes(
+        root: Path) -> None:
+    crash_while_writing(root, "named")
+    leftovers = temporaries(root)
+    assert leftovers  # written, never linked nor removed
+    assert ArchiveWriter(root, 0o640, 0o750).sweep_temporary_files() == len(leftovers)
+    assert list((root / "d").iterdir()) == []
+
+
+def test_a_crash_while_writing_unnamed_files_leaves_nothing_behind(root: Path) -> None:
+    crash_while_writing(root, "unnamed")
+    assert list((root / "d").iterdir()) == []
+
+
+def test_where_proc_cannot_name_a_file_the_writer_uses_named_files_from_the_first(
+        root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = ArchiveWriter(root, 0o640, 0o750)
+    writer.proc_fd_dir = str(tmp_path / "no-proc")  # as if /proc were not mounted
+    linked_from: list[str] = []
+    real_link = os.link
+
+    def recorded_link(source: str, *args: Any, **kwargs: Any) -> None:
+        linked_from.append(source)
+        real_link(source, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", recorded_link)
+    write(writer, ("d/a", b"one"), ("d/b", b"two"))
+    assert writer.unnamed is False
+    assert all(name.startswith(TEMP_PREFIX) for name in linked_from)  # found out up front
+    assert [(root / "d/a").read_bytes(), (root / "d/b").read_bytes()] == [b"one", b"two"]
+    assert mode(root / "d/a") == 0o640
+    assert temporaries(root) == []
+
+
+def test_an_o_tmpfile_refusal_met_later_falls_back_for_that_file_and_the_batch_succeeds(
+        root: Path) -> None:
+    writer = ArchiveWriter(root, 0o640, 0o750)
+    write(writer, ("local/a", b"a"))
+    assert writer.unnamed is True
+    # What a kernel without O_TMPFILE sees (O_TMPFILE includes O_DIRECTORY): a real EISDIR,
+    # as a directory on a file system without O_TMPFILE gives EOPNOTSUPP.
+    writer.tmpfile_flags = os.O_WRONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    (root / "nfs").mkdir()
+    with names_created_in(root / "nfs") as created:
+        report = write_report(writer, ("nfs/b", b"b"), ("nfs/c", b"c"))
+    assert report.written == 2
+    assert writer.unnamed is False
+    assert any(name.startswith(TEMP_PREFIX) for name in created)
+    assert [(root / "nfs/b").read_bytes(), (root / "nfs/c").read_bytes()] == [b"b", b"c"]
+    assert mode(root / "nfs/b") == 0o640
+    assert temporaries(root) == []
+
+
+def test_an_unnamed_file_that_proc_cannot_link_is_written_again_with_a_name(
+        root: Path, tmp_path: Path) -> None:
+    writer = ArchiveWriter(root, 0o640, 0o750)
+    write(writer, ("d/a", b"a"))
+    assert writer.unnamed is True
+    writer.proc_fd_dir = str(tmp_path / "no-proc")  # link(2) now fails with ENOENT
+    big = os.urandom(3 << 20)
+    report = write_report(writer, ("d/b", big), ("d/c", b"c"))
+    assert report.written == 2
+    assert writer.unnamed is False
+    assert [(root / "d/b").read_bytes(), (root / "d/c").read_bytes()] == [big, b"c"]
+    assert mode(root / "d/b") == 0o640
+    assert temporaries(root) == []
+
+
+def test_a_link_failing_because_its_directory_was_removed_fails_the_batch(
+        root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ENOENT from link(2) falls back only when /proc cannot name the file."""
+    writer = ArchiveWriter(root, 0o640, 0o750)
+    (root / "d").mkdir()
+    real_fsync = os.fsync
+
+    def fsync_then_remove_the_directory(fd: int) -> None:
+        real_fsync(fd)
+        if stat.S_ISREG(os.fstat(fd).st_mode):
+            (root / "d").rmdir()  # nothing in it has a name yet
+
+    monkeypatch.setattr(os, "fsync", fsync_then_remove_the_directory)
+    with pytest.raises(ArchiveIOError) as caught:
+        write(writer, ("d/a", b"a"))
+    assert caught.value.code_name == "ENOENT"
+    assert writer.unnamed is True
+
+
+def test_more_directories_than_the_cache_holds_are_all_written_and_no_descriptor_leaks(
+        writer: ArchiveWriter, root: Path) -> None:
+    count = DIR_CACHE_SIZE * 3 + 5
+    before = open_descriptors()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # Room for the cached directories, the root, a walk and a file: an unbounded cache
+    # would run out of descriptors (EMFILE).
+    resource.setrlimit(resource.RLIMIT_NOFILE, (before + DIR_CACHE_SIZE + 8, hard))
+    try:
+        with writer.session() as session:
+            report = session.write([(_path(f"a{i}/b/f"), b"%d" % i) for i in range(count)])
+            read_back = [session.read(_path(f"a{i}/b/f")) for i in [*range(count), 0, 1]]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert report.written == count
+    assert read_back == [b"%d" % i for i in [*range(count), 0, 1]]
+    assert all((root / f"a{i}/b/f").read_bytes() == b"%d" % i for i in range(count))
+    assert open_descriptors() == before
+
+
+def test_a_failed_batch_leaks_no_descriptor(writer: ArchiveWriter, root: Path) -> None:
+    (root / "plain-file").write_bytes(b"")
+    before = open_descriptors()
+    with pytest.raises(ArchiveIOError):
+        write(writer, *((f"d{i}/f", b"x") for i in range(DIR_CACHE_SIZE + 3)),
+              ("plain-file/b", b"b"))
+    assert open_descriptors() == before
+
+
+def test_a_directory_missing_at_a_read_is_found_once_the_same_session_made_it(
+        writer: ArchiveWriter) -> None:
+    with writer.session() as session:
+        assert session.read(_path("new/f")) is None
+        session.write([(_path("new/f"), b"x")])
+        assert session.read(_path("new/f")) == b"x"
+
+
+def test_every_directory_a_batch_makes_is_fsynced_in_its_parent(
+        writer: ArchiveWriter, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: set[tuple[int, int]] = set()
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        real_fsync(fd)
+        status = os.fstat(fd)
+        if stat.S_ISDIR(status.st_mode):
+            synced.add((status.st_dev, status.st_ino))
+
+    (root / "old").mkdir()
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    with writer.session() as session:
+        session.read(_path("old/new/deeper/f"))  # a miss is not kept
+        session.write([(_path("old/new/deeper/f"), b"x")])
+    directories = [root / "old", root / "old/new", root / "old/new/deeper"]
+    assert {(d.stat().st_dev, d.stat().st_ino) for d in directories} <= synced
+
+
+def fsync_threads() -> int:
+    return sum(thread.name.startswith("archive-fsync") for thread in threading.enumerate())
+
+
+def test_close_stops_the_fsync_threads_and_a_later_session_starts_them_again(
+        root: Path) -> None:
+    before = fsync_threads()
+    writer = ArchiveWriter(root, 0o640, 0o750)
+    write(writer, ("d/a", b"a"))
+    assert fsync_threads() == before + FSYNC_THREADS
+    writer.close()
+    assert fsync_threads() == before
+    write(writer, ("d/b", b"b"))
+    writer.close()
+    assert (root / "d/b").read_bytes() == b"b"
+    assert fsync_threads() == before
+
+
+def test_a_failed_fsync_fails_the_round_only_after_every_other_fsync_returned(
+        writer: ArchiveWriter, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No descriptor is closed while a slow fsync still uses it; the error is not lost."""
+    real_fsync = os.fsync
+    finished: list[int] = []
+
+    def first_fails_others_are_slow(fd: int) -> None:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            real_fsync(fd)
+            return
+        if not finished:
+            finished.append(fd)
+            raise OSError(errno.EIO, "Input/output error")
+        time.sleep(0.05)
+        real_fsync(fd)  # EBADF here if the round had closed the descriptor
+        finished.append(fd)
+
+    monkeypatch.setattr(os, "fsync", first_fails_others_are_slow)
+    with pytest.raises(ArchiveIOError) as caught:
+        write(writer, *((f"d/f{i}", b"x") for i in range(20)))
+    assert caught.value.code_name == "EIO"
+    assert len(finished) == 20
+    assert temporaries(root) == [] and list((root / "d").iterdir()) == []

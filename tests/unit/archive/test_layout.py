@@ -19,6 +19,7 @@ from consumers.archive.layout import (
     Period,
     Role,
     UnsafeNameError,
+    check_component,
     job_id_shard,
     safe_job_name,
 )
@@ -110,6 +111,23 @@ def test_unsafe_job_ids_are_refused(make_event: MakeEvent, job_id: str) -> None:
     with pytest.raises(UnsafeNameError) as caught:
         Layout.from_setting("sarchive", Period.DAILY).place(make_event(job_id=job_id))
     assert caught.value.reason == "unsafe-path"
+
+
+@pytest.mark.parametrize(("value", "bad"), [
+    ("a\nb/c", "\n"), ("x/y\0", "/"), ("del\x7fete", "\x7f"), ("\x1f", "\x1f"),
+    ("tab\tand\0nul", "\t"),
+])
+def test_an_unsafe_component_is_refused_naming_its_first_bad_character(
+        value: str, bad: str) -> None:
+    with pytest.raises(UnsafeNameError) as caught:
+        check_component(value, "job id")
+    assert str(caught.value) == f"job id {value!r} contains {bad!r}"
+    assert caught.value.reason == "unsafe-path"
+
+
+@pytest.mark.parametrize("value", ["4711", "é ünïcode ok", "a.b-c_d[1]", "~", "\x80", "\u2028"])
+def test_components_without_separators_or_control_characters_are_accepted(value: str) -> None:
+    assert check_component(value, "job id") == value
 
 
 @pytest.mark.parametrize("field", ["cluster", "user"])

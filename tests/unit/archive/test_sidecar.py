@@ -42,6 +42,27 @@ def test_sidecar_bytes_are_the_same_for_the_same_event(make_event: MakeEvent) ->
         directives={"a": "1", "b": "2"}), files)
 
 
+def test_sidecar_is_one_line_of_utf8_json_with_sorted_keys(make_event: MakeEvent) -> None:
+    event = make_event(job_name="ünïcode", directives={"b": "2", "a": "1"})
+    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    rendered = render_sidecar(event, files)
+    assert rendered.endswith(b"\n") and rendered.count(b"\n") == 1
+    assert "ünïcode".encode() in rendered  # not \u-escaped
+    document = json.loads(rendered)
+    assert list(document) == sorted(document)
+    assert list(document["directives"]) == ["a", "b"]
+    assert list(document["files"][0]) == sorted(document["files"][0])
+
+
+def test_job_key_is_read_back_from_an_indented_sidecar_of_an_earlier_version(
+        make_event: MakeEvent) -> None:
+    event = make_event()
+    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    indented = json.dumps(json.loads(render_sidecar(event, files)), indent=2,
+                          sort_keys=True, ensure_ascii=False) + "\n"
+    assert sidecar_job_key(indented.encode()) == event.job_key
+
+
 def test_job_key_is_read_back_from_a_sidecar(make_event: MakeEvent) -> None:
     event = make_event(job_name="ünïcode\nname")
     assert sidecar_job_key(render_sidecar(event, ())) == event.job_key
