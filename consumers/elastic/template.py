@@ -12,7 +12,7 @@ from schemas.version import VERSION
 # Bumped whenever the mapping or settings change, so `GET _index_template` tells which
 # revision a cluster runs. A new revision applies to indices created after it (next month);
 # existing monthly indices keep the mapping they were created with.
-TEMPLATE_REVISION = 2
+TEMPLATE_REVISION = 3
 TEMPLATE_PRIORITY = 200
 # How soon a new document becomes searchable. Every refresh writes a new Lucene segment that
 # is merged later; at Elasticsearch's default of 1 s a node indexing ~30 KB documents spends
@@ -36,6 +36,10 @@ _KEYWORD_WITH_WORDS: dict[str, Any] = {
 DATE_FORMAT = "epoch_millis||strict_date_optional_time"
 _DATE = {"type": "date", "format": DATE_FORMAT}
 _KEY_VALUE_MAP = {"type": "flattened", "ignore_above": KEYWORD_IGNORE_ABOVE}
+# The environment is searched (exact and prefix queries per variable), never aggregated or
+# sorted on: without doc values (two per variable, ~50-200 variables per job) the node indexes
+# ~1.5 times as many documents per second.
+_ENVIRONMENT_MAP = {**_KEY_VALUE_MAP, "doc_values": False}
 
 MAPPING_PROPERTIES: dict[str, Any] = {
     "job_key": {"type": "keyword"},
@@ -63,7 +67,7 @@ MAPPING_PROPERTIES: dict[str, Any] = {
     "script_truncated": {"type": "boolean"},
     # One Lucene field each however many keys jobs use: the mapping cannot explode.
     "directives": _KEY_VALUE_MAP,
-    "environment": _KEY_VALUE_MAP,
+    "environment": _ENVIRONMENT_MAP,
     # Words of the environment (flattened fields allow no wildcard or full-text search), to
     # find e.g. gromacs in LOADEDMODULES; derived from `environment`, so not kept in _source.
     "environment_text": {"type": "text", "analyzer": SCRIPT_ANALYZER},

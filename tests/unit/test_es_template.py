@@ -49,6 +49,12 @@ def test_directives_and_environment_cannot_add_fields_to_the_mapping() -> None:
     assert MAPPING_PROPERTIES["environment"]["type"] == "flattened"
 
 
+def test_environment_is_searchable_per_variable_but_keeps_no_doc_values() -> None:
+    """Doc values for every variable of every job would cost a third of the indexing rate."""
+    assert MAPPING_PROPERTIES["environment"]["doc_values"] is False
+    assert MAPPING_PROPERTIES["environment"].get("index", True) is True
+
+
 def test_script_is_full_text_with_an_analyzer_every_node_has_and_exact_bytes_unindexed() -> None:
     assert MAPPING_PROPERTIES["script"] == {"type": "text", "analyzer": "standard"}
     assert MAPPING_PROPERTIES["script_b64"] == {"type": "binary"}

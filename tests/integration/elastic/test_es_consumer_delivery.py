@@ -35,6 +35,8 @@ def test_n_events_become_n_documents_found_by_user_job_id_script_word_and_time(
         lambda e: b"lammps" in e.environment
     )
     assert search({"term": {"environment.USER": "carol"}}) == ids(lambda e: e.user == "carol")
+    assert search({"prefix": {"environment.USER": "car"}}) == ids(
+        lambda e: (e.user or "").startswith("car"))
     start, end = events[40].submit_time, events[59].submit_time
     assert search({"range": {"submit_time": {"gte": start, "lte": end}}}) == {
         e.job_id for e in events[40:60]
