@@ -19,6 +19,7 @@ PREFETCH_BYTES = MAX_MESSAGE_BYTES
 # record batch (an event up to MAX_MESSAGE_BYTES) is still returned whole: the broker always
 # sends the first batch of a partition, whatever this limit (KIP-74).
 PARTITION_FETCH_BYTES = 1024 * 1024
+FETCH_QUEUE_BACKOFF_MS = 10
 
 # These properties carry the "commit only what is durable" guarantee; a pass-through
 # --kafka-property must not switch them off.
@@ -77,6 +78,10 @@ def consumer_properties(settings: ConsumerSettings) -> dict[str, str]:
         "max.partition.fetch.bytes": str(PARTITION_FETCH_BYTES),
         "fetch.max.bytes": str(MAX_MESSAGE_BYTES),
         "queued.max.messages.kbytes": str(PREFETCH_BYTES // 1024),
+        # Once that pre-fetch is full librdkafka stops fetching for this long (default 1 s):
+        # with a small pre-fetch the default made a backlog drain in 1 s steps (~1,100
+        # events/s); 10 ms keeps the same memory bound at 15,000+ events/s.
+        "fetch.queue.backoff.ms": str(FETCH_QUEUE_BACKOFF_MS),
         # A fetch response carries up to fetch.max.bytes plus protocol framing.
         "receive.message.max.bytes": str(MAX_MESSAGE_BYTES + 1024 * 1024),
     }

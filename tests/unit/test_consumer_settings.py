@@ -43,6 +43,11 @@ def test_prefetch_is_bounded_yet_admits_the_largest_message() -> None:
     assert int(props["receive.message.max.bytes"]) > int(props["fetch.max.bytes"])
 
 
+def test_a_full_prefetch_pauses_fetching_briefly_not_for_librdkafkas_default_second() -> None:
+    """With the bounded pre-fetch, the 1 s default back-off capped a backlog at ~1,100/s."""
+    assert int(consumer_properties(load())["fetch.queue.backoff.ms"]) <= 10
+
+
 def test_pass_through_properties_override_defaults() -> None:
     props = consumer_properties(load("--kafka-property", "auto.offset.reset=latest",
                                      "--kafka-property", "client.id=archive-1"))
