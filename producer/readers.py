@@ -7,25 +7,28 @@ job's spool files and returns plain data (producer.reading): the outbox, Kafka a
 of state stay with the service. Nothing is lost if a reader dies: its jobs are still pending
 in the service and come back as READER_LOST, to be read again by a fresh reader.
 
-Readers are spawned (not forked: librdkafka's threads are running by then) at start(), ignore
-SIGINT and SIGTERM (the service decides when to stop, and stops them at close()), and are
-killed by the kernel when the service dies (PR_SET_PDEATHSIG).
+Each reader has two pipes of its own: requests (a chunk of jobs) in, answers (their outcomes,
+in order) out. The service's loop polls the answer pipes with its other descriptors and reads
+them itself, so no thread of ours competes for the GIL to shuttle chunks, and each reader has
+a few chunks queued so that it never waits for the loop. Readers are spawned (not forked:
+librdkafka's threads are running by then) at start(), ignore SIGINT and SIGTERM (the service
+decides when to stop), and exit when their request pipe closes: at close(), or when the
+service dies, however it dies.
 """
 
 from __future__ import annotations
 
-import ctypes
-import functools
+import contextlib
+import fcntl
 import logging
-import os
 import signal
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from multiprocessing import get_context
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 
 from prometheus_client import Counter
 
@@ -37,10 +40,14 @@ from schemas.codec import JobEventCodec
 log = logging.getLogger(__name__)
 
 REASON_READER_LOST = "reader-lost"
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-# Jobs per request to a reader: small enough that the service appends the first events while
-# the reader reads the next ones, large enough to make the pipe round trip cheap per job.
+# Jobs per request: enough work to make the pipe round trip cheap per job, small enough that
+# a chunk's answer (~40 KB per job) fits the answer pipe and the service keeps the events
+# flowing while the reader reads the next chunk.
 CHUNK_JOBS = 16
+# The answer pipe's capacity (F_SETPIPE_SZ; Linux's default unprivileged maximum): a reader
+# can write a whole answer and go on with its next chunk even while the loop is busy.
+ANSWER_PIPE_BYTES = 1024 * 1024
+STOP_TIMEOUT = 5.0
 
 Outcomes = list[tuple[JobRef, ReadOutcome]]
 
@@ -49,35 +56,58 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@dataclass
+class _Reader:
+    process: BaseProcess
+    requests: Connection
+    answers: Connection
+    chunks: deque[tuple[JobRef, ...]] = field(default_factory=deque)  # asked, not answered
+
+    @property
+    def jobs(self) -> int:
+        return sum(map(len, self.chunks))
+
+
 class JobReaders:
     """`workers` reader processes (0: read inline). The constructor starts nothing."""
 
-    def __init__(self, settings: EventSettings, workers: int, wake: Callable[[], None],
-                 restarts: Counter) -> None:
+    def __init__(self, settings: EventSettings, workers: int, restarts: Counter) -> None:
         if workers < 0:
             raise ValueError(f"read workers must be 0 or more, not {workers}")
         self.settings = settings
         self.workers = workers
-        self._wake = wake
         self._restarts = restarts
         self._codec = JobEventCodec()
-        self._pool: ProcessPoolExecutor | None = None
+        self._readers: list[_Reader] = []
         self._in_flight = 0
         self._inline: Outcomes = []
-        # Filled by the pool's result thread, drained by the service's thread.
-        self._answered: deque[tuple[Sequence[JobRef], Future[list[ReadOutcome]]]] = deque()
-        self._lock = threading.Lock()
 
     @property
     def in_flight(self) -> int:
         """Jobs handed to readers and not yet answered."""
         return self._in_flight
 
+    def filenos(self) -> list[int]:
+        """Descriptors that become readable when an answer arrives (or a reader dies)."""
+        return [reader.answers.fileno() for reader in self._readers]
+
     def start(self) -> None:
-        if self.workers and self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=get_context("spawn"),
-                                             initializer=_start_reader,
-                                             initargs=(self.settings, os.getpid()))
+        while len(self._readers) < self.workers:
+            self._readers.append(self._spawn())
+
+    def _spawn(self) -> _Reader:
+        context = get_context("spawn")
+        request_out, request_in = context.Pipe(duplex=False)
+        answer_out, answer_in = context.Pipe(duplex=False)
+        with contextlib.suppress(OSError):  # a smaller pipe only means more waiting
+            fcntl.fcntl(answer_in.fileno(), fcntl.F_SETPIPE_SZ, ANSWER_PIPE_BYTES)
+        process = context.Process(target=_serve, args=(request_out, answer_in, self.settings),
+                                  name="sarchive-reader", daemon=True)
+        process.start()
+        # The reader's ends are its own now: closing ours lets each side see the other go.
+        request_out.close()
+        answer_in.close()
+        return _Reader(process, request_in, answer_out)
 
     def submit(self, jobs: Sequence[JobRef]) -> None:
         """Read these jobs; their outcomes come from results() (at once when inline)."""
@@ -86,79 +116,73 @@ class JobReaders:
                                 for job in jobs)
             return
         self.start()
-        assert self._pool is not None  # start() made it
         for first in range(0, len(jobs), CHUNK_JOBS):
             chunk = tuple(jobs[first:first + CHUNK_JOBS])
-            try:
-                future = self._pool.submit(_read_chunk, chunk)
-            except BrokenProcessPool as exc:
-                failed: Future[list[ReadOutcome]] = Future()
-                failed.set_exception(exc)
-                future = failed
+            reader = min(self._readers, key=lambda r: r.jobs)
+            reader.chunks.append(chunk)
             self._in_flight += len(chunk)
-            future.add_done_callback(functools.partial(self._answer, chunk))
-
-    def _answer(self, chunk: Sequence[JobRef], future: Future[list[ReadOutcome]]) -> None:
-        """Runs in the pool's result thread: queue the answer, wake the service's loop."""
-        with self._lock:
-            self._answered.append((chunk, future))
-        self._wake()
+            with contextlib.suppress(OSError):  # it died: results() hands its chunks back
+                reader.requests.send(chunk)
 
     def results(self) -> Outcomes:
         """Outcomes that arrived since the last call, in no particular order."""
         outcomes, self._inline = self._inline, []
-        with self._lock:
-            answered = list(self._answered)
-            self._answered.clear()
-        broken: BaseException | None = None
-        for chunk, future in answered:
-            self._in_flight -= len(chunk)
+        for index, reader in enumerate(self._readers):
             try:
-                outcomes.extend(zip(chunk, future.result(), strict=True))
-                continue
-            except BrokenProcessPool as exc:
-                broken = exc
-                detail = f"the reader process died before answering: {exc}"
-            except Exception as exc:  # the request or its answer did not cross the pipe
-                detail = f"the reader could not answer: {exc!r}"
-            lost = ReadFailure(ReadFailureKind.READER_LOST, REASON_READER_LOST, detail)
-            outcomes.extend((job, lost) for job in chunk)
-        if broken is not None and self._pool is not None:
-            log.error("a job reader process died (%s); starting a new one, its jobs are read"
-                      " again", broken)
-            self._restarts.inc()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+                # Readable with nothing asked means end of file: the reader died idle.
+                while reader.answers.poll(0):
+                    answer: list[ReadOutcome] = reader.answers.recv()
+                    chunk = reader.chunks.popleft()
+                    self._in_flight -= len(chunk)
+                    outcomes.extend(zip(chunk, answer, strict=True))
+            except (EOFError, OSError) as exc:
+                outcomes += self._replace(index, exc)
+        return outcomes
+
+    def _replace(self, index: int, exc: BaseException) -> Outcomes:
+        """A reader died: its unanswered jobs come back as READER_LOST; a new one starts."""
+        reader = self._readers[index]
+        reader.process.join(STOP_TIMEOUT)
+        log.error("job reader process %s died (exit code %s, %s); starting a new one, its %d"
+                  " jobs are read again", reader.process.pid, reader.process.exitcode,
+                  type(exc).__name__, reader.jobs)
+        self._restarts.inc()
+        lost = ReadFailure(ReadFailureKind.READER_LOST, REASON_READER_LOST,
+                           f"the reader process died before answering (exit code"
+                           f" {reader.process.exitcode})")
+        outcomes: Outcomes = [(job, lost) for chunk in reader.chunks for job in chunk]
+        self._in_flight -= len(outcomes)
+        reader.requests.close()
+        reader.answers.close()
+        self._readers[index] = self._spawn()
         return outcomes
 
     def close(self) -> None:
         """Stop the reader processes; answers not collected yet are dropped (their jobs are
         still pending, and read again at the next start)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        for reader in self._readers:
+            reader.requests.close()  # the reader's next receive ends it
+        for reader in self._readers:
+            reader.process.join(STOP_TIMEOUT)
+            if reader.process.is_alive():
+                reader.process.kill()
+                reader.process.join()
+            reader.answers.close()
+        self._readers.clear()
+        self._in_flight = 0
 
 
-# --------------------------------------------------------------------------- reader side
-
-_reader: tuple[EventSettings, JobEventCodec] | None = None
-
-
-def _start_reader(settings: EventSettings, service_pid: int) -> None:
-    global _reader  # noqa: PLW0603 - one reader per process: its settings, set once at start
+def _serve(requests: Connection, answers: Connection, settings: EventSettings) -> None:
+    """A reader process: answer each chunk of jobs until the request pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Die with the service even when it is killed outright: the pool's pipes stay open in
-    # the reader itself, so it would never see them close.
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != service_pid:  # it died before the prctl took effect
-        os._exit(1)
-    _reader = (settings, JobEventCodec())
-
-
-def _read_chunk(jobs: Sequence[JobRef]) -> list[ReadOutcome]:
-    assert _reader is not None  # the pool's initializer ran
-    settings, codec = _reader
-    return [read_job(job, settings, codec, _now_ms()) for job in jobs]
+    codec = JobEventCodec()
+    while True:
+        try:
+            chunk: tuple[JobRef, ...] = requests.recv()
+        except EOFError:
+            return
+        try:
+            answers.send([read_job(job, settings, codec, _now_ms()) for job in chunk])
+        except BrokenPipeError:
+            return

@@ -113,7 +113,7 @@ class ProducerService:
             cluster=config.cluster, env_policy=config.env_policy(),
             max_script_bytes=config.max_script_bytes, host=socket.gethostname(),
             version=VERSION)
-        self.readers = JobReaders(self.event_settings, config.read_workers, self._wake,
+        self.readers = JobReaders(self.event_settings, config.read_workers,
                                   self.metrics.reader_restarts)
         self._log_handler = log_handler
         self._outbox: Outbox | None = None
@@ -314,7 +314,7 @@ class ProducerService:
     def _wait(self, timeout: float) -> None:
         # poll(), not select(): descriptor numbers may pass select's limit of 1024.
         poller = select.poll()
-        for fd in (self._wake_read, self.watcher.fileno()):
+        for fd in (self._wake_read, self.watcher.fileno(), *self.readers.filenos()):
             if fd is not None:
                 poller.register(fd, select.POLLIN)
         ready = {fd for fd, _ in poller.poll(timeout * 1000)}

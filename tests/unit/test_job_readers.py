@@ -96,7 +96,7 @@ def restarts(registry: CollectorRegistry) -> Counter:
 
 @pytest.fixture
 def readers(restarts: Counter) -> Iterator[JobReaders]:
-    pool = JobReaders(SETTINGS, 1, lambda: None, restarts)
+    pool = JobReaders(SETTINGS, 1, restarts)
     pool.start()
     yield pool
     pool.close()
@@ -124,6 +124,15 @@ def reader_pids() -> set[int]:
             if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
 
 
+def kill_and_wait(pid: int) -> None:
+    """SIGKILL a reader and wait until it is dead (a zombie, until its parent reaps it)."""
+    os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the reader did not die"
+        time.sleep(0.01)
+
+
 def test_a_reader_process_answers_exactly_as_reading_inline(
         synthetic_spool: Any, readers: JobReaders, restarts: Counter) -> None:
     jobs = []
@@ -133,7 +142,7 @@ def test_a_reader_process_answers_exactly_as_reading_inline(
     readers.submit(jobs)
     assert readers.in_flight == 40
     answered = dict(collect(readers, 40))
-    inline = JobReaders(SETTINGS, 0, lambda: None, restarts)
+    inline = JobReaders(SETTINGS, 0, restarts)
     inline.submit(jobs)
     assert inline.in_flight == 0
     for job, expected in inline.results():
@@ -152,8 +161,7 @@ def test_a_dead_reader_loses_no_job_its_jobs_come_back_and_a_new_reader_takes_ov
     readers.submit([first])
     collect(readers, 1)
     (pid,) = reader_pids()
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(0.5)  # the pool notices the death on its own
+    kill_and_wait(pid)
     lost = [slurm_ref(synthetic_spool, 2), slurm_ref(synthetic_spool, 3)]
     readers.submit(lost)
     outcomes = collect(readers, 2)
@@ -164,6 +172,20 @@ def test_a_dead_reader_loses_no_job_its_jobs_come_back_and_a_new_reader_takes_ov
     readers.submit(lost)
     assert all(isinstance(o, ReadEvent) for _, o in collect(readers, 2))
     assert reader_pids() and pid not in reader_pids()
+
+
+def test_a_reader_that_dies_idle_is_replaced_at_the_next_look(
+        synthetic_spool: Any, readers: JobReaders, registry: CollectorRegistry) -> None:
+    synthetic_spool.write_job(1, b"#!/bin/sh\n")
+    readers.submit([slurm_ref(synthetic_spool, 1)])
+    collect(readers, 1)
+    (pid,) = reader_pids()
+    kill_and_wait(pid)
+    assert readers.results() == [] and readers.in_flight == 0
+    assert registry.get_sample_value("reader_restarts_total") == 1
+    assert len(reader_pids()) == 1 and pid not in reader_pids()
+    readers.submit([slurm_ref(synthetic_spool, 1)])
+    assert isinstance(collect(readers, 1)[0][1], ReadEvent)
 
 
 def test_reader_processes_ignore_the_stop_signals_the_service_handles(
@@ -181,7 +203,7 @@ def test_reader_processes_ignore_the_stop_signals_the_service_handles(
 
 
 def test_close_stops_the_reader_processes(synthetic_spool: Any, restarts: Counter) -> None:
-    pool = JobReaders(SETTINGS, 1, lambda: None, restarts)
+    pool = JobReaders(SETTINGS, 1, restarts)
     synthetic_spool.write_job(1, b"#!/bin/sh\n")
     pool.submit([slurm_ref(synthetic_spool, 1)])
     collect(pool, 1)
