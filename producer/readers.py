@@ -44,10 +44,16 @@ REASON_READER_LOST = "reader-lost"
 # a chunk's answer (~40 KB per job) fits the answer pipe and the service keeps the events
 # flowing while the reader reads the next chunk.
 CHUNK_JOBS = 16
+# Chunks a reader may hold at once (asked, not answered). The loop never blocks writing to a
+# reader, which could be blocked writing an answer the loop is not reading: a deadlock. So
+# what it asks for must fit the request pipe: 8 chunks of 16 jobs are ~10 KB of requests,
+# under even a default 64 KiB pipe, and ~30 ms of work queued ahead.
+QUEUED_CHUNKS = 8
 # The answer pipe's capacity (F_SETPIPE_SZ; Linux's default unprivileged maximum): a reader
 # can write a whole answer and go on with its next chunk even while the loop is busy.
 ANSWER_PIPE_BYTES = 1024 * 1024
 STOP_TIMEOUT = 5.0
+MAX_INLINE_JOBS = 1 << 30
 
 Outcomes = list[tuple[JobRef, ReadOutcome]]
 
@@ -87,6 +93,13 @@ class JobReaders:
         """Jobs handed to readers and not yet answered."""
         return self._in_flight
 
+    def capacity(self) -> int:
+        """How many jobs submit() takes now without blocking (inline: any number)."""
+        if not self.workers:
+            return MAX_INLINE_JOBS
+        self.start()
+        return CHUNK_JOBS * sum(QUEUED_CHUNKS - len(reader.chunks) for reader in self._readers)
+
     def filenos(self) -> list[int]:
         """Descriptors that become readable when an answer arrives (or a reader dies)."""
         return [reader.answers.fileno() for reader in self._readers]
@@ -110,15 +123,17 @@ class JobReaders:
         return _Reader(process, request_in, answer_out)
 
     def submit(self, jobs: Sequence[JobRef]) -> None:
-        """Read these jobs; their outcomes come from results() (at once when inline)."""
+        """Read these jobs, at most capacity() of them; their outcomes come from results()
+        (at once when inline)."""
+        if len(jobs) > self.capacity():
+            raise ValueError(f"{len(jobs)} jobs submitted, room for {self.capacity()}")
         if not self.workers:
             self._inline.extend((job, read_job(job, self.settings, self._codec, _now_ms()))
                                 for job in jobs)
             return
-        self.start()
         for first in range(0, len(jobs), CHUNK_JOBS):
             chunk = tuple(jobs[first:first + CHUNK_JOBS])
-            reader = min(self._readers, key=lambda r: r.jobs)
+            reader = min(self._readers, key=lambda r: len(r.chunks))
             reader.chunks.append(chunk)
             self._in_flight += len(chunk)
             with contextlib.suppress(OSError):  # it died: results() hands its chunks back

@@ -423,7 +423,7 @@ class ProducerService:
         room = min(MAX_READS_IN_FLIGHT, outbox.max_events - outbox.events) - self.readers.in_flight
         if room <= 0 or not self._can_read_jobs(now):
             return
-        jobs = self.pending.due(now, min(room, JOBS_PER_TURN))
+        jobs = self.pending.due(now, min(room, JOBS_PER_TURN, self.readers.capacity()))
         for job in jobs:
             self.pending.reading(job)
         if jobs:

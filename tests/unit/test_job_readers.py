@@ -210,3 +210,31 @@ def test_close_stops_the_reader_processes(synthetic_spool: Any, restarts: Counte
     assert reader_pids()
     pool.close()
     assert not reader_pids()
+
+
+def test_the_loop_never_blocks_handing_jobs_to_a_reader_that_does_not_read(
+        synthetic_spool: Any, readers: JobReaders) -> None:
+    """A stopped reader cannot drain its requests: everything within capacity() must still
+    be handed over at once (a blocked loop could never read the answers that would free
+    the reader: a deadlock), and nothing beyond it is taken."""
+    synthetic_spool.write_job(1, b"#!/bin/sh\n")
+    readers.submit([slurm_ref(synthetic_spool, 1)])
+    collect(readers, 1)
+    (pid,) = reader_pids()
+    job = slurm_ref(synthetic_spool, 1)
+    os.kill(pid, signal.SIGSTOP)
+    handed = 0
+    try:
+        started = time.monotonic()
+        # A busy loop hands jobs over one or two at a time: every request counts, not only
+        # every job (hundreds of one-job requests once filled the pipe and hung the loop).
+        while readers.capacity():
+            take = min(readers.capacity(), 1 if handed < 5 else 100)
+            readers.submit([job] * take)
+            handed += take
+        assert time.monotonic() - started < 1.0
+        with pytest.raises(ValueError, match="room for 0"):
+            readers.submit([job])
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert len(collect(readers, handed)) == handed
