@@ -399,8 +399,10 @@ def es_backlog_drain(kafka: str, topic: str, records: Sequence[Record], es_url: 
                      batch: int | None = None) -> dict[str, float]:
     """Jobs arrive at `rate`/s throughout. With the consumer stopped for build_seconds a
     backlog builds; then the consumer runs while jobs keep arriving, until it has caught up.
-    The ratio is how much faster the backlog went than it came: (backlog / rate) over the
-    time to catch up, counted from the consumer's first commit."""
+    The ratio is how much faster the backlog went than it came: the speed at which it
+    shrank while jobs kept arriving, from the consumer's first commit until it caught up (or
+    the feed ran out), over the speed it grew at (`rate`, with the consumer off). Below 1 it
+    drains slower than it builds; below 0 it still grows."""
     needed = int(rate * build_seconds * 4)
     feed = relabelled(list(records) * (needed // len(records) + 1), 10**7)[:needed]
     prefix = unique_name("drain").replace(".", "-")
@@ -419,30 +421,28 @@ def es_backlog_drain(kafka: str, topic: str, records: Sequence[Record], es_url: 
                 first = wait_committed(kafka, group, topic, 1, timeout=120,
                                        alive=service.alive)[-1]
                 backlog = feeder.sent - first[1]
-                caught_up = _wait_caught_up(kafka, group, topic, feeder, service)
+                end, remaining = _wait_caught_up(kafka, group, topic, feeder, service)
     finally:
         feeder.stop()
         delete_es_indices(es_url, prefix)
-    if caught_up is None:
-        return {"backlog": float(backlog), "drain_seconds": float("nan"), "ratio": 0.0}
-    drain_seconds = caught_up - first[0]
-    return {"backlog": float(backlog), "drain_seconds": drain_seconds,
-            "ratio": (backlog / rate) / drain_seconds}
+    drain_seconds = end - first[0]
+    return {"backlog": float(backlog), "remaining": float(remaining),
+            "drain_seconds": drain_seconds,
+            "ratio": (backlog - remaining) / drain_seconds / rate}
 
 
 def _wait_caught_up(kafka: str, group: str, topic: str, feeder: PacedFeeder,
-                    service: Service) -> float | None:
-    """When the group's commits reached what had been produced by then; None if the feed
-    ran out first (the consumer drains slower than jobs arrive)."""
+                    service: Service) -> tuple[float, int]:
+    """When the group's commits reached what had been produced by then, or else when the
+    feed ran out (the consumer drains slower than jobs arrive); and what was left."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         produced = feeder.sent
         if not feeder.is_alive() and produced < len(feeder.records):
             raise BenchError("the feeder stopped early")
-        if committed_total(kafka, group, topic) >= produced:
-            return time.time()
-        if produced >= len(feeder.records):
-            return None
+        committed = committed_total(kafka, group, topic)
+        if committed >= produced or produced >= len(feeder.records):
+            return time.time(), max(0, produced - committed)
         service.require_alive()
         time.sleep(0.05)
     raise BenchError("the ES consumer did not catch up in 600 s")
