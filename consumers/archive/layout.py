@@ -14,6 +14,8 @@ delivery of a job lands in the same place.
 from __future__ import annotations
 
 import enum
+import functools
+import hashlib
 import re
 import string
 from collections.abc import Mapping
@@ -101,6 +103,11 @@ class PlacedFile:
     spool_name: str
     path: ArchivePath
     content: bytes
+
+    @functools.cached_property
+    def sha256(self) -> bytes:
+        """The content's SHA-256, computed once: the slot tag and the sidecar both need it."""
+        return hashlib.sha256(self.content).digest()
 
 
 @dataclass(frozen=True)

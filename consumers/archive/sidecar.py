@@ -8,7 +8,6 @@ a scheduler reuses a job id (see consumers.archive.slots).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -39,7 +38,7 @@ def sidecar_document(event: JobEvent, files: Sequence[PlacedFile]) -> dict[str, 
                 "spool_name": f.spool_name,
                 "path": str(f.path),
                 "size": len(f.content),
-                "sha256": hashlib.sha256(f.content).hexdigest(),
+                "sha256": f.sha256.hex(),
             }
             for f in files
         ],

@@ -53,7 +53,7 @@ def slot_tag(event: JobEvent, files: Sequence[PlacedFile]) -> str:
     digest = hashlib.sha256(event.job_key.encode("utf-8"))
     for placed in files:
         digest.update(b"\0" + placed.path.name.encode("utf-8", "surrogatepass") + b"\0")
-        digest.update(hashlib.sha256(placed.content).digest())
+        digest.update(placed.sha256)
     return digest.hexdigest()[:TAG_LENGTH]
 
 
