@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -216,7 +217,11 @@ def small_inotify_queue(events: int) -> Iterator[None]:
 def producer_burst(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob],
                    seed: int) -> dict[str, float]:
     """All jobs written as fast as possible into a producer whose inotify queue holds only
-    FORCED_QUEUE_EVENTS events, so the kernel drops events and the producer must rescan."""
+    FORCED_QUEUE_EVENTS events, so the kernel drops events and the producer must rescan.
+
+    A producer fast enough to drain even that queue as the jobs come would prove nothing, so
+    it is paused (SIGSTOP) while the first FORCED_QUEUE_EVENTS jobs are written: each is an
+    event in a watched hash directory (the warm-up made them all), so the queue overflows."""
     with scratch("burst") as workdir:
         producer = ProducerProcess(workdir, kafka, topic)
         with small_inotify_queue(FORCED_QUEUE_EVENTS):
@@ -224,7 +229,21 @@ def producer_burst(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob],
         try:
             warm_up(producer, seed)
             writer = spoolgen.SlurmSpoolWriter(producer.spool, "vectored")
-            run = spoolgen.write_paced(writer.write, jobs, None)
+            written = 0
+
+            def write(job: spoolgen.SpoolJob) -> float:
+                nonlocal written
+                closed = writer.write(job)
+                written += 1
+                if written == FORCED_QUEUE_EVENTS + 1:
+                    os.kill(producer.service.pid, signal.SIGCONT)
+                return closed
+
+            os.kill(producer.service.pid, signal.SIGSTOP)
+            try:
+                run = spoolgen.write_paced(write, jobs, None)
+            finally:
+                os.kill(producer.service.pid, signal.SIGCONT)
             with contextlib.suppress(BenchError):  # a loss is reported, not raised
                 producer.wait_published(WARM_UP_JOBS + len(jobs), BURST_GRACE)
             overflows = producer.metric("sarchive_producer_inotify_overflows_total")

@@ -11,6 +11,7 @@ machine-wide sysctl, lowered only for the instant the producer creates its insta
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -87,6 +88,8 @@ def test_real_kernel_overflow_of_a_tiny_inotify_queue_loses_no_job(  # noqa: PLR
     lowered only until the producer has its instance, then restored for everyone else."""
     if not os.access(INOTIFY_QUEUE_SYSCTL, os.W_OK):
         pytest.skip("needs root to set fs.inotify.max_queued_events")
+    for n in range(10):  # watched from the start, so every new job directory is an event
+        (synthetic_spool.root / f"hash.{n}").mkdir()
     original = INOTIFY_QUEUE_SYSCTL.read_text()
     INOTIFY_QUEUE_SYSCTL.write_text(str(TINY_QUEUE))
     try:
@@ -98,8 +101,14 @@ def test_real_kernel_overflow_of_a_tiny_inotify_queue_loses_no_job(  # noqa: PLR
     finally:
         INOTIFY_QUEUE_SYSCTL.write_text(original)
     job_ids = [str(n) for n in range(1000, 1400)]
-    for job_id in job_ids:  # ~4 events per job, far more than 64 before the producer reads
-        synthetic_spool.write_job(int(job_id), b"#!/bin/sh\necho %s\n" % job_id.encode())
+    # ~4 events per job, far more than 64, written while the producer cannot read them (it
+    # could otherwise keep up with this writer and never overflow).
+    producer.signal(signal.SIGSTOP)
+    try:
+        for job_id in job_ids:
+            synthetic_spool.write_job(int(job_id), b"#!/bin/sh\necho %s\n" % job_id.encode())
+    finally:
+        producer.signal(signal.SIGCONT)
     reader = topic_reader(kafka_bootstrap, kafka_topic).read_until(
         lambda r: set(job_ids) <= r.job_ids(), timeout=60)
     assert set(job_ids) <= reader.job_ids()
