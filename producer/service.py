@@ -74,9 +74,6 @@ from schemas.wire import message_headers
 log = logging.getLogger(__name__)
 
 JOBS_PER_TURN = 256  # jobs read per turn: bounds one group commit and keeps the loop lively
-# Jobs handed to readers and not answered yet. The outbox's byte bound is checked before a
-# job is handed over, so their events may take the outbox past it by at most this many.
-MAX_READS_IN_FLIGHT = 2 * JOBS_PER_TURN
 IDLE_WAKEUP = 1.0
 DELIVERY_POLL_INTERVAL = 0.01  # how often delivery reports are served while messages are out
 SPOOL_POLL_INTERVAL = 1.0  # how often a missing spool directory is looked for
@@ -419,8 +416,10 @@ class ProducerService:
 
     def _read_due_jobs(self, now: float) -> None:
         outbox = self._require_outbox()
-        # Every job handed over may become an event: keep the event bound exact.
-        room = min(MAX_READS_IN_FLIGHT, outbox.max_events - outbox.events) - self.readers.in_flight
+        # Every job handed over may become an event: keep the event bound exact. The byte
+        # bound is checked before jobs are handed over, so the events of the jobs in flight
+        # (at most the readers' capacity) may take the outbox past it.
+        room = outbox.max_events - outbox.events - self.readers.in_flight
         if room <= 0 or not self._can_read_jobs(now):
             return
         jobs = self.pending.due(now, min(room, JOBS_PER_TURN, self.readers.capacity()))
