@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from consumers.common.settings import ConsumerSettings
 from consumers.elastic.documents import check_index_prefix
+from consumers.elastic.template import DEFAULT_SHARDS
 from schemas.runtime.config import ConfigError, secret_value, setting
 
 _SHARED_GROUP_FIELD = next(f for f in dataclasses.fields(ConsumerSettings) if f.name == "group")
@@ -36,6 +37,11 @@ class EsConsumerConfig(ConsumerSettings):
     index_prefix: str = setting("sarchive-jobs", help="monthly indices are"
                                 " <prefix>-YYYY.MM (UTC month of submission); the alias"
                                 " <prefix> covers them all")
+    index_shards: int = setting(
+        DEFAULT_SHARDS, help="primary shards of each monthly index (read when an index is"
+        " created: a change applies from the next month on)")
+    index_replicas: int | None = setting(
+        None, help="replica shards of each monthly index (default: the cluster's, 1)")
     bulk_max_docs: int = setting(500, help="most documents in one bulk request")
     bulk_max_bytes: int = setting(8 * 1024 * 1024,
                                   help="most bytes in one bulk request (a larger document"
@@ -53,7 +59,9 @@ class EsConsumerConfig(ConsumerSettings):
             check_index_prefix(self.index_prefix)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-        for name in ("bulk_max_docs", "bulk_max_bytes"):
+        if self.index_replicas is not None and self.index_replicas < 0:
+            raise ConfigError(f"index_replicas must not be negative, got {self.index_replicas}")
+        for name in ("index_shards", "bulk_max_docs", "bulk_max_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.es_timeout <= 0:

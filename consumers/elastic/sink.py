@@ -27,15 +27,16 @@ class ElasticsearchSink:
     name = "elasticsearch"
 
     def __init__(self, api: ElasticsearchApi, writer: BulkWriter, index_prefix: str,
-                 metrics: ElasticsearchMetrics) -> None:
+                 template: dict[str, Any], metrics: ElasticsearchMetrics) -> None:
         self._api = api
         self._writer = writer
         self._prefix = index_prefix
+        self._template = template
         self._metrics = metrics
 
     def prepare(self) -> None:
         """Install or update the index template; proves the URL, TLS and credentials."""
-        self._api.install_template(template_name(self._prefix), index_template(self._prefix))
+        self._api.install_template(template_name(self._prefix), self._template)
         log.info("index template %r installed for %s-*", template_name(self._prefix),
                  self._prefix)
 
@@ -102,4 +103,10 @@ def make_sink(config: EsConsumerConfig, registry: CollectorRegistry) -> Elastics
         BulkSettings(max_docs=config.bulk_max_docs, max_bytes=config.bulk_max_bytes,
                      max_retries=config.es_max_retries),
         metrics, where=where)
-    return ElasticsearchSink(api, writer, config.index_prefix, metrics)
+    return ElasticsearchSink(api, writer, config.index_prefix, config_template(config), metrics)
+
+
+def config_template(config: EsConsumerConfig) -> dict[str, Any]:
+    """The index template the consumer installs with these settings."""
+    return index_template(config.index_prefix, shards=config.index_shards,
+                          replicas=config.index_replicas)

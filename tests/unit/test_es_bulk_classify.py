@@ -32,6 +32,7 @@ from consumers.elastic.bulk import (
 from consumers.elastic.documents import BulkItem
 from consumers.elastic.metrics import ElasticsearchMetrics
 from consumers.elastic.sink import ElasticsearchSink
+from consumers.elastic.template import index_template
 from schemas.model import JobEvent, Scheduler
 
 MAPPING_ERROR = {
@@ -293,7 +294,7 @@ def test_sink_reports_refusals_of_both_kinds_at_their_positions_in_the_batch() -
     metrics = ElasticsearchMetrics(CollectorRegistry())
     # A real client that is never asked anything: write_batch only goes through `send`.
     api = ElasticsearchApi(Elasticsearch("http://127.0.0.1:9"), metrics, where="test node")
-    sink = ElasticsearchSink(api, bulk, "p", metrics)
+    sink = ElasticsearchSink(api, bulk, "p", index_template("p"), metrics)
     events = [_event(f"key{n}") for n in range(4)]
     events[1] = _event("k" * 600)
     rejections = sink.write_batch(events)

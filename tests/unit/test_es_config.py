@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 from consumers.elastic.config import EsConsumerConfig, es_password
+from consumers.elastic.sink import config_template
+from consumers.elastic.template import DEFAULT_SHARDS
 from schemas.runtime.config import ConfigError, describe_config, load_config
 
 
@@ -38,6 +40,8 @@ def test_several_urls_from_flags_or_one_comma_list_in_the_environment() -> None:
     (("--es-user", "u", "--es-password", "p", "--es-password-file", "/f"), "not both"),
     (("--index-prefix", "Jobs"), "index prefix"),
     (("--bulk-max-docs", "0"), "bulk_max_docs must be at least 1"),
+    (("--index-shards", "0"), "index_shards must be at least 1"),
+    (("--index-replicas", "-1"), "index_replicas must not be negative"),
     (("--es-timeout", "0"), "es_timeout must be positive"),
     (("--es-max-retries", "-1"), "es_max_retries must not be negative"),
 ])
@@ -45,6 +49,18 @@ def test_contradictory_or_invalid_settings_are_refused_before_start(
         argv: tuple[str, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load(*argv)
+
+
+def test_shards_and_replicas_reach_the_installed_template() -> None:
+    settings = config_template(load("--index-shards", "4", "--index-replicas", "0"))[
+        "template"]["settings"]
+    assert (settings["index.number_of_shards"], settings["index.number_of_replicas"]) == (4, 0)
+
+
+def test_replicas_are_the_clusters_default_unless_given() -> None:
+    settings = config_template(load())["template"]["settings"]
+    assert settings["index.number_of_shards"] == DEFAULT_SHARDS
+    assert "index.number_of_replicas" not in settings
 
 
 def test_password_file_gives_its_first_line(tmp_path: Path) -> None:

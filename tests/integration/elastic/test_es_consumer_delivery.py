@@ -9,6 +9,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from consumers.elastic.documents import build_document
+from consumers.elastic.template import DEFAULT_SHARDS
 from schemas.model import JobEvent
 
 N = 300
@@ -73,9 +74,10 @@ def test_document_source_is_the_job_as_stored_without_derived_search_text(
     assert consumer.terminate() == 0
 
 
-def test_documents_land_in_the_monthly_index_of_their_submit_time(
+def test_documents_land_in_monthly_indices_of_their_submit_time_made_by_the_template(
     pipeline: Any, es: Elasticsearch, job_events: Callable[..., list[JobEvent]]
 ) -> None:
+    """Each month's index has the template's primary shards (Elasticsearch's default: 1)."""
     events = job_events(N)
     pipeline.produce(events)
     consumer = pipeline.start_consumer()
@@ -86,6 +88,9 @@ def test_documents_land_in_the_monthly_index_of_their_submit_time(
     }
     may = sum(1 for e in events if e.submit_datetime.month == 5)
     assert counts == {f"{prefix}-2024.05": may, f"{prefix}-2024.06": N - may}
+    shards = es.indices.get_settings(index=f"{prefix}-*", name="index.number_of_shards")
+    assert {index: int(found["settings"]["index"]["number_of_shards"])
+            for index, found in shards.items()} == dict.fromkeys(counts, DEFAULT_SHARDS)
     assert consumer.terminate() == 0
 
 
