@@ -19,7 +19,7 @@ is recognised as a duplicate there too.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
 from consumers.archive.layout import (
@@ -64,14 +64,8 @@ def resolve(event: JobEvent, placement: Placement, read: ReadFile,
     Raises UnsafeNameError(path-conflict) if even the tagged slot holds other bytes, which
     takes a SHA-256 prefix collision or someone editing the archive.
     """
-    tag = slot_tag(event, placement.files)
-    candidates = [
-        (placement.files, placement.metadata),
-        (tuple(replace(f, path=f.path.beside(tag)) for f in placement.files),
-         placement.metadata.beside(tag)),
-    ]
     collision = variant = False
-    for files, metadata in candidates:
+    for files, metadata in _candidates(event, placement):
         existing = [read(f.path) for f in files]
         differs = any(old is not None and old != f.content for old, f in zip(existing, files,
                                                                               strict=True))
@@ -93,4 +87,15 @@ def resolve(event: JobEvent, placement: Placement, read: ReadFile,
         return Resolution(files, metadata, tuple(to_write), collision, variant)
     raise UnsafeNameError(
         REASON_DUPLICATE_PATH,
-        f"both {placement.files[0].path} and its tagged alternative .{tag} hold other files")
+        f"both {placement.files[0].path} and its tagged alternative"
+        f" .{slot_tag(event, placement.files)} hold other files")
+
+
+def _candidates(event: JobEvent, placement: Placement) -> Iterator[tuple[tuple[PlacedFile, ...],
+                                                                         ArchivePath]]:
+    """The layout's paths, then the tagged slot beside them (made only if the first is taken:
+    almost every job gets its layout paths)."""
+    yield placement.files, placement.metadata
+    tag = slot_tag(event, placement.files)
+    yield (tuple(replace(f, path=f.path.beside(tag)) for f in placement.files),
+           placement.metadata.beside(tag))
