@@ -9,7 +9,7 @@ VENV := .venv
 # pip reinstalls only when pyproject.toml is newer than this stamp (or the venv is gone).
 VENV_STAMP := $(VENV)/.sarchive-installed
 SERVICES := infra/services
-LINT_PATHS := producer consumers schemas tests infra bench
+LINT_PATHS := producer consumers schemas runtime tests infra bench
 
 .PHONY: setup venv services-up services-down demo test test-unit test-integration lint
 
@@ -52,9 +52,10 @@ test: services-up
 	@$(MAKE) --no-print-directory lint
 
 lint: venv
-	@echo "==> lint: ruff and mypy"
+	@echo "==> lint: ruff, mypy and the layering contracts (import-linter)"
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --strict infra/services.py infra/elasticsearch_service.py infra/demo.py
 
 .PHONY: bench bench-smoke

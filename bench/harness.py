@@ -29,12 +29,12 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from schemas.limits import MAX_MESSAGE_BYTES
+
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 VENV_BIN = REPO / ".venv" / "bin"
 TOPIC_PARTITIONS = 3
-# Above the largest event (a 1 MB script is carried twice, plus its environment).
-TOPIC_MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 
 def bench_tmp() -> Path:
@@ -132,7 +132,7 @@ def create_topic(bootstrap: str, name: str, *, log_append_time: bool = True) -> 
     carries the broker's clock at append, which is how latency to the acknowledgement is
     read back (the broker appends, then acknowledges)."""
     admin = AdminClient(client_config(bootstrap))
-    config = {"max.message.bytes": str(TOPIC_MAX_MESSAGE_BYTES)}
+    config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
     if log_append_time:
         config["message.timestamp.type"] = "LogAppendTime"
     admin.create_topics([NewTopic(name, num_partitions=TOPIC_PARTITIONS, replication_factor=1,

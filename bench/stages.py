@@ -378,7 +378,7 @@ def relabelled(records: Sequence[Record], first_job_id: int) -> list[Record]:
         job_id = str(first_job_id + offset)
         event = replace(original, job_id=job_id, job_key=make_job_key(
             original.cluster, original.scheduler, job_id, original.submit_time))
-        fresh.append(Record(message_key(event), codec.encode(event), headers, 0))
+        fresh.append(Record(message_key(event.job_key), codec.encode(event), headers, 0))
     return fresh
 
 

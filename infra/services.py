@@ -21,6 +21,7 @@ import fcntl
 import functools
 import hashlib
 import importlib
+import importlib.util
 import os
 import re
 import shutil
@@ -70,6 +71,17 @@ class Service(Protocol):
 
 def repo_root() -> Path:
     return INFRA_DIR.parent
+
+
+def contract_message_bytes() -> int:
+    """MAX_MESSAGE_BYTES of schemas/limits.py, loaded by path: that module imports nothing,
+    and infra/ runs before the project (and its dependencies) is installed."""
+    spec = importlib.util.spec_from_file_location(
+        "sarchive_contract_limits", repo_root() / "schemas" / "limits.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return int(module.MAX_MESSAGE_BYTES)
 
 
 def run_dir() -> Path:
@@ -444,7 +456,8 @@ class KafkaService:
         write_if_changed(
             self.config,
             template.substitute(
-                port=self.port, controller_port=self.controller_port, data_dir=self.data_dir
+                port=self.port, controller_port=self.controller_port, data_dir=self.data_dir,
+                max_message_bytes=contract_message_bytes(),
             ),
         )
 

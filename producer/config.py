@@ -8,10 +8,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from producer.environment import DEFAULT_REDACT, EnvPolicy
-from schemas.runtime.config import load_config, setting
-from schemas.runtime.kafka import KafkaSettings, kafka_client_properties
-from schemas.runtime.logs import LogSettings
-from schemas.runtime.metrics import MetricsSettings
+from runtime.config import ConfigError, load_config, setting
+from runtime.kafka import (
+    PRODUCER_GUARANTEES,
+    PRODUCER_GUARANTEES_WHY,
+    KafkaSettings,
+    kafka_client_properties,
+    with_guarantees,
+)
+from runtime.startup import ServiceSettings
+from schemas.limits import MAX_MESSAGE_BYTES, MIB
 
 PROG = "sarchive-producer"
 DESCRIPTION = (
@@ -22,14 +28,10 @@ DESCRIPTION = (
 DEFAULT_SPOOL = {"slurm": Path("/var/spool/slurmctld"),
                  "torque": Path("/var/spool/torque/server_priv/jobs")}
 COMPRESSIONS = ("zstd", "lz4", "gzip", "snappy", "none")
-MIB = 1024 * 1024
-# Slurm's default max_script_size is 4 MB; an event carries the script twice (the script
-# field and the spool copy) plus the environment, so the producer accepts messages up to this.
-MESSAGE_MAX_BYTES = 20 * MIB
 
 
 @dataclasses.dataclass(frozen=True)
-class ProducerConfig(KafkaSettings, LogSettings, MetricsSettings):
+class ProducerConfig(KafkaSettings, ServiceSettings):
     cluster: str = setting("", required=True,
                            help="cluster name stamped into every event and its job key")
     scheduler: str = setting("slurm", choices=tuple(DEFAULT_SPOOL),
@@ -71,19 +73,19 @@ class ProducerConfig(KafkaSettings, LogSettings, MetricsSettings):
 
     def __post_init__(self) -> None:
         if not self.cluster.strip() or any(c in self.cluster for c in "\0\n:"):
-            raise ValueError(f"cluster {self.cluster!r} must be a non-empty name without"
+            raise ConfigError(f"cluster {self.cluster!r} must be a non-empty name without"
                              " ':', NUL or newline (it is the first part of every job key)")
         for name in ("max_script_bytes", "outbox_max_bytes", "outbox_max_events"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.read_workers < 0:
-            raise ValueError(f"read_workers must be 0 or more, got {self.read_workers}")
+            raise ConfigError(f"read_workers must be 0 or more, got {self.read_workers}")
         for name in ("ready_timeout", "retry_interval", "shutdown_timeout"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a positive number of seconds,"
+                raise ConfigError(f"{name} must be a positive number of seconds,"
                                  f" got {getattr(self, name)}")
         if self.torque_subdirs and self.scheduler != "torque":
-            raise ValueError("torque_subdirs is only meaningful with scheduler torque")
+            raise ConfigError("torque_subdirs is only meaningful with scheduler torque")
         self.env_policy()  # compiles both patterns: a bad one is a start-up error
 
     @property
@@ -101,7 +103,7 @@ def _compile(name: str, pattern: str | None) -> re.Pattern[str] | None:
     try:
         return re.compile(pattern)
     except re.error as exc:
-        raise ValueError(f"{name} {pattern!r} is not a valid regular expression: {exc}") from exc
+        raise ConfigError(f"{name} {pattern!r} is not a valid regular expression: {exc}") from exc
 
 
 def load_producer_config(argv: Sequence[str] | None,
@@ -118,18 +120,16 @@ def producer_properties(config: ProducerConfig) -> dict[str, str]:
     change anything, message.max.bytes included.
     """
     props = {
-        "enable.idempotence": "true",
-        "acks": "all",
         "compression.type": config.compression,
-        "message.max.bytes": str(MESSAGE_MAX_BYTES),
+        "message.max.bytes": str(MAX_MESSAGE_BYTES),
         "linger.ms": "5",
         # The service bounds what it hands to librdkafka itself (see producer.dispatch), so
         # librdkafka's queue never has to refuse a message for space.
-        "queue.buffering.max.kbytes": str(2 * MESSAGE_MAX_BYTES // 1024 + 65536),
+        "queue.buffering.max.kbytes": str(2 * MAX_MESSAGE_BYTES // 1024 + 65536),
         "queue.buffering.max.messages": "1000000",
     }
-    connection = kafka_client_properties(config)
-    # kafka_client_properties already ends with the pass-through, so it may override ours.
-    props.update(connection)
-    return props
+    # The pass-through (last in kafka_client_properties) may change any of these, but not
+    # the guarantees.
+    props.update(kafka_client_properties(config))
+    return with_guarantees(props, PRODUCER_GUARANTEES, PRODUCER_GUARANTEES_WHY)
 

@@ -19,6 +19,8 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from runtime.kafka import create_client
+
 log = logging.getLogger(__name__)
 kafka_log = logging.getLogger("producer.librdkafka")
 
@@ -131,11 +133,11 @@ class KafkaDelivery(Generic[TokenT]):
 
     def start(self) -> None:
         self.fatal_error = None
-        self._producer = self._factory({
+        self._producer = create_client(self._factory, {
             **self.properties,
             "error_cb": self._on_error,
             "logger": kafka_log,
-        })
+        }, "producer")
 
     def produce(self, key: bytes, value: bytes, headers: list[tuple[str, bytes]],
                 token: TokenT) -> None:

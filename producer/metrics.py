@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from schemas.runtime.metrics import register_build_info
-
 # Spool-to-acknowledgement latency spans milliseconds (live) to hours (a broker outage).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
                    900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
@@ -13,7 +11,6 @@ LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 
 class ProducerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        register_build_info(registry, "producer")
         prefix = "sarchive_producer_"
         self.jobs_detected = Counter(
             prefix + "jobs_detected", "Jobs seen in the spool for the first time (not already"

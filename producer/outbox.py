@@ -32,7 +32,8 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from producer.fsutil import fsync_directory
+from runtime.durability import fsync_directory
+from runtime.errors import ServiceFatalError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ class OutboxWriteError(OutboxError):
     """An event could not be appended (disk full, I/O error); nothing of it was kept."""
 
 
-class OutboxSyncError(OutboxError):
+class OutboxSyncError(OutboxError, ServiceFatalError):
     """fsync failed: whether appended events are durable is unknown. Fatal for the service,
     which restarts and finds those jobs in the spool again."""
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from producer.fsutil import fsync_directory
+from runtime.durability import fsync_directory
 
 log = logging.getLogger(__name__)
 

@@ -65,11 +65,12 @@ from producer.readers import JobReaders
 from producer.reading import ReadEvent, ReadFailure, ReadFailureKind
 from producer.tracker import PendingJobs
 from producer.watcher import InotifyLike, SpoolChanges, SpoolWatcher
+from runtime.errors import ServiceFatalError
+from runtime.logs import ReopenableFileHandler
 from schemas.codec import JobEventCodec
 from schemas.model import Scheduler
-from schemas.runtime.logs import ReopenableFileHandler
 from schemas.version import VERSION
-from schemas.wire import message_headers
+from schemas.wire import message_headers, message_key
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ PUBLISHED_FILE = "published.jsonl"
 LOCK_FILE = "producer.lock"
 
 
-class StateDirError(Exception):
+class StateDirError(ServiceFatalError):
     """The state directory cannot be used (fatal: the producer does not start)."""
 
 
@@ -507,7 +508,7 @@ class ProducerService:
                 self.dispatcher.failed(entry, now)
                 continue
             try:
-                self.delivery.produce(entry.meta.job_key.encode("utf-8"), value, self.headers,
+                self.delivery.produce(message_key(entry.meta.job_key), value, self.headers,
                                       entry)
             except QueueFullError:
                 self.dispatcher.unsent(entry)

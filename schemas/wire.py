@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from schemas.codec import CONTENT_TYPE, JobEventCodec
-from schemas.model import JobEvent
 
 DEFAULT_TOPIC = "sarchive.jobs"
 HEADER_CONTENT_TYPE = "content-type"
@@ -12,9 +11,9 @@ HEADER_SCHEMA_VERSION = "sarchive-schema-version"
 Headers = list[tuple[str, bytes]]
 
 
-def message_key(event: JobEvent) -> bytes:
+def message_key(job_key: str) -> bytes:
     """The job key, so every delivery of one job lands in one partition, in order."""
-    return event.job_key.encode("utf-8")
+    return job_key.encode("utf-8")
 
 
 def message_headers(codec: JobEventCodec) -> Headers:

@@ -8,7 +8,7 @@ from pathlib import Path
 from consumers.archive.layout import DEFAULT_PRESET, PRESETS, Layout, Period
 from consumers.archive.writer import parse_mode
 from consumers.common.settings import ConsumerSettings
-from schemas.runtime.config import setting
+from runtime.config import ConfigError, setting
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -30,9 +30,12 @@ class ArchiveConfig(ConsumerSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        parse_mode(self.file_mode, "file_mode")
-        parse_mode(self.dir_mode, "dir_mode")
-        self.compiled_layout()
+        try:
+            parse_mode(self.file_mode, "file_mode")
+            parse_mode(self.dir_mode, "dir_mode")
+            self.compiled_layout()
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
 
     def compiled_layout(self) -> Layout:
         return Layout.from_setting(self.layout, Period(self.period))

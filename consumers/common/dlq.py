@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import confluent_kafka
 
 from consumers.common.settings import ConsumerSettings, producer_properties
+from runtime.kafka import create_client
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ class DeadLetterPublisher:
 
     def _client(self) -> confluent_kafka.Producer:
         if self._producer is None:
-            self._producer = confluent_kafka.Producer(self._properties, logger=log)
+            self._producer = create_client(confluent_kafka.Producer,
+                                           {**self._properties, "logger": log},
+                                           "dead-letter producer")
         return self._producer
 
     def publish(self, message: confluent_kafka.Message, reason: str, detail: str,

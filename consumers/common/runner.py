@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import confluent_kafka
@@ -26,6 +26,10 @@ from consumers.common.dlq import (
 from consumers.common.metrics import ConsumerMetrics
 from consumers.common.settings import ConsumerSettings, consumer_properties
 from consumers.common.sink import Sink, SinkFatalError, SinkUnavailableError
+from runtime.backoff import backoff_delays
+from runtime.config import ConfigError
+from runtime.exits import EXIT_FAILURE, EXIT_OK
+from runtime.kafka import create_client
 from schemas.codec import JobEventCodec
 from schemas.errors import CodecError
 from schemas.model import JobEvent
@@ -36,9 +40,6 @@ log = logging.getLogger(__name__)
 # its group (max.poll.interval.ms) and notices a stop request promptly.
 POLL_SLICE = 1.0
 LAG_REPORT_INTERVAL = 5.0
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
 
 Partition = tuple[str, int]
 
@@ -66,14 +67,6 @@ def commit_positions(coordinates: Iterable[tuple[str, int, int]]) -> dict[Partit
         key = (topic, partition)
         positions[key] = max(positions.get(key, -1), offset + 1)
     return positions
-
-
-def backoff_delays(initial: float, maximum: float) -> Iterator[float]:
-    """initial, 2*initial, 4*initial, ... capped at maximum, for ever."""
-    delay = initial
-    while True:
-        yield delay
-        delay = min(delay * 2, maximum)
 
 
 Consume = Callable[[int, float], list[confluent_kafka.Message]]
@@ -130,11 +123,11 @@ class ConsumerRunner:
             self.sink.close()
             return EXIT_FAILURE
         try:
-            consumer = confluent_kafka.Consumer(self._properties, logger=log)
-        except confluent_kafka.KafkaException as exc:
-            log.error("invalid Kafka consumer configuration: %s", exc)
+            consumer = create_client(confluent_kafka.Consumer,
+                                     {**self._properties, "logger": log}, "consumer")
+        except ConfigError:
             self.sink.close()
-            return EXIT_CONFIG
+            raise
         self._consumer = consumer
         try:
             consumer.subscribe([self.settings.topic], on_assign=self._on_assign,

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import dataclasses
 
-from schemas.runtime.config import ConfigError, setting
-from schemas.runtime.kafka import KafkaSettings, kafka_client_properties
-from schemas.runtime.logs import LogSettings
-from schemas.runtime.metrics import MetricsSettings
+from runtime.config import ConfigError, setting
+from runtime.kafka import (
+    PRODUCER_GUARANTEES,
+    PRODUCER_GUARANTEES_WHY,
+    KafkaSettings,
+    kafka_client_properties,
+    with_guarantees,
+)
+from runtime.startup import ServiceSettings
+from schemas.limits import MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES, MIB
 
-# Job events carry whole environments (up to ~10 MiB); the fetch limits sit above that.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Pre-fetched messages librdkafka may hold (queued.max.messages.kbytes, default 64 MiB):
-# enough for a batch of ~500 events of ~30 KB.
+# room for one largest event, or a batch of ~500 events of ~30 KB.
 PREFETCH_BYTES = MAX_MESSAGE_BYTES
 # Per partition and fetch. Batches are zstd-compressed, and a 16 MiB fetch decompresses to
 # several times that, which is what pushed a consumer reading a backlog past 300 MB. A larger
-# record batch (an event up to MAX_MESSAGE_BYTES) is still returned whole: the broker always
+# record batch (an event up to MAX_EVENT_BYTES) is still returned whole: the broker always
 # sends the first batch of a partition, whatever this limit (KIP-74).
-PARTITION_FETCH_BYTES = 1024 * 1024
+PARTITION_FETCH_BYTES = MIB
 FETCH_QUEUE_BACKOFF_MS = 10
 
 # These properties carry the "commit only what is durable" guarantee; a pass-through
@@ -30,7 +34,7 @@ _GUARANTEED = {
 
 
 @dataclasses.dataclass(frozen=True)
-class ConsumerSettings(KafkaSettings, LogSettings, MetricsSettings):
+class ConsumerSettings(KafkaSettings, ServiceSettings):
     group: str = setting("sarchive-consumer", help="Kafka consumer group id; instances sharing"
                          " a group share the topic's partitions")
     dlq_topic: str | None = setting(None, help="dead-letter topic for messages that cannot be"
@@ -48,17 +52,17 @@ class ConsumerSettings(KafkaSettings, LogSettings, MetricsSettings):
 
     def __post_init__(self) -> None:
         if not self.group:
-            raise ValueError("group must not be empty")
+            raise ConfigError("group must not be empty")
         if self.batch_max_messages < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"batch_max_messages must be at least 1, got {self.batch_max_messages}")
         for name in ("batch_timeout", "retry_backoff_initial", "commit_timeout"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.retry_backoff_max < self.retry_backoff_initial:
-            raise ValueError("retry_backoff_max must not be smaller than retry_backoff_initial")
+            raise ConfigError("retry_backoff_max must not be smaller than retry_backoff_initial")
         if self.dead_letter_topic == self.topic:
-            raise ValueError(f"dlq_topic must differ from topic {self.topic!r}")
+            raise ConfigError(f"dlq_topic must differ from topic {self.topic!r}")
 
     @property
     def dead_letter_topic(self) -> str:
@@ -82,17 +86,11 @@ def consumer_properties(settings: ConsumerSettings) -> dict[str, str]:
         # with a small pre-fetch the default made a backlog drain in 1 s steps (~1,100
         # events/s); 10 ms keeps the same memory bound at 15,000+ events/s.
         "fetch.queue.backoff.ms": str(FETCH_QUEUE_BACKOFF_MS),
-        # A fetch response carries up to fetch.max.bytes plus protocol framing.
-        "receive.message.max.bytes": str(MAX_MESSAGE_BYTES + 1024 * 1024),
+        "receive.message.max.bytes": str(MAX_RESPONSE_BYTES),
     }
-    client = kafka_client_properties(settings)
-    for key, required in _GUARANTEED.items():
-        if client.get(key, required) != required:
-            raise ConfigError(f"kafka_property {key}={client[key]} is not allowed: offsets are"
-                              " stored and committed only after the sink is durable")
-    props.update(client)
-    props.update(_GUARANTEED)
-    return props
+    props.update(kafka_client_properties(settings))
+    return with_guarantees(props, _GUARANTEED, "offsets are stored and committed only after"
+                           " the sink is durable")
 
 
 def producer_properties(settings: ConsumerSettings) -> dict[str, str]:
@@ -100,5 +98,4 @@ def producer_properties(settings: ConsumerSettings) -> dict[str, str]:
     in-sync replicas, no duplicates from retries, room for the largest job event."""
     props: dict[str, str] = {"message.max.bytes": str(MAX_MESSAGE_BYTES)}
     props.update(kafka_client_properties(settings))
-    props.update({"acks": "all", "enable.idempotence": "true"})
-    return props
+    return with_guarantees(props, PRODUCER_GUARANTEES, PRODUCER_GUARANTEES_WHY)

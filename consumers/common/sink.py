@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from runtime.errors import ServiceFatalError
 from schemas.model import JobEvent
 
 
@@ -17,7 +18,7 @@ class SinkUnavailableError(Exception):
     """
 
 
-class SinkFatalError(Exception):
+class SinkFatalError(ServiceFatalError):
     """Not retryable (bad credentials, misconfiguration): the runner stops with exit code 1
     and commits nothing."""
 

@@ -27,10 +27,10 @@ from typing import Any
 import elastic_transport
 import elasticsearch
 
-from consumers.common.runner import backoff_delays
 from consumers.common.sink import SinkFatalError, SinkUnavailableError
 from consumers.elastic.documents import BulkItem
 from consumers.elastic.metrics import ElasticsearchMetrics
+from runtime.backoff import backoff_delays
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 from consumers.common.settings import ConsumerSettings
 from consumers.elastic.documents import check_index_prefix
 from consumers.elastic.template import DEFAULT_SHARDS
-from schemas.runtime.config import ConfigError, secret_value, setting
+from runtime.config import ConfigError, secret_value, setting
 
 _SHARED_GROUP_FIELD = next(f for f in dataclasses.fields(ConsumerSettings) if f.name == "group")
 

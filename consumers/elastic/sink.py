@@ -15,8 +15,8 @@ from consumers.elastic.config import EsConsumerConfig, es_password
 from consumers.elastic.documents import BulkItem, DocumentError, bulk_item
 from consumers.elastic.metrics import ElasticsearchMetrics
 from consumers.elastic.template import index_template, template_name
+from runtime.config import ConfigError
 from schemas.model import JobEvent
-from schemas.runtime.config import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -31,12 +31,13 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from schemas.limits import MAX_MESSAGE_BYTES
+
 REPO = Path(__file__).resolve().parents[2]
 SERVICES_PY = REPO / "infra" / "services.py"
 INTEGRATION_DIR = Path(__file__).resolve().parent
 
 TOPIC_PARTITIONS = 3
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -102,7 +103,7 @@ def kafka_bootstrap() -> str:
 
 @pytest.fixture
 def kafka_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh topic for one test: 3 partitions, 10 MiB messages; deleted afterwards."""
+    """A fresh topic for one test: 3 partitions, the contract's message size; deleted afterwards."""
     test_name = re.sub(r"[^a-zA-Z0-9._-]", "-", request.node.name)[:150]
     topic = f"test.{test_name}.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})

@@ -23,6 +23,8 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from schemas.limits import MAX_MESSAGE_BYTES
+
 GOOD_ENV = (b"USER=alice", b"HOME=/home/alice")
 BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1048588
 UNREACHABLE_BROKER = "127.0.0.1:9"
@@ -65,7 +67,7 @@ def test_event_too_large_for_the_topic_stays_in_the_outbox_until_the_topic_allow
     assert producer.metric("sarchive_producer_outbox_events") == 1, "kept, not dropped"
     assert "901" not in reader.job_ids()
 
-    set_topic_max_message_bytes(kafka_bootstrap, kafka_topic, 10 * 1024 * 1024)
+    set_topic_max_message_bytes(kafka_bootstrap, kafka_topic, MAX_MESSAGE_BYTES)
     reader.read_until(lambda r: "901" in r.job_ids(), timeout=60)
     event = next(e for e in reader.events if e.job_id == "901")
     assert event.script == big

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaError, Producer
 
+from schemas.limits import MAX_MESSAGE_BYTES
+
 if TYPE_CHECKING:  # conftest is pytest's to import; tests/ is no package to import it from
     from conftest import KafkaControl, SlurmCluster
 
-MAX_MESSAGE_BYTES = 10 * 1024 * 1024
 
 
 def _produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
@@ -43,7 +44,7 @@ def _consume_one(bootstrap: str, topic: str, timeout: float = 30.0) -> tuple[byt
             "bootstrap.servers": bootstrap,
             "group.id": f"test-{uuid.uuid4().hex}",
             "auto.offset.reset": "earliest",
-            "fetch.max.bytes": 2 * MAX_MESSAGE_BYTES,
+            "fetch.max.bytes": MAX_MESSAGE_BYTES,
             "max.partition.fetch.bytes": MAX_MESSAGE_BYTES,
         }
     )
@@ -62,7 +63,7 @@ def _consume_one(bootstrap: str, topic: str, timeout: float = 30.0) -> tuple[byt
 
 
 def test_kafka_round_trip_of_a_large_message(kafka_bootstrap: str, kafka_topic: str) -> None:
-    # Bigger than Kafka's 1 MiB default, as job environments can be: the 10 MiB limits hold.
+    # Bigger than Kafka's 1 MiB default, as job environments can be: the raised limits hold.
     value = bytes(range(256)) * (3 * 1024 * 1024 // 256)
     _produce(kafka_bootstrap, kafka_topic, b"job-1", value)
     assert _consume_one(kafka_bootstrap, kafka_topic) == (b"job-1", value)

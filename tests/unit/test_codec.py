@@ -178,7 +178,7 @@ def test_job_key_differs_when_the_id_is_reused_at_another_submit_time() -> None:
 
 def test_kafka_message_key_is_the_utf8_job_key_and_headers_name_type_and_version() -> None:
     event = _event()
-    assert message_key(event) == event.job_key.encode("utf-8")
+    assert message_key(event.job_key) == event.job_key.encode("utf-8")
     headers = dict(message_headers(CODEC))
     assert b"avro" in headers[HEADER_CONTENT_TYPE]
     assert headers[HEADER_SCHEMA_VERSION] == str(CODEC.schema_version).encode()

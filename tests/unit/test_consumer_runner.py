@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from itertools import islice
 
-from consumers.common.runner import backoff_delays, commit_positions, take_batch
+from consumers.common.runner import commit_positions, take_batch
+from runtime.backoff import backoff_delays
 
 
 def test_commit_position_is_one_past_the_highest_offset_per_partition() -> None:

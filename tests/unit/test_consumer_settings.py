@@ -9,7 +9,8 @@ from consumers.common.settings import (
     consumer_properties,
     producer_properties,
 )
-from schemas.runtime.config import ConfigError, load_config
+from runtime.config import ConfigError, load_config
+from schemas.limits import MAX_EVENT_BYTES, MAX_MESSAGE_BYTES
 
 
 def load(*argv: str, environ: dict[str, str] | None = None) -> ConsumerSettings:
@@ -33,13 +34,13 @@ def test_consumer_commits_manually_from_the_earliest_offset() -> None:
 
 
 def test_prefetch_is_bounded_yet_admits_the_largest_message() -> None:
-    """A backlog of large events must not fill memory, and a 10 MiB event must still pass
-    (a partition's first record batch comes whole whatever max.partition.fetch.bytes)."""
+    """A backlog of large events must not fill memory, and the largest event the contract
+    allows must still pass (a partition's first record batch comes whole whatever
+    max.partition.fetch.bytes)."""
     props = consumer_properties(load())
-    largest = 10 * 1024 * 1024
-    assert int(props["queued.max.messages.kbytes"]) * 1024 <= 16 * 1024 * 1024
+    assert int(props["queued.max.messages.kbytes"]) * 1024 == MAX_MESSAGE_BYTES
     assert int(props["max.partition.fetch.bytes"]) <= 1024 * 1024
-    assert largest <= int(props["fetch.max.bytes"]) <= 16 * 1024 * 1024
+    assert int(props["fetch.max.bytes"]) == MAX_MESSAGE_BYTES > MAX_EVENT_BYTES
     assert int(props["receive.message.max.bytes"]) > int(props["fetch.max.bytes"])
 
 
@@ -62,10 +63,17 @@ def test_pass_through_cannot_switch_off_commit_after_durable_write(prop: str) ->
 
 
 def test_dead_letter_producer_waits_for_every_replica_without_duplicates() -> None:
-    props = producer_properties(load("--kafka-property", "acks=1"))
+    props = producer_properties(load())
     assert props["acks"] == "all"
     assert props["enable.idempotence"] == "true"
-    assert int(props["message.max.bytes"]) > 10 * 1024 * 1024
+    assert int(props["message.max.bytes"]) == MAX_MESSAGE_BYTES
+
+
+@pytest.mark.parametrize("weakening", ["acks=1", "enable.idempotence=false"])
+def test_dead_letter_producer_refuses_a_pass_through_that_weakens_its_guarantee(
+        weakening: str) -> None:
+    with pytest.raises(ConfigError, match=weakening.split("=")[0]):
+        producer_properties(load("--kafka-property", weakening))
 
 
 @pytest.mark.parametrize(("argv", "message"), [

@@ -9,7 +9,7 @@ import pytest
 from consumers.elastic.config import EsConsumerConfig, es_password
 from consumers.elastic.sink import config_template
 from consumers.elastic.template import DEFAULT_SHARDS
-from schemas.runtime.config import ConfigError, describe_config, load_config
+from runtime.config import ConfigError, describe_config, load_config
 
 
 def load(*argv: str, **environ: str) -> EsConsumerConfig:

@@ -9,7 +9,8 @@ import pytest
 from producer.config import ProducerConfig, load_producer_config, producer_properties
 from producer.environment import DEFAULT_REDACT
 from producer.main import main
-from schemas.runtime.config import ConfigError, describe_config
+from runtime.config import ConfigError, describe_config
+from schemas.limits import MAX_MESSAGE_BYTES
 
 
 def load(*argv: str, environ: dict[str, str] | None = None) -> ProducerConfig:
@@ -63,11 +64,12 @@ def test_invalid_settings_are_config_errors_naming_the_setting(argv: list[str],
 
 
 def test_kafka_properties_carry_the_delivery_guarantees() -> None:
-    props = producer_properties(load("--cluster", "c", "--brokers", "k1:9092,k2:9092"))
+    config = load("--cluster", "c", "--brokers", "k1:9092,k2:9092")
+    props = producer_properties(config)
     assert props["enable.idempotence"] == "true"
     assert props["acks"] == "all"
     assert props["compression.type"] == "zstd"
-    assert int(props["message.max.bytes"]) >= 2 * 4 * 1024 * 1024 + 1024 * 1024
+    assert int(props["message.max.bytes"]) == MAX_MESSAGE_BYTES > 2 * config.max_script_bytes
     assert props["bootstrap.servers"] == "k1:9092,k2:9092"
 
 
@@ -78,6 +80,18 @@ def test_compression_choice_and_pass_through_properties_win() -> None:
     assert props["compression.type"] == "lz4"
     assert props["message.max.bytes"] == "50000000"
     assert props["client.id"] == "p1"
+
+
+@pytest.mark.parametrize("weakening", ["acks=1", "acks=0", "enable.idempotence=false"])
+def test_a_pass_through_that_weakens_the_delivery_guarantee_is_refused(weakening: str) -> None:
+    with pytest.raises(ConfigError, match=f"kafka_property {weakening} is not allowed"):
+        producer_properties(load("--cluster", "c", "--kafka-property", weakening))
+
+
+def test_restating_the_guarantees_in_a_pass_through_is_accepted() -> None:
+    props = producer_properties(load("--cluster", "c", "--kafka-property", "acks=all",
+                                     "--kafka-property", "enable.idempotence=true"))
+    assert (props["acks"], props["enable.idempotence"]) == ("all", "true")
 
 
 def test_secrets_are_masked_in_the_described_config() -> None:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from schemas.runtime.config import ConfigError, describe_config, load_config, setting
-from schemas.runtime.kafka import KafkaSettings, kafka_client_properties
-from schemas.runtime.logs import LogSettings, configure_logging
+from runtime.config import ConfigError, describe_config, load_config, setting
+from runtime.kafka import KafkaSettings, kafka_client_properties
+from runtime.logs import LogSettings, configure_logging
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPa
 from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # not in the stubs
 
 from schemas.codec import JobEventCodec
+from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource, make_job_key
 from schemas.wire import message_headers, message_key
 
@@ -89,7 +90,7 @@ def produce(bootstrap: str, topic: str, events: Sequence[JobEvent]) -> list[tupl
     return produce_raw(
         bootstrap,
         topic,
-        [(message_key(e), codec.encode(e)) for e in events],
+        [(message_key(e.job_key), codec.encode(e)) for e in events],
         headers=message_headers(codec),
     )
 
@@ -102,7 +103,7 @@ def produce_raw(
 ) -> list[tuple[int, int]]:
     """Produce (key, value) messages; their (partition, offset), in the same order."""
     producer = Producer(
-        {"bootstrap.servers": bootstrap, "acks": "all", "message.max.bytes": str(16 << 20)}
+        {"bootstrap.servers": bootstrap, "acks": "all", "message.max.bytes": str(MAX_MESSAGE_BYTES)}
     )
     failures: list[str] = []
     coordinates: list[tuple[int, int]] = [(-1, -1)] * len(messages)

@@ -40,9 +40,9 @@ def test_each_kind_of_poison_goes_to_the_dead_letter_topic_with_why_and_where(
         "cluster-traversal": "unsafe-path", "user-traversal": "unsafe-path",
         "job-id-nul": "unsafe-path", "overlong-job-id": "name-too-long",
     }
-    messages = [(message_key(good[0]), codec.encode(good[0]))]
+    messages = [(message_key(good[0].job_key), codec.encode(good[0]))]
     messages += [(name.encode(), value) for name, value in refused.items()]
-    messages += [(message_key(e), codec.encode(e)) for e in good[1:]]
+    messages += [(message_key(e.job_key), codec.encode(e)) for e in good[1:]]
     coordinates = runner.produce_raw(messages, headers=[("traceparent", b"00-abc-01")])
     process = runner.start()
     runner.wait_committed_to_end()

@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from elasticsearch import Elasticsearch
 
 from schemas.codec import JobEventCodec
+from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.model import JobEvent, Scheduler, UserSource, make_job_key
 from schemas.wire import message_headers, message_key
 
@@ -282,7 +283,7 @@ def dlq_topic(kafka_bootstrap: str, kafka_topic: str) -> Iterator[str]:
                 topic,
                 num_partitions=1,
                 replication_factor=1,
-                config={"max.message.bytes": str(10 * 1024 * 1024)},
+                config={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
             )
         ]
     )[topic].result(timeout=30)
@@ -399,7 +400,7 @@ class EsPipeline:
         for event in events:
             producer.produce(
                 self.topic,
-                key=message_key(event),
+                key=message_key(event.job_key),
                 value=CODEC.encode(event),
                 headers=message_headers(CODEC),
             )

@@ -40,7 +40,7 @@ def test_document_elasticsearch_refuses_goes_to_the_dead_letter_topic_with_the_r
         e.job_key for e in refused
     }
     for letter in letters:
-        assert letter.key == message_key(codec.decode(letter.value))
+        assert letter.key == message_key(codec.decode(letter.value).job_key)
         assert letter.headers["sarchive-dlq-reason"] == "document_parsing_exception"
         assert (
             "failed to parse field [user] of type [long]" in letter.headers["sarchive-dlq-detail"]

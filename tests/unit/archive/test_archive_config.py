@@ -8,7 +8,7 @@ import pytest
 
 from consumers.archive.config import ArchiveConfig
 from consumers.archive.main import main
-from schemas.runtime.config import ConfigError, describe_config, load_config
+from runtime.config import ConfigError, describe_config, load_config
 
 
 def load(*argv: str, environ: dict[str, str] | None = None) -> ArchiveConfig:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import os
 import tomllib
 import types
@@ -128,9 +129,19 @@ def _convert_one(option: _Option, raw: Any, source: str) -> Any:  # noqa: PLR091
     return value
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are configuration errors: one line and exit status 2 from the start-up
+    path, like every other bad setting."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise ConfigError(message)
+
+
 def build_parser(config_type: type[Any], prog: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=prog, description=description,
+        # --broker must not silently mean --brokers, nor a future flag's prefix an old one.
+        allow_abbrev=False,
         epilog=f"Every setting can also be given as {ENV_PREFIX}<NAME> in the environment"
         " (dashes as underscores) or as <name> in the --config TOML file;"
         " precedence: flag > environment > file > default.",
@@ -207,6 +218,19 @@ def load_config(
         return config_type(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def unknown_environment(config_type: type[Any], environ: Mapping[str, str] | None = None,
+                        ) -> list[tuple[str, str | None]]:
+    """The SARCHIVE_* variables that name no setting of config_type, each with the closest
+    setting's variable if one is close (SARCHIVE_BROKER: SARCHIVE_BROKERS): a misspelt
+    variable otherwise leaves a default in force without a word."""
+    environ = os.environ if environ is None else environ
+    known = [option.env_var for option in _options(config_type)] + [ENV_PREFIX + "CONFIG"]
+    unknown = sorted(name for name in environ if name.startswith(ENV_PREFIX)
+                     and name not in known)
+    return [(name, next(iter(difflib.get_close_matches(name, known, n=1, cutoff=0.85)), None))
+            for name in unknown]
 
 
 def secret_value(value: str | None, file: Path | None, setting_name: str) -> str | None:

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from schemas.runtime.config import setting
+from runtime.config import setting
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _STANDARD_ATTRS = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {

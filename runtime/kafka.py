@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TypeVar
 
-from schemas.runtime.config import ConfigError, secret_value, setting
+from confluent_kafka import KafkaException
+
+from runtime.config import ConfigError, secret_value, setting
 from schemas.wire import DEFAULT_TOPIC
+
+ClientT = TypeVar("ClientT")
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER")
@@ -56,3 +62,35 @@ def kafka_client_properties(settings: KafkaSettings) -> dict[str, str]:
             raise ConfigError(f"kafka_property {item!r} is not KEY=VALUE")
         props[key.strip()] = value
     return props
+
+
+# Every producer of sarchive (the producer service, the consumers' dead-letter producer):
+# each message acknowledged by all in-sync replicas, no duplicates or reordering from retries.
+PRODUCER_GUARANTEES = {"acks": "all", "enable.idempotence": "true"}
+PRODUCER_GUARANTEES_WHY = ("every event is acknowledged by all in-sync replicas and retried"
+                           " without duplicates (acks=all, enable.idempotence=true)")
+
+
+def with_guarantees(properties: Mapping[str, str], guaranteed: Mapping[str, str],
+                    why: str) -> dict[str, str]:
+    """properties with the ones a service's guarantee rests on set; a pass-through
+    --kafka-property that contradicts one of them is a ConfigError, never silently obeyed."""
+    for key, required in guaranteed.items():
+        given = properties.get(key, required)
+        if given.strip().lower() != required:
+            raise ConfigError(f"kafka_property {key}={given} is not allowed: {why}")
+    return {**properties, **guaranteed}
+
+
+def create_client(factory: Callable[..., ClientT], properties: Mapping[str, object],
+                  role: str) -> ClientT:
+    """A confluent-kafka client from factory(properties). librdkafka checks the properties
+    when the client is created and connects later, so its refusal here is a configuration
+    error (an unknown or malformed --kafka-property), not a broker problem."""
+    try:
+        return factory(dict(properties))
+    except KafkaException as exc:
+        error = exc.args[0] if exc.args else exc
+        detail = error.str() if hasattr(error, "str") else str(error)
+        raise ConfigError(f"kafka_property: the Kafka {role} refuses its configuration:"
+                          f" {detail}") from exc

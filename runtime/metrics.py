@@ -7,7 +7,7 @@ import platform
 
 from prometheus_client import CollectorRegistry, Info, start_http_server
 
-from schemas.runtime.config import setting
+from runtime.config import setting
 from schemas.version import VERSION
 
 
