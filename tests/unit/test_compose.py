@@ -53,3 +53,37 @@ def test_dockerfile_runs_as_a_non_root_user() -> None:
     lines = (REPO / "deploy" / "Dockerfile").read_text().splitlines()
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
     assert users and users[-1] not in ("root", "0")
+
+
+# The one documented set of metrics ports (docs/operations.md, README).
+METRICS_PORTS = {"sarchive-producer": 9310, "sarchive-archive": 9311, "sarchive-es": 9312}
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_every_service_serves_metrics_on_its_documented_port(name: str) -> None:
+    service = SERVICES[name]
+    port = METRICS_PORTS[service["command"][0]]
+    assert service["environment"]["SARCHIVE_METRICS_PORT"] == str(port)
+    assert f"{port}:{port}" in service["ports"]
+
+
+def test_the_image_exposes_and_the_examples_use_the_documented_ports() -> None:
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    exposed = {int(port) for line in dockerfile.splitlines() if line.startswith("EXPOSE ")
+               for port in line.split()[1:]}
+    assert exposed == set(METRICS_PORTS.values())
+    example = tomllib.loads((REPO / "deploy" / "producer.example.toml").read_text())
+    assert example["metrics-port"] == METRICS_PORTS["sarchive-producer"]
+    readme = (REPO / "README.md").read_text()
+    for port in METRICS_PORTS.values():
+        assert f"--metrics-port {port}" in readme
+
+
+def test_the_image_copies_every_package_the_wheel_ships() -> None:
+    """A package missing from the build context builds a wheel that fails at import."""
+    find = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    packages = {name for name in find if "*" not in name}
+    copied = {line.split()[1] for line in (REPO / "deploy" / "Dockerfile").read_text()
+              .splitlines() if line.startswith("COPY ") and "--from" not in line}
+    assert packages <= copied
