@@ -36,7 +36,7 @@ services-down:
 
 demo: services-up
 	@echo "==> demo: three sbatch jobs through producer and Kafka into the archive and Elasticsearch"
-	$(VENV)/bin/python infra/demo.py
+	$(VENV)/bin/python -m infra.demo
 
 test-unit: venv
 	@echo "==> unit tests"
@@ -56,7 +56,7 @@ lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy --strict infra/services.py infra/elasticsearch_service.py infra/demo.py
+	$(VENV)/bin/mypy --strict infra
 
 .PHONY: bench bench-smoke
 

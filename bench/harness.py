@@ -16,7 +16,6 @@ import signal
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -109,7 +108,7 @@ def discover_services(environ: Mapping[str, str] | None = None) -> Services:
     (which prints `export NAME=value` lines for the services that are up)."""
     env = dict(os.environ if environ is None else environ)
     if "SARCHIVE_KAFKA_BOOTSTRAP" not in env:
-        result = subprocess.run([sys.executable, str(REPO / "infra" / "services.py"), "env"],
+        result = subprocess.run([str(REPO / "infra" / "services"), "env"],
                                 capture_output=True, text=True, timeout=60, check=False)
         for name, value in re.findall(r"^export (\w+)=(.*)$", result.stdout, re.MULTILINE):
             env.setdefault(name, value.strip("'\""))

@@ -1,5 +1,6 @@
 """`make demo`: three real Slurm jobs, through the producer and Kafka, into the archive and
 Elasticsearch, shown at the end. Services must be up (`infra/services up`).
+Run as `python -m infra.demo` from the repository root, with the project's virtualenv.
 
 Runs the three sarchive services as subprocesses with their logs under .run/demo/, submits a
 multi-line job with non-ASCII bytes, a --wrap job and an array job with sbatch, waits until
@@ -13,7 +14,6 @@ import functools
 import json
 import os
 import pwd
-import shlex
 import signal
 import subprocess
 import sys
@@ -22,9 +22,11 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-VENV_BIN = REPO / ".venv" / "bin"
-DEMO_DIR = Path(os.environ.get("SARCHIVE_RUN_DIR", REPO / ".run")) / "demo"
+from infra.registry import registry, select
+from infra.service import repo_root, run_dir
+
+VENV_BIN = repo_root() / ".venv" / "bin"
+DEMO_DIR = run_dir() / "demo"
 TOPIC = "sarchive.demo"
 WAIT_SECONDS = 90
 
@@ -45,13 +47,9 @@ def say(message: str) -> None:
 
 def service_env() -> dict[str, str]:
     """Endpoints of the local services, as `infra/services env` prints them."""
-    out = subprocess.run([str(REPO / "infra" / "services"), "env"], check=True,
-                         capture_output=True, text=True).stdout
     env: dict[str, str] = {}
-    for line in out.splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, _, value = line[len("export "):].partition("=")
-            env[key] = shlex.split(value)[0] if value else ""
+    for service in select(registry(), []):
+        env.update(service.env())
     return env
 
 

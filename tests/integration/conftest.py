@@ -1,7 +1,7 @@
 """Fixtures for integration tests against the real local Kafka and Slurm of infra/services.
 
 Services that are already up (`infra/services up`, or `make services-up`) are reused; otherwise
-the fixtures start them through infra/services.py. A service that cannot start fails the tests
+the fixtures start them through infra's registry. A service that cannot start fails the tests
 loudly with its log tail: an integration test that silently skips proves nothing.
 
 Fixtures:
@@ -15,26 +15,27 @@ Fixtures:
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from infra.kafka import KafkaService
+from infra.kafka_metadata import kafka_metadata_brokers
+from infra.registry import ensure_down, ensure_up, registry
+from infra.service import ServiceError, run_dir
+from infra.slurm import SlurmService
 from schemas.limits import MAX_MESSAGE_BYTES
 
 REPO = Path(__file__).resolve().parents[2]
-SERVICES_PY = REPO / "infra" / "services.py"
 INTEGRATION_DIR = Path(__file__).resolve().parent
 
 TOPIC_PARTITIONS = 3
@@ -47,32 +48,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-# --------------------------------------------------------------------------- infra/services.py
-
-
-def load_services() -> ModuleType:
-    """Import infra/services.py (infra/ is no package) under the name plugins import it by."""
-    loaded = sys.modules.get("services")
-    if loaded is not None and Path(getattr(loaded, "__file__", "")).resolve() == SERVICES_PY:
-        return loaded
-    spec = importlib.util.spec_from_file_location("services", SERVICES_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["services"] = module  # before exec: plugins do `import services` while loading
-    spec.loader.exec_module(module)
-    return module
+# --------------------------------------------------------------------------- infra
 
 
 def ensure_service(name: str) -> Any:
     """Return the registered service `name`, started if it was not; pytest.fail if it won't."""
-    services = load_services()
-    by_name = {s.name: s for s in services.registry()}
+    by_name = {s.name: s for s in registry()}
     if name not in by_name:
-        pytest.fail(f"no service {name!r} in infra/services.py (have {sorted(by_name)})")
+        pytest.fail(f"no service {name!r} in infra's registry (have {sorted(by_name)})")
     service = by_name[name]
     try:
-        services.ensure_up(service)
-    except services.ServiceError as error:
+        ensure_up(service)
+    except ServiceError as error:
         pytest.fail(
             f"{name} could not be started for the integration tests:\n{error}", pytrace=False
         )
@@ -85,14 +72,13 @@ def ensure_service(name: str) -> Any:
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     """Bootstrap servers of a broker that answers metadata requests."""
-    services = load_services()
     configured = os.environ.get("SARCHIVE_KAFKA_BOOTSTRAP")
-    ours = services.KafkaService(services.run_dir(), REPO)
+    ours = KafkaService(run_dir(), REPO)
     if configured and configured != ours.bootstrap:
         # Pointed elsewhere on purpose: use that broker as is, but insist that it answers.
         host, _, port = configured.rpartition(":")
         try:
-            services.kafka_metadata_brokers(host, int(port))
+            kafka_metadata_brokers(host, int(port))
         except (OSError, ValueError) as error:
             pytest.fail(
                 f"SARCHIVE_KAFKA_BOOTSTRAP={configured} does not answer: {error}", pytrace=False
@@ -145,12 +131,12 @@ class KafkaControl:
         self.bootstrap = str(self.service.bootstrap)
 
     def stop(self) -> None:
-        load_services().ensure_down(self.service)
+        ensure_down(self.service)
 
     def start(self) -> None:
         try:
-            load_services().ensure_up(self.service)
-        except load_services().ServiceError as error:
+            ensure_up(self.service)
+        except ServiceError as error:
             pytest.fail(f"kafka did not come back:\n{error}", pytrace=False)
 
     def is_up(self) -> bool:
@@ -247,9 +233,8 @@ class SlurmCluster:
 
 @pytest.fixture(scope="session")
 def slurm(tmp_path_factory: pytest.TempPathFactory) -> SlurmCluster:
-    services = load_services()
     workdir = tmp_path_factory.mktemp("slurm-jobs")
-    ours = services.SlurmService(services.run_dir(), REPO)
+    ours = SlurmService(run_dir(), REPO)
     configured = os.environ.get("SLURM_CONF")
     if configured and Path(configured).resolve() != ours.conf.resolve():
         return _external_slurm(Path(configured), workdir)

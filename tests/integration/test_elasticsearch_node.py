@@ -1,4 +1,4 @@
-"""The local Elasticsearch of infra/elasticsearch_service.py is a real 8.x node that the official
+"""The local Elasticsearch of infra/elasticsearch.py is a real 8.x node that the official
 Python client uses unmodified, and it has what sarchive's Elasticsearch consumer needs:
 composable index templates with keyword/text/date/flattened mappings, aliases, `_bulk` with
 explicit ids (create and index), match/term/range searches, `_count`, refresh; data that survives
@@ -12,16 +12,11 @@ A node that cannot start fails the tests with its log tail; nothing is skipped.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import importlib.util
 import os
-import sys
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -35,8 +30,11 @@ from elasticsearch import (
     helpers,
 )
 
+from infra.elasticsearch import ElasticsearchService, ElasticsearchServiceError
+from infra.registry import service_lock
+from infra.service import run_dir
+
 REPO = Path(__file__).resolve().parents[2]
-SERVICE_PY = REPO / "infra" / "elasticsearch_service.py"
 
 # ports of the throwaway nodes (the shared ones use 19200/19300 and 19201/19301)
 RESTART_PORT = int(os.environ.get("SARCHIVE_ES_TEST_RESTART_PORT", "19210"))
@@ -58,58 +56,21 @@ MAPPINGS: dict[str, Any] = {
 }
 
 
-def load_infra_module(name: str, path: Path) -> ModuleType:
-    """infra/<name>.py (infra/ is no package), once, under the name infra modules import it by."""
-    loaded = sys.modules.get(name)
-    if loaded is not None and Path(getattr(loaded, "__file__", "")).resolve() == path:
-        return loaded
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def load_service_module() -> ModuleType:
-    # elasticsearch_service does `import services`: provide it, as tests/integration/conftest.py
-    # and infra/services.py's registry do.
-    load_infra_module("services", SERVICE_PY.with_name("services.py"))
-    return load_infra_module("elasticsearch_service", SERVICE_PY)
-
-
-def run_dir() -> Path:
-    configured = os.environ.get("SARCHIVE_RUN_DIR")
-    return Path(configured).resolve() if configured else REPO / ".run"
-
-
-@contextlib.contextmanager
-def service_lock(name: str) -> Iterator[None]:
-    """The same lock file as infra/services.py's service_lock: one start or stop at a time."""
-    lock = run_dir() / f".{name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with lock.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def start(service: Any) -> float:
+def start(service: ElasticsearchService) -> float:
     """install + up; pytest.fail with the log tail if the node cannot start. Seconds taken."""
-    module = load_service_module()
     began = time.monotonic()
     try:
         service.install()
         service.up()
-    except module.ElasticsearchServiceError as error:
+    except ElasticsearchServiceError as error:
         pytest.fail(f"{service.name} could not be started:\n{error}", pytrace=False)
     return time.monotonic() - began
 
 
-def stop(service: Any) -> None:
-    module = load_service_module()
+def stop(service: ElasticsearchService) -> None:
     try:
         service.down()
-    except module.ElasticsearchServiceError as error:
+    except ElasticsearchServiceError as error:
         pytest.fail(f"{service.name} could not be stopped:\n{error}", pytrace=False)
 
 
@@ -118,8 +79,7 @@ def es_url() -> str:
     configured = os.environ.get("SARCHIVE_ES_URL")
     if configured:
         return configured
-    module = load_service_module()
-    service = module.ElasticsearchService(run_dir(), REPO)
+    service = ElasticsearchService(run_dir(), REPO)
     with service_lock(service.name):
         if not service.is_up():
             start(service)
@@ -345,10 +305,9 @@ def test_aliases_and_refresh(es: Elasticsearch, prefix: str) -> None:
 
 def test_data_survives_stop_and_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A node of its own (run dir tmp_path, port 19210): stop mid-stream, start, data kept."""
-    module = load_service_module()
     monkeypatch.setenv("SARCHIVE_ES_PORT", str(RESTART_PORT))
     monkeypatch.setenv("SARCHIVE_ES_TRANSPORT_PORT", str(RESTART_PORT + 100))
-    service = module.ElasticsearchService(tmp_path, REPO)
+    service = ElasticsearchService(tmp_path, REPO)
     assert service.env() == {"SARCHIVE_ES_URL": f"http://127.0.0.1:{RESTART_PORT}"}
     assert not service.is_up()
     first = start(service)
@@ -390,10 +349,9 @@ def test_data_survives_stop_and_start(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_secure_node_tls_and_basic_auth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The secure configuration (port 19211, own run dir): x-pack security with TLS on HTTP,
     a file-realm superuser, native users and roles, 401 for bad credentials, 403 for others."""
-    module = load_service_module()
     monkeypatch.setenv("SARCHIVE_ES_SECURE_PORT", str(SECURE_TEST_PORT))
     monkeypatch.setenv("SARCHIVE_ES_SECURE_TRANSPORT_PORT", str(SECURE_TEST_PORT + 100))
-    service = module.ElasticsearchService(tmp_path, REPO, secure=True)
+    service = ElasticsearchService(tmp_path, REPO, secure=True)
     env = service.env()
     assert env["SARCHIVE_ES_SECURE_URL"] == f"https://127.0.0.1:{SECURE_TEST_PORT}"
     start(service)

@@ -32,6 +32,7 @@ from schemas.wire import message_headers, message_key
 REPO = Path(__file__).resolve().parents[3]
 SARCHIVE_ES = Path(sys.executable).with_name("sarchive-es")
 OUR_ES_URL = "http://127.0.0.1:19200"  # the node of `infra/services up elasticsearch`
+SECURE_NODE = "elasticsearch-secure"  # its TLS + basic-auth sibling, started only when named
 CODEC = JobEventCodec()
 # 2024-05-20T00:00:00Z: events of a test spread over May and June, so two monthly indices.
 BASE_SUBMIT_MS = 1_716_163_200_000
@@ -115,13 +116,14 @@ def es_url() -> str:
     return url
 
 
-def _services(*args: str) -> None:
-    """infra/services, the way an operator runs it; fails the test with its output."""
+def _services(*args: str) -> str:
+    """infra/services, the way an operator runs it; its output, or the test fails with it."""
     result = subprocess.run([str(REPO / "infra" / "services"), *args], capture_output=True,
                             text=True, timeout=600, check=False)
     if result.returncode != 0:
         pytest.fail(f"infra/services {' '.join(args)} failed:\n{result.stdout}{result.stderr}",
                     pytrace=False)
+    return result.stdout
 
 
 @dataclass
@@ -154,7 +156,7 @@ def es_node(es_url: str) -> Iterator[EsNode]:
 
 @dataclass(frozen=True)
 class SecureNode:
-    """The TLS + basic-auth node of infra/elasticsearch_service.py (--secure)."""
+    """The TLS + basic-auth node of `infra/services up elasticsearch-secure`."""
 
     url: str
     user: str
@@ -166,31 +168,20 @@ class SecureNode:
                              ca_certs=str(self.ca), request_timeout=30, **options)
 
 
-def _secure_service(*args: str) -> str:
-    result = subprocess.run([sys.executable, str(REPO / "infra" / "elasticsearch_service.py"),
-                             *args, "--secure"], capture_output=True, text=True, timeout=600,
-                            check=False)
-    if result.returncode != 0:
-        pytest.fail(f"elasticsearch_service.py {' '.join(args)} --secure failed:\n"
-                    f"{result.stdout}{result.stderr}", pytrace=False)
-    return result.stdout
-
-
 @pytest.fixture(scope="session")
 def secure_es() -> Iterator[SecureNode]:
     """The secured node, started for the session if it was not up (and then stopped)."""
-    was_up = "elasticsearch-secure: up" in subprocess.run(
-        [sys.executable, str(REPO / "infra" / "elasticsearch_service.py"), "status",
-         "--secure"], capture_output=True, text=True, timeout=60, check=False).stdout
+    was_up = subprocess.run([str(REPO / "infra" / "services"), "status", SECURE_NODE],
+                            capture_output=True, timeout=60, check=False).returncode == 0
     if not was_up:
-        _secure_service("up")
+        _services("up", SECURE_NODE)
     exported = dict(line.removeprefix("export ").split("=", 1)
-                    for line in _secure_service("env").splitlines() if "=" in line)
+                    for line in _services("env", SECURE_NODE).splitlines() if "=" in line)
     yield SecureNode(exported["SARCHIVE_ES_SECURE_URL"], exported["SARCHIVE_ES_SECURE_USER"],
                      exported["SARCHIVE_ES_SECURE_PASSWORD"],
                      Path(exported["SARCHIVE_ES_SECURE_CA"]))
     if not was_up:
-        _secure_service("down")
+        _services("down", SECURE_NODE)
 
 
 @pytest.fixture

@@ -9,19 +9,13 @@ Two configurations:
 * ``ElasticsearchService(run_dir, repo)`` -- name "elasticsearch": security off, plain HTTP on
   127.0.0.1:${SARCHIVE_ES_PORT:-19200} (transport ${SARCHIVE_ES_TRANSPORT_PORT:-19300}),
   state under <run_dir>/elasticsearch/. env(): SARCHIVE_ES_URL.
-* ``ElasticsearchService(run_dir, repo, secure=True)`` (or ``SecureElasticsearchService``) --
-  name "elasticsearch-secure": x-pack security on, HTTPS with a test CA made by keytool, basic
-  auth against the file realm, on ${SARCHIVE_ES_SECURE_PORT:-19201} (transport +100), state
-  under <run_dir>/elasticsearch-secure/. env(): SARCHIVE_ES_SECURE_URL, _USER, _PASSWORD, _CA.
+* ``ElasticsearchService(run_dir, repo, secure=True)`` -- name "elasticsearch-secure", for the
+  security tests and started only when named (`infra/services up elasticsearch-secure`): x-pack
+  security on, HTTPS with a test CA made by keytool, basic auth against the file realm, on
+  ${SARCHIVE_ES_SECURE_PORT:-19201} (transport +100), state under
+  <run_dir>/elasticsearch-secure/. env(): SARCHIVE_ES_SECURE_URL, _USER, _PASSWORD, _CA.
 
-Standard library only, like infra/services.py, which registers this module's
-ElasticsearchService when the file exists and whose helpers (pid files, waiting, locks, apt) it
-uses: whoever loads this module provides `import services` (infra/services.py's registry, the
-test fixtures, or infra/ as sys.path[0] when run as a script). Errors are services.ServiceError,
-mostly its subclass ElasticsearchServiceError, with the log tail.
-
-Standalone use:
-    python3 infra/elasticsearch_service.py up|down|status|env|install|logs [--secure]
+Errors are ElasticsearchServiceError, a ServiceError, with the log tail.
 """
 
 from __future__ import annotations
@@ -34,17 +28,27 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
 from pathlib import Path
 
-import services
+from infra.apt import apt_install
+from infra.process import (
+    file_lock,
+    log_tail,
+    pid_alive,
+    pid_running,
+    read_pid,
+    spawn_detached,
+    stop_pid,
+    tcp_open,
+    wait_until,
+)
+from infra.service import ServiceError
 
 
-class ElasticsearchServiceError(services.ServiceError):
+class ElasticsearchServiceError(ServiceError):
     """Elasticsearch could not be built, started or stopped; the message has the log tail."""
 
 
@@ -126,10 +130,10 @@ class ElasticsearchService:
     def install(self) -> None:
         """Build the launcher and collect its jars with Maven, unless already up to date."""
         if shutil.which("javac") is None or shutil.which("keytool") is None:
-            services.apt_install(["openjdk-17-jdk-headless"])
+            apt_install(["openjdk-17-jdk-headless"])
         if shutil.which("mvn") is None:
-            services.apt_install(["maven"])
-        with services.file_lock(self.target / ".build.lock"):
+            apt_install(["maven"])
+        with file_lock(self.target / ".build.lock"):
             digest = self._source_digest()
             if self._built() and self.stamp.exists() and self.stamp.read_text() == digest:
                 return
@@ -154,13 +158,13 @@ class ElasticsearchService:
     def up(self) -> None:
         if self.is_up():
             return
-        pid = services.read_pid(self.pid_file)
-        if services.pid_alive(pid, self.marker):
+        pid = read_pid(self.pid_file)
+        if pid_alive(pid, self.marker):
             # started but not answering yet (a concurrent `up`): wait for it
             self._wait_ready(pid)
             return
         for port in (self.port, self.transport_port):
-            if services.tcp_open(self.host, port):
+            if tcp_open(self.host, port):
                 raise ElasticsearchServiceError(
                     f"{self.name}: port {port} is taken by a process that is not ours (no live "
                     f"pid in {self.pid_file}); stop it or set {self.port_env} / "
@@ -178,20 +182,20 @@ class ElasticsearchService:
                 f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S%z')} sarchive: starting "
                 f"{self.name} on {self.url} ===\n"
             )
-        pid = services.spawn_detached(self._argv(), self.log, self.base, self._launcher_env())
+        pid = spawn_detached(self._argv(), self.log, self.base, self._launcher_env())
         self.pid_file.write_text(f"{pid}\n")
         self._wait_ready(pid)
 
     def down(self) -> None:
-        pid = services.read_pid(self.pid_file)
+        pid = read_pid(self.pid_file)
         try:
-            services.stop_pid(pid, self.marker, self.stop_timeout, self.log_paths())
-        except services.ServiceError as error:
+            stop_pid(pid, self.marker, self.stop_timeout, self.log_paths())
+        except ServiceError as error:
             raise ElasticsearchServiceError(f"{self.name}: {error}") from error
         self.pid_file.unlink(missing_ok=True)
 
     def is_up(self) -> bool:
-        if not services.pid_alive(services.read_pid(self.pid_file), self.marker):
+        if not pid_alive(read_pid(self.pid_file), self.marker):
             return False
         return self._health_ok(timeout=3.0)
 
@@ -334,16 +338,16 @@ class ElasticsearchService:
 
     def _wait_ready(self, pid: int | None) -> None:
         def ready() -> bool:
-            if not services.pid_running(pid):
+            if not pid_running(pid):
                 raise ElasticsearchServiceError(
                     f"{self.name}: the node (pid {pid}) exited during startup\n"
-                    f"{services.log_tail(self.log)}"
+                    f"{log_tail(self.log)}"
                 )
             return self._health_ok(timeout=3.0)
 
-        if services.wait_until(ready, self.start_timeout, 0.25):
+        if wait_until(ready, self.start_timeout, 0.25):
             return
-        tail = services.log_tail(self.log)
+        tail = log_tail(self.log)
         with contextlib.suppress(ElasticsearchServiceError):
             self.down()
         raise ElasticsearchServiceError(
@@ -410,53 +414,3 @@ class ElasticsearchService:
         import_cert(node_p12, "ca", ca_file)
         import_cert(node_p12, "node", node_chain)  # the CA's reply replaces the self-signed cert
         import_cert(trust, "ca", ca_file)
-
-
-class SecureElasticsearchService(ElasticsearchService):
-    """The TLS + basic-auth configuration (name "elasticsearch-secure")."""
-
-    def __init__(self, run_dir: Path, repo: Path) -> None:
-        super().__init__(run_dir, repo, secure=True)
-
-
-def main(argv: Sequence[str]) -> int:
-    args = [a for a in argv if a != "--secure"]
-    secure = "--secure" in argv
-    if len(args) != 1 or args[0] not in {"up", "down", "status", "env", "install", "logs"}:
-        print(__doc__)
-        return 2
-    service = ElasticsearchService(services.run_dir(), services.repo_root(), secure=secure)
-    try:
-        return _run_command(service, args[0])
-    except services.ServiceError as error:
-        print(error, file=sys.stderr)
-        return 1
-
-
-def _run_command(service: ElasticsearchService, command: str) -> int:
-    if command == "install":
-        service.install()
-    elif command == "up":
-        # ensure_up/ensure_down hold infra/services.py's service_lock: one start or stop at a time
-        start = time.monotonic()
-        if not services.ensure_up(service):
-            print(f"{service.name}: already up on {service.url}")
-            return 0
-        print(f"{service.name}: up on {service.url} ({time.monotonic() - start:.1f} s)")
-    elif command == "down":
-        services.ensure_down(service)
-        print(f"{service.name}: down")
-    elif command == "status":
-        up = service.is_up()
-        print(f"{service.name}: {'up' if up else 'down'} ({service.url})")
-        return 0 if up else 1
-    elif command == "env":
-        for key, value in service.env().items():
-            print(f"export {key}={value}")
-    elif command == "logs":
-        print(services.log_tail(service.log))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
