@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import subprocess
 import time
 import uuid
@@ -152,6 +153,10 @@ class ScriptedInotify:
             self.overflow_pending = False
             events.append(Event(-1, flags.Q_OVERFLOW, 0, ""))
         return events
+
+    def queued(self) -> bool:
+        """Whether the kernel holds events not read yet."""
+        return bool(select.select([self.real.fileno()], [], [], 0)[0])
 
     def fileno(self) -> int:
         return int(self.real.fileno())
