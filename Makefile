@@ -9,7 +9,7 @@ VENV := .venv
 # pip reinstalls only when pyproject.toml is newer than this stamp (or the venv is gone).
 VENV_STAMP := $(VENV)/.sarchive-installed
 SERVICES := infra/services
-LINT_PATHS := producer consumers schemas runtime tests infra bench
+LINT_PATHS := producer consumers schemas runtime tests infra bench testkit
 
 .PHONY: setup venv services-up services-down demo test test-unit test-integration lint
 
@@ -57,6 +57,7 @@ lint: venv
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --strict infra/services.py infra/elasticsearch_service.py infra/demo.py
+	$(VENV)/bin/mypy --strict bench testkit
 
 .PHONY: bench bench-smoke
 
