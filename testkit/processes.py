@@ -16,7 +16,7 @@ from typing import Self
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from testkit.waiting import WaitTimeoutError, wait_until
+from testkit.waiting import POLL_INTERVAL, WaitTimeoutError, wait_until
 
 
 def free_port() -> int:
@@ -95,7 +95,7 @@ class ServiceProcess:
             raise WaitTimeoutError(f"{self.name} did not exit within {timeout:g} s\n"
                               f"{self.log_tail()}") from None
 
-    def stop(self, timeout: float = 30.0) -> int | None:
+    def stop(self, timeout: float = 60.0) -> int | None:
         """SIGTERM, as systemd stops a service, and the exit code once it has shut down
         (None: never started)."""
         if self.process is None:
@@ -126,7 +126,7 @@ class ServiceProcess:
         return read_metric(self.metrics_port, name, labels)
 
     def wait_until(self, condition: Callable[[], bool], timeout: float, what: str, *,
-                   context: Callable[[], str] = str) -> None:
+                   interval: float = POLL_INTERVAL, context: Callable[[], str] = str) -> None:
         """wait_until that gives up as soon as the service has exited; either failure shows
         context() and the service's log."""
         def details() -> str:
@@ -139,7 +139,7 @@ class ServiceProcess:
                 raise WaitTimeoutError(f"{self.name} exited ({self.returncode()}) before {what}\n"
                                   f"{details()}")
             return False
-        wait_until(holds, timeout, what, context=details)
+        wait_until(holds, timeout, what, interval=interval, context=details)
 
     def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
         self.wait_until(lambda: text in self.log(), timeout, f"{text!r} is in the log")
