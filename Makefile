@@ -9,7 +9,7 @@ VENV := .venv
 # pip reinstalls only when pyproject.toml is newer than this stamp (or the venv is gone).
 VENV_STAMP := $(VENV)/.sarchive-installed
 SERVICES := infra/services
-LINT_PATHS := producer consumers schemas runtime tests infra bench
+LINT_PATHS := producer consumers schemas runtime tests infra bench testkit
 
 .PHONY: setup venv services-up services-down demo test test-unit test-integration lint
 
@@ -56,7 +56,7 @@ lint: venv
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy --strict infra
+	$(VENV)/bin/mypy --strict infra bench testkit
 
 .PHONY: bench bench-smoke
 

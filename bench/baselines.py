@@ -19,9 +19,9 @@ from __future__ import annotations
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer
 from elasticsearch import Elasticsearch
@@ -140,16 +140,19 @@ def latency_summary(latencies_ms: Sequence[float]) -> dict[str, float]:
 # --------------------------------------------------------------------------- R_cons
 
 
-def _batch(batch: int | None) -> dict[str, int]:
-    """Settings overrides for a batch size other than the services' default (smoke runs)."""
-    return {} if batch is None else {"batch_max_messages": batch}
+BatchSettings = TypeVar("BatchSettings", ConsumerSettings, ArchiveConfig)
+
+
+def _with_batch(settings: BatchSettings, batch: int | None) -> BatchSettings:
+    """The settings with a batch size other than the services' default (smoke runs)."""
+    return settings if batch is None else replace(settings, batch_max_messages=batch)
 
 
 def r_cons(bootstrap: str, topic: str, expected: int, *, batch: int | None = None,
            timeout: float = 300) -> float:
     """Events/s consumed and decoded, with the consumers' properties and batch size."""
-    settings = ConsumerSettings(brokers=bootstrap, topic=topic, group=unique_name("r-cons"),
-                                **_batch(batch))
+    settings = _with_batch(ConsumerSettings(brokers=bootstrap, topic=topic,
+                                            group=unique_name("r-cons")), batch)
     consumer = Consumer(quiet(consumer_properties(settings)))
     codec = JobEventCodec()
     timeline: list[tuple[float, int]] = []
@@ -179,16 +182,16 @@ def r_fs(events: Sequence[JobEvent], workdir: Path, *, batch: int | None = None)
     """Events/s through the archive's own sink (consumers.archive.sink.ArchiveSink) with its
     defaults, in an empty `workdir`, batch after batch in a tight loop: the same placement,
     duplicate checks, temporary files, fsyncs, links and directory fsyncs, without Kafka."""
-    config = ArchiveConfig(archive=workdir, brokers="unused:9092", **_batch(batch))
+    config = _with_batch(ArchiveConfig(archive=workdir, brokers="unused:9092"), batch)
     sink = ArchiveSink(config, CollectorRegistry())
     timeline: list[tuple[float, int]] = []
     try:
         sink.prepare()
         for start in range(0, len(events), config.batch_max_messages):
-            batch = events[start:start + config.batch_max_messages]
-            if sink.write_batch(batch):
+            chunk = events[start:start + config.batch_max_messages]
+            if sink.write_batch(chunk):
                 raise BenchError("R_fs: the archive refused events")
-            timeline.append((time.time(), start + len(batch)))
+            timeline.append((time.time(), start + len(chunk)))
     finally:
         sink.close()
     return progress_rate(timeline)

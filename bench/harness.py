@@ -12,26 +12,34 @@ import math
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not re-exported by stubs
+    AdminClient,
+    NewTopic,
+)
 
 from schemas.limits import MAX_MESSAGE_BYTES
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+# `python bench/run.py` puts bench/ on sys.path, not the repository root that holds testkit/
+# (the helpers shared with the tests): every bench script imports this module first.
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))
+
+from testkit.processes import ServiceProcess  # noqa: E402 -- needs the root on sys.path, above
+
 VENV_BIN = REPO / ".venv" / "bin"
 TOPIC_PARTITIONS = 3
 
@@ -193,8 +201,11 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float) -> lis
             for message in consumer.consume(1000, 0.5):
                 if message.error() is not None:
                     continue
+                # A consumed message's headers are (str, bytes) pairs; the stubs' type is the
+                # union a producer accepts.
+                headers = tuple(message.headers() or ())
                 records.append(Record(message.key() or b"", message.value() or b"",
-                                      tuple(message.headers() or ()),
+                                      headers,  # type: ignore[arg-type]  # see above
                                       message.timestamp()[1]))
     finally:
         consumer.close()
@@ -268,56 +279,45 @@ def batch_ends(timeline: Sequence[tuple[float, int]],
 # --------------------------------------------------------------------------- processes
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def proc_status_kib(pid: int, field_name: str) -> int:
-    """A field of /proc/<pid>/status in KiB (VmRSS: resident now; VmHWM: peak resident)."""
-    text = Path(f"/proc/{pid}/status").read_text()
+    """A field of /proc/<pid>/status in KiB (VmRSS: resident now; VmHWM: peak resident);
+    0 for a process that has exited meanwhile: gone, or exiting or a zombie (its memory
+    released, its status has no Vm fields)."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
     match = re.search(rf"^{field_name}:\s+(\d+) kB", text, re.MULTILINE)
-    if match is None:
-        raise BenchError(f"no {field_name} for process {pid}")
-    return int(match.group(1))
+    return 0 if match is None else int(match.group(1))
+
+
+def process_tree(pid: int) -> list[int]:
+    """The process and its children, as of now: a thread or child that ends while they are
+    listed is left out, never an error."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return [pid]
+    children: list[int] = []
+    for task in tasks:
+        try:
+            text = Path(f"/proc/{pid}/task/{task}/children").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended after the listing
+        children += map(int, text.split())
+    return [pid, *children]
 
 
 @dataclass
-class Service:
-    """A service under test, run as the real console script in its own process."""
+class Service(ServiceProcess):
+    """A service under test, run as the real console script in its own process, from the
+    repository root; a bench run fails (BenchError) as soon as it has died."""
 
-    name: str
-    argv: list[str]
-    log_path: Path
-    env: dict[str, str] = field(default_factory=dict)
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Service:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **self.env}, cwd=REPO)
-        log.close()
-        return self
-
-    @property
-    def pid(self) -> int:
-        if self.process is None:
-            raise BenchError(f"{self.name} was not started")
-        return self.process.pid
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+    cwd: Path | None = REPO
 
     def require_alive(self) -> None:
         if not self.alive():
-            raise BenchError(f"{self.name} exited ({self.returncode()}); log tail:\n"
-                             f"{self.log_tail()}")
-
-    def returncode(self) -> int | None:
-        return None if self.process is None else self.process.poll()
+            raise BenchError(f"{self.name} exited ({self.returncode()}); {self.log_tail()}")
 
     def rss_mb(self) -> float:
         """Resident memory of the service and its child processes (the producer's readers)."""
@@ -329,56 +329,7 @@ class Service:
 
     def pids(self) -> list[int]:
         """The service's process and its children."""
-        children: list[int] = []
-        for task in os.listdir(f"/proc/{self.pid}/task"):
-            children += map(int, Path(f"/proc/{self.pid}/task/{task}/children").read_text()
-                             .split())
-        return [self.pid, *children]
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.returncode()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait(10)
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
-
-    def __enter__(self) -> Service:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-
-def scrape_metrics(port: int) -> dict[str, float]:
-    """A Prometheus /metrics page as {'name{labels}': value}."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                samples[name] = float(value)
-    return samples
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str,
-             interval: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(interval)
-    raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        return process_tree(self.pid)
 
 
 # --------------------------------------------------------------------------- statistics

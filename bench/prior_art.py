@@ -28,8 +28,10 @@ from pathlib import Path
 
 import spoolgen
 from baselines import latency_summary
-from harness import BenchError, Service, scratch, wait_for
+from harness import BenchError, Service, scratch
 from stages import archived_times
+
+from testkit.waiting import wait_until
 
 CACHE_DIR = Path(os.environ.get("SARCHIVE_BENCH_CACHE",
                                 Path.home() / ".cache" / "sarchive-bench"))
@@ -110,7 +112,7 @@ def run_once(binary: Path, jobs: Sequence[spoolgen.SpoolJob], rate: float | None
                                           str(workdir / "sarchive.log"), "file", str(archive),
                                           "none"], workdir / "stdout.log")
     with service:
-        wait_for(lambda: (workdir / "sarchive.log").exists()
+        wait_until(lambda: (workdir / "sarchive.log").exists()
                  and (workdir / "sarchive.log").read_text().count("Watching path") >= 10,
                  30, "the Rust sarchive to watch its ten hash directories")
         writer = spoolgen.SlurmSpoolWriter(spool, "vectored")

@@ -40,6 +40,7 @@ from harness import (
     empty_trash,
     fresh_topics,
     scratch,
+    unique_name,
 )
 
 from consumers.elastic.config import EsConsumerConfig
@@ -203,7 +204,7 @@ class Suite:
     def _bulk_rate(self, events: Sequence[JobEvent], name: str) -> float:
         # The consumer's bulk requests hold at most one Kafka batch each.
         batch = self.sizes.consumer_batch or self.es_defaults.batch_max_messages
-        return r_es(self._es_url(), events, stages.unique_name(name).replace(".", "-"),
+        return r_es(self._es_url(), events, unique_name(name).replace(".", "-"),
                     min(batch, self.es_defaults.bulk_max_docs), self.es_defaults.bulk_max_bytes)
 
     def _warm_up_es(self) -> None:

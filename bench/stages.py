@@ -41,19 +41,18 @@ from harness import (
     Record,
     Service,
     committed_total,
-    free_port,
     progress_rate,
     read_topic,
-    scrape_metrics,
     scratch,
     unique_name,
     wait_committed,
-    wait_for,
 )
 
 from schemas.codec import JobEventCodec
 from schemas.model import make_job_key
 from schemas.wire import message_headers, message_key
+from testkit.processes import free_port
+from testkit.waiting import wait_until
 
 CLUSTER = "bench"
 WARM_UP_JOBS = 20
@@ -101,15 +100,16 @@ class ProducerProcess:
             "--brokers", self.brokers, "--topic", self.topic,
             "--metrics-port", str(self.metrics_port), "--metrics-address", "127.0.0.1",
             "--log-file", str(self.workdir / "producer.log"), *self.extra_args,
-        ], self.workdir / "producer.out")
+        ], self.workdir / "producer.out", metrics_port=self.metrics_port)
 
     def metric(self, name: str) -> float:
-        return scrape_metrics(self.metrics_port).get(name, 0.0)
+        """0 for a sample not exposed (yet)."""
+        return self.service.metric(name) or 0.0
 
     def start(self) -> ProducerProcess:
         self.service.start()
         try:
-            wait_for(self._serving, READY_TIMEOUT, "the producer's metrics endpoint")
+            wait_until(self._serving, READY_TIMEOUT, "the producer's metrics endpoint")
         except BaseException:
             self.service.stop()
             raise
@@ -120,14 +120,10 @@ class ProducerProcess:
 
     def _serving(self) -> bool:
         self.service.require_alive()
-        try:
-            scrape_metrics(self.metrics_port)
-        except OSError:
-            return False
-        return True
+        return self.service.metric("sarchive_producer_outbox_events") is not None
 
     def wait_published(self, count: float, timeout: float) -> None:
-        wait_for(lambda: self.live_metric("sarchive_producer_jobs_published_total") >= count,
+        wait_until(lambda: self.live_metric("sarchive_producer_jobs_published_total") >= count,
                  timeout, f"{count:.0f} acknowledged events")
 
     def live_metric(self, name: str) -> float:
@@ -265,7 +261,7 @@ def producer_outbox_memory(jobs: Sequence[spoolgen.SpoolJob]) -> dict[str, float
                             ["--shutdown-timeout", "1"]) as producer:
         writer = spoolgen.SlurmSpoolWriter(producer.spool, "vectored")
         spoolgen.write_paced(writer.write, jobs, None)
-        wait_for(lambda: producer.live_metric("sarchive_producer_outbox_events") >= len(jobs),
+        wait_until(lambda: producer.live_metric("sarchive_producer_outbox_events") >= len(jobs),
                  300, f"{len(jobs)} events in the outbox")
         time.sleep(1.0)  # let it settle with the full backlog in hand
         return {"outbox_events": producer.metric("sarchive_producer_outbox_events"),
@@ -288,7 +284,7 @@ def wait_settled(producer: ProducerProcess, *, had_jobs: bool, quiet: float = 1.
                 and producer.metric("sarchive_producer_outbox_events") == 0
                 and time.monotonic() - since >= quiet)
 
-    wait_for(settled, 300, "the producer's start-up scan of the Slurm spool", interval=0.2)
+    wait_until(settled, 300, "the producer's start-up scan of the Slurm spool", interval=0.2)
 
 
 def sbatch_latency(kafka: str, topic: str, slurm_conf: str, state_dir: Path,

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
-import struct
+import select
 import subprocess
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -32,10 +30,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from hypothesis import settings
 from inotify_simple import Event, INotify, flags
-from prometheus_client.parser import text_string_to_metric_families
 
 from schemas.codec import JobEventCodec
+from testkit.events import slurm_environment_file
+from testkit.processes import ServiceProcess, free_port
 
 
 class SyntheticSlurmSpool:
@@ -45,9 +45,7 @@ class SyntheticSlurmSpool:
     def job_dir(self, job_id: int) -> Path:
         return self.root / f"hash.{job_id % 10}" / f"job.{job_id}"
 
-    @staticmethod
-    def environment_bytes(entries: Sequence[bytes]) -> bytes:
-        return struct.pack("=I", len(entries)) + b"".join(e + b"\0" for e in entries)
+    environment_bytes = staticmethod(slurm_environment_file)
 
     def write_job(self, job_id: int, script: bytes,
                   environment: Sequence[bytes] = (b"USER=alice", b"HOME=/home/alice"),
@@ -69,6 +67,14 @@ class SyntheticSlurmSpool:
         finally:
             os.close(fd)
 
+
+# Hypothesis: examples write and fsync files, so their duration is the disk's, not the code's:
+# no deadline. CI (CI=true) runs the same examples every time (derandomize), so that a red run
+# is red again on a re-run; a developer's run explores new ones. HYPOTHESIS_PROFILE overrides.
+settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
+                      or ("ci" if os.environ.get("CI") == "true" else "dev"))
 
 # A parametrization over nothing (no second schema version yet) is structure, not a missing
 # capability: it stays a skip.
@@ -148,6 +154,10 @@ class ScriptedInotify:
             events.append(Event(-1, flags.Q_OVERFLOW, 0, ""))
         return events
 
+    def queued(self) -> bool:
+        """Whether the kernel holds events not read yet."""
+        return bool(select.select([self.real.fileno()], [], [], 0)[0])
+
     def fileno(self) -> int:
         return int(self.real.fileno())
 
@@ -173,94 +183,24 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCER_BIN = REPO / ".venv" / "bin" / "sarchive-producer"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class ProducerProcess:
-    """`sarchive-producer` as a real subprocess, its log in a file the test can read and its
-    /metrics on a port of its own."""
-
-    def __init__(self, argv: Sequence[str], log_path: Path, wrapper: Sequence[str] = ()) -> None:
-        self.metrics_port = free_port()
-        self.argv = [*wrapper, str(PRODUCER_BIN), "--metrics-address", "127.0.0.1",
-                     "--metrics-port", str(self.metrics_port), *argv]
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> ProducerProcess:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
-        return self
-
-    def signal(self, number: int) -> None:
-        assert self.process is not None
-        self.process.send_signal(number)
-
-    def wait(self, timeout: float) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout)
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, as in a crash or an OOM kill."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for_log(self, text: str, timeout: float = 30.0) -> None:
-        self._wait(lambda: text in self.log(), timeout, f"{text!r} in the producer log")
-
-    def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
-        """A sample of the producer's /metrics (None: not exposed, or not up yet)."""
-        try:
-            with urllib.request.urlopen(
-                    f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-                text = response.read().decode()
-        except OSError:
-            return None
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and sample.labels == (labels or {}):
-                    return float(sample.value)
-        return None
-
-    def wait_for_metric(self, name: str, condition: Callable[[float], bool],
-                        labels: dict[str, str] | None = None, timeout: float = 30.0) -> float:
-        values: list[float | None] = [None]
-
-        def holds() -> bool:
-            values[0] = self.metric(name, labels)
-            return values[0] is not None and condition(values[0])
-        self._wait(holds, timeout, f"{name}{labels or ''} (last value {values[0]})")
-        assert values[0] is not None
-        return values[0]
-
-    def _wait(self, condition: Callable[[], bool], timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if condition():
-                return
-            assert self.process is not None
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        raise AssertionError(f"no {what} within {timeout} s; producer log:\n"
-                             f"{self.log()[-5000:]}")
+def producer_process(argv: Sequence[str], log_path: Path,
+                     wrapper: Sequence[str] = ()) -> ServiceProcess:
+    """`sarchive-producer` as a real subprocess (not started yet), its log in a file the test
+    can read and its /metrics on a port of its own."""
+    port = free_port()
+    return ServiceProcess("sarchive-producer", [
+        *wrapper, str(PRODUCER_BIN), "--metrics-address", "127.0.0.1",
+        "--metrics-port", str(port), *argv], log_path, metrics_port=port)
 
 
 @pytest.fixture
-def producer_runner(tmp_path: Path) -> Iterator[Callable[..., ProducerProcess]]:
+def producer_runner(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
     """Start producers with `runner(*argv, wrapper=())`, the wrapper a command prefix such as
     setpriv; those still running are killed at teardown."""
-    started: list[ProducerProcess] = []
+    started: list[ServiceProcess] = []
 
-    def run(*argv: str, wrapper: Sequence[str] = ()) -> ProducerProcess:
-        process = ProducerProcess(argv, tmp_path / f"producer-{len(started)}.log", wrapper)
+    def run(*argv: str, wrapper: Sequence[str] = ()) -> ServiceProcess:
+        process = producer_process(argv, tmp_path / f"producer-{len(started)}.log", wrapper)
         started.append(process.start())
         return process
     yield run

@@ -18,7 +18,6 @@ import contextlib
 import os
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from infra.registry import ensure_down, ensure_up, registry
 from infra.service import ServiceError, run_dir
 from infra.slurm import SlurmService
 from schemas.limits import MAX_MESSAGE_BYTES
+from testkit.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 INTEGRATION_DIR = Path(__file__).resolve().parent
@@ -110,14 +110,12 @@ def kafka_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Iterato
 def _wait_for_leaders(admin: AdminClient, topic: str, timeout: float = 30.0) -> None:
     """create_topics returns once the controller knows the topic, before partitions have a
     leader; producing right away would then fail or block, so wait for every leader."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def led() -> bool:
         meta = admin.list_topics(topic, timeout=10).topics.get(topic)
         partitions = meta.partitions if meta is not None and meta.error is None else {}
-        if len(partitions) == TOPIC_PARTITIONS and all(p.leader >= 0 for p in partitions.values()):
-            return
-        time.sleep(0.2)
-    pytest.fail(f"topic {topic} has no leader for every partition after {timeout:.0f} s")
+        return (len(partitions) == TOPIC_PARTITIONS
+                and all(p.leader >= 0 for p in partitions.values()))
+    wait_until(led, timeout, f"every partition of topic {topic} has a leader", interval=0.2)
 
 
 @dataclass
@@ -220,12 +218,9 @@ class SlurmCluster:
     def wait_job_dir(self, job_id: str, timeout: float = 30.0) -> Path:
         """The job's directory once both its files exist (slurmctld writes them on submit)."""
         directory = self.job_dir(job_id)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (directory / "script").exists() and (directory / "environment").exists():
-                return directory
-            time.sleep(0.1)
-        pytest.fail(f"{directory} with script and environment did not appear in {timeout} s")
+        wait_until(lambda: all((directory / name).exists() for name in ("script", "environment")),
+                   timeout, f"{directory} holds script and environment")
+        return directory
 
     def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
         return {**os.environ, **(extra or {}), "SLURM_CONF": str(self.conf)}

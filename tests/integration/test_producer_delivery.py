@@ -24,6 +24,7 @@ from confluent_kafka.admin import (
 )
 
 from schemas.limits import MAX_MESSAGE_BYTES
+from testkit.waiting import wait_until
 
 GOOD_ENV = (b"USER=alice", b"HOME=/home/alice")
 BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1048588
@@ -86,9 +87,7 @@ def test_sighup_reopens_the_log_file_and_sigterm_exits_0_after_delivering(  # no
     topic_reader(kafka_bootstrap, kafka_topic).read_until(lambda r: "911" in r.job_ids(), 60)
     rotated = log_file.rename(tmp_path / "producer.log.1")  # what logrotate does
     producer.signal(signal.SIGHUP)
-    deadline = time.monotonic() + 10
-    while not log_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    producer.wait_until(log_file.exists, 10, "the producer has reopened its log file")
     synthetic_spool.write_job(912, script("after"), GOOD_ENV)
     topic_reader(kafka_bootstrap, kafka_topic).read_until(lambda r: "912" in r.job_ids(), 60)
     producer.signal(signal.SIGTERM)
@@ -173,7 +172,5 @@ def test_reader_processes_die_with_a_producer_killed_outright(
                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()}
     assert readers, "no reader process"
     producer.kill()
-    deadline = time.monotonic() + 10
-    while any(_alive(pid) for pid in readers):
-        assert time.monotonic() < deadline, "reader processes outlived the producer"
-        time.sleep(0.05)
+    wait_until(lambda: not any(_alive(pid) for pid in readers), 10,
+               "the reader processes have died with the producer")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,14 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from producer.config import load_producer_config
 from producer.service import ProducerService
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+from testkit.waiting import wait_until
 
 
 def test_events_lost_to_an_overflow_are_recovered_by_the_rescan(  # noqa: PLR0917 -- pytest passes fixtures as positional parameters
@@ -56,7 +48,9 @@ def test_events_lost_to_an_overflow_are_recovered_by_the_rescan(  # noqa: PLR091
         script = b"#!/bin/sh\n#SBATCH --job-name=overflow\necho lost event\n"
         submitted += [slurm.sbatch("--hold", script=script) for _ in range(40)]
         submitted.append(slurm.sbatch("--hold", "--array=1-10", script=script))
-        time.sleep(1.5)  # several turns of the loop: the jobs' events are gone for good
+        # Once the kernel holds none of their events, they were read and thrown away: gone
+        # for good.
+        wait_until(lambda: not inotify.queued(), 30, "the submissions' events are dropped")
         early = topic_reader(kafka_bootstrap, kafka_topic).read_until(lambda r: False,
                                                                         timeout=1)
         assert not set(submitted) & early.job_ids(), "found before the overflow: not lost"

@@ -25,6 +25,7 @@ from schemas import (
 from schemas.codec import MAGIC
 from schemas.model import parse_environment
 from schemas.wire import HEADER_CONTENT_TYPE, HEADER_SCHEMA_VERSION, message_headers, message_key
+from testkit.events import job_event
 
 CODEC = JobEventCodec()
 
@@ -40,7 +41,7 @@ def job_events(draw: st.DrawFn) -> JobEvent:
     scheduler = draw(st.sampled_from(Scheduler))
     job_id = draw(texts)
     submit = draw(millis)
-    return JobEvent(
+    return job_event(
         cluster=cluster,
         scheduler=scheduler,
         job_id=job_id,
@@ -190,10 +191,4 @@ def test_environment_view_keeps_equals_and_newlines_inside_values() -> None:
 
 
 def _event(script: bytes = b"#!/bin/bash\necho hi\n") -> JobEvent:
-    return JobEvent(
-        cluster="c", scheduler=Scheduler.SLURM, job_id="1",
-        job_key=make_job_key("c", Scheduler.SLURM, "1", 1), submit_time=1, read_time=2,
-        script=script, script_size=len(script),
-        script_sha256=hashlib.sha256(script).hexdigest(), script_truncated=False,
-        environment=b"A=1\0", producer_host="h", producer_version="v",
-    )
+    return job_event(script=script)

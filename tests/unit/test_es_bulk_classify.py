@@ -33,7 +33,8 @@ from consumers.elastic.documents import BulkItem
 from consumers.elastic.metrics import ElasticsearchMetrics
 from consumers.elastic.sink import ElasticsearchSink
 from consumers.elastic.template import index_template
-from schemas.model import JobEvent, Scheduler
+from schemas.model import JobEvent
+from testkit.events import job_event
 
 MAPPING_ERROR = {
     "type": "document_parsing_exception",
@@ -305,8 +306,4 @@ def test_sink_reports_refusals_of_both_kinds_at_their_positions_in_the_batch() -
 
 
 def _event(job_key: str) -> JobEvent:
-    return JobEvent(cluster="c", scheduler=Scheduler.SLURM, job_id="1", job_key=job_key,
-                    submit_time=1_718_000_000_000, read_time=1_718_000_000_100,
-                    script=b"echo\n", script_size=5, script_sha256="0" * 64,
-                    script_truncated=False, environment=b"", producer_host="h",
-                    producer_version="v")
+    return job_event(job_key=job_key)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import dataclasses
-import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -23,7 +21,8 @@ from consumers.elastic.documents import (
     script_bytes,
 )
 from consumers.elastic.template import MAPPING_PROPERTIES
-from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource, make_job_key
+from schemas.model import JobEvent, SpoolFile
+from testkit.events import job_event
 
 # Milliseconds of 0001-01-01T00:00:00Z and of the last millisecond of 9999.
 FIRST_MS = int(datetime(1, 1, 1, tzinfo=UTC).timestamp() * 1000)
@@ -33,19 +32,15 @@ LAST_MS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() * 1000)
 def make_event(**changes: object) -> JobEvent:
     script = b"#!/bin/bash\n#SBATCH --time=1:00:00\nmodule load gromacs/2023.1\nsrun gmx_mpi\n"
     submit = 1_718_000_000_000
-    event = JobEvent(
-        cluster="hydra", scheduler=Scheduler.SLURM, job_id="4711",
-        job_key=make_job_key("hydra", Scheduler.SLURM, "4711", submit),
-        submit_time=submit, read_time=submit + 250, script=script, script_size=len(script),
-        script_sha256=hashlib.sha256(script).hexdigest(), script_truncated=False,
-        environment=b"HOME=/home/alice\0TOKEN=<redacted>\0PATH=/bin\0HOME=/scratch/alice\0",
-        producer_host="master1", producer_version="0.1.0", redacted_keys=("TOKEN",),
-        spool_files=(SpoolFile("script", script), SpoolFile("environment", b"X=1\0")),
-        array_job_id="4700", array_task_id="11", user="alice", user_source=UserSource.USER,
-        job_name="md run", account="proj1", partition="batch", work_dir="/home/alice/md",
-        time_limit="1:00:00", nodes="2", ntasks="64", directives={"time": "1:00:00"},
-    )
-    return dataclasses.replace(event, **changes)  # type: ignore[arg-type]
+    return job_event(**{
+        "cluster": "hydra", "submit_time": submit, "read_time": submit + 250, "script": script,
+        "environment": b"HOME=/home/alice\0TOKEN=<redacted>\0PATH=/bin\0HOME=/scratch/alice\0",
+        "producer_host": "master1", "redacted_keys": ("TOKEN",),
+        "spool_files": (SpoolFile("script", script), SpoolFile("environment", b"X=1\0")),
+        "array_job_id": "4700", "array_task_id": "11", "job_name": "md run",
+        "account": "proj1", "partition": "batch", "work_dir": "/home/alice/md",
+        "time_limit": "1:00:00", "nodes": "2", "ntasks": "64",
+        "directives": {"time": "1:00:00"}, **changes})
 
 
 def test_index_is_the_utc_month_of_submission_at_both_edges_of_a_month() -> None:

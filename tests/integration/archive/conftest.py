@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import signal
-import struct
-import subprocess
 import sys
 import time
 import uuid
@@ -21,8 +18,11 @@ from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # n
 
 from schemas.codec import JobEventCodec
 from schemas.limits import MAX_MESSAGE_BYTES
-from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource, make_job_key
+from schemas.model import JobEvent
 from schemas.wire import message_headers, message_key
+from testkit.events import job_event
+from testkit.processes import ServiceProcess, free_port
+from testkit.waiting import wait_until
 
 ARCHIVE_COMMAND = str(Path(sys.executable).with_name("sarchive-archive"))
 # sarchive-archive that SIGKILLs itself on its Nth link(2): a crash at an exact point of a
@@ -58,18 +58,10 @@ def slurm_event(number: int, *, cluster: str = "clusterA", job_id: str | None = 
     submit = FIRST_SUBMIT_MS + (number % 4) * DAY_MS + number * 1000
     script = (f"#!/bin/bash\n#SBATCH --job-name=job{number}\nsrun ./work {number}\n".encode()
               + b"#" * script_bytes)
-    entries = [f"USER={user}".encode(), f"HOME=/home/{user}".encode(), b"MULTI=a=b\nc"]
-    environment_file = struct.pack("=I", len(entries)) + b"".join(e + b"\0" for e in entries)
-    return JobEvent(
-        cluster=cluster, scheduler=Scheduler.SLURM, job_id=job_id,
-        job_key=make_job_key(cluster, Scheduler.SLURM, job_id, submit),
-        submit_time=submit, read_time=submit + 40, script=script, script_size=len(script),
-        script_sha256=hashlib.sha256(script).hexdigest(), script_truncated=False,
-        environment=b"".join(e + b"\0" for e in entries),
-        producer_host="head1", producer_version="0.1.0",
-        spool_files=(SpoolFile("script", script + b"\0"),
-                     SpoolFile("environment", environment_file)),
-        user=user, user_source=UserSource.USER, job_name=f"job{number}",
+    return job_event(
+        cluster=cluster, job_id=job_id, submit_time=submit, read_time=submit + 40,
+        script=script, environment=f"USER={user}\0HOME=/home/{user}\0MULTI=a=b\nc\0".encode(),
+        producer_host="head1", user=user, job_name=f"job{number}",
         directives={"job-name": f"job{number}"},
     )
 
@@ -143,16 +135,20 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        error: KafkaException | None = None
-        for _ in range(20):
+        committed: list[TopicPartition] = []
+        errors: list[KafkaException] = []
+
+        def answered() -> bool:
             try:
-                committed = consumer.committed(
+                committed[:] = consumer.committed(
                     [TopicPartition(topic, p) for p in partitions], timeout=10)
-                return {tp.partition: tp.offset for tp in committed}
             except KafkaException as exc:  # NOT_COORDINATOR and the like, while groups move
-                error = exc
-                time.sleep(0.5)
-        pytest.fail(f"committed offsets of group {group} stayed unavailable: {error}")
+                errors.append(exc)
+                return False
+            return True
+        wait_until(answered, 60, f"the committed offsets of group {group} are available",
+                   interval=0.5, context=lambda: f"last error: {errors[-1:]}")
+        return {tp.partition: tp.offset for tp in committed}
     finally:
         consumer.close()
 
@@ -180,15 +176,6 @@ def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 30.0) ->
     return messages
 
 
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting until {what}")
-
-
 def tree(root: Path) -> dict[str, tuple[str, int, int]]:
     """Every file below root: sha256, mode and mtime_ns, to tell that nothing changed."""
     state: dict[str, tuple[str, int, int]] = {}
@@ -208,39 +195,6 @@ def temporary_files(root: Path) -> list[Path]:
 
 
 @dataclass
-class ArchiveProcess:
-    """One sarchive-archive subprocess; its stderr goes to log_path."""
-
-    command: list[str]
-    log_path: Path
-    process: subprocess.Popen[bytes] = field(init=False)
-
-    def __post_init__(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.command, stdout=log, stderr=log)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, and the exit code once it has finished its batch and left the group."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            pytest.fail(f"sarchive-archive ignored SIGTERM for {timeout} s:\n{self.log()}")
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def wait(self, timeout: float) -> int:
-        return self.process.wait(timeout)
-
-
-@dataclass
 class ArchiveRunner:
     """Starts sarchive-archive processes against one topic and archive root."""
 
@@ -249,13 +203,17 @@ class ArchiveRunner:
     root: Path
     logs: Path
     group: str = field(default_factory=lambda: f"archive-{uuid.uuid4().hex[:8]}")
-    started: list[ArchiveProcess] = field(default_factory=list)
+    started: list[ServiceProcess] = field(default_factory=list)
 
     def start(self, *extra: str, group: str | None = None, archive: Path | None = None,
-              crash_at_link: int | None = None,
-              named_temporaries: bool = False) -> ArchiveProcess:
+              crash_at_link: int | None = None, named_temporaries: bool = False,
+              metrics: bool = False) -> ServiceProcess:
         """sarchive-archive on the topic; archive defaults to the runner's root.
-        named_temporaries (with crash_at_link): as on a file system without O_TMPFILE."""
+        named_temporaries (with crash_at_link): as on a file system without O_TMPFILE.
+        metrics: it serves /metrics on a free port (ServiceProcess.metric reads it)."""
+        port = free_port() if metrics else None
+        if port is not None:
+            extra = (*extra, "--metrics-address", "127.0.0.1", "--metrics-port", str(port))
         args = [
             "--brokers",
             self.bootstrap,
@@ -281,8 +239,10 @@ class ArchiveRunner:
         command = ([ARCHIVE_COMMAND] if crash_at_link is None else
                    [sys.executable, "-c", CRASH_AT_LINK, str(crash_at_link),
                     "named" if named_temporaries else "unnamed"])
-        process = ArchiveProcess(command + args, self.logs / f"archive-{len(self.started)}.log")
-        self.started.append(process)
+        process = ServiceProcess("sarchive-archive", command + args,
+                                 self.logs / f"archive-{len(self.started)}.log",
+                                 metrics_port=port)
+        self.started.append(process.start())
         return process
 
     def committed(self, group: str | None = None) -> dict[int, int]:
@@ -329,18 +289,19 @@ class ArchiveRunner:
     def wait_committed_to_end(self, timeout: float = 60.0, group: str | None = None) -> None:
         ends = end_offsets(self.bootstrap, self.topic)
         group = group or self.group
-        deadline = time.monotonic() + timeout
         # An empty partition has nothing to commit: the group never commits it at all.
         wanted = {partition: end for partition, end in ends.items() if end > 0}
-        while time.monotonic() < deadline:
+
+        def committed_to_end() -> bool:
             committed = committed_offsets(self.bootstrap, group, self.topic)
-            if {p: committed.get(p) for p in wanted} == wanted:
-                return
-            time.sleep(0.2)
-        logs = "\n".join(f"--- {p.log_path.name}:\n{p.log()[-3000:]}" for p in self.started)
-        pytest.fail(f"group {group} did not commit {ends} within {timeout:.0f} s"
-                    f" (committed: {committed_offsets(self.bootstrap, group, self.topic)})"
-                    f"\n{logs}")
+            return {p: committed.get(p) for p in wanted} == wanted
+
+        def state() -> str:
+            logs = "\n".join(f"--- {p.log_path.name}:\n{p.log()[-3000:]}" for p in self.started)
+            return (f"committed: {committed_offsets(self.bootstrap, group, self.topic)}\n"
+                    f"{logs}")
+        wait_until(committed_to_end, timeout, f"group {group} has committed {ends}",
+                   interval=0.2, context=state)
 
 
 @pytest.fixture
@@ -364,9 +325,7 @@ def archive_runner(
     runner = ArchiveRunner(kafka_bootstrap, kafka_topic, archive_root, logs)
     yield runner
     for process in runner.started:
-        if process.process.poll() is None:
-            process.process.kill()
-            process.process.wait(10)
+        process.kill()
     # The broker creates the dead-letter topic on first use; the test's topic goes, so does it.
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     with contextlib.suppress(Exception):

@@ -8,7 +8,6 @@ sarchive-archive subprocesses, and reads back the archive and the group's offset
 from __future__ import annotations
 
 import stat
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -122,7 +121,14 @@ def test_replay_of_the_whole_topic_from_offset_zero_leaves_the_archive_unchanged
     runner.wait_committed_to_end()
     assert first.stop() == 0
     before = runner.tree()
-    time.sleep(0.05)  # any rewrite would now show as a newer mtime
+    newest = max(mtime for *_, mtime in before.values())
+    probe = runner.root.parent / "mtime-probe"
+
+    def clock_moved() -> bool:
+        probe.touch()
+        return probe.stat().st_mtime_ns > newest
+    # Any rewrite must show as a newer mtime: wait until the file system's clock says later.
+    runner.wait_until(clock_moved, 10, "the file system's clock has passed the newest mtime")
     replay = runner.start(group="replay-from-zero")
     runner.wait_committed_to_end(group="replay-from-zero")
     assert replay.stop() == 0

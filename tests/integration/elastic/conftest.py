@@ -5,14 +5,10 @@ run as a real process (its console script), killed or stopped the way an operato
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,8 +22,11 @@ from elasticsearch import Elasticsearch
 
 from schemas.codec import JobEventCodec
 from schemas.limits import MAX_MESSAGE_BYTES
-from schemas.model import JobEvent, Scheduler, UserSource, make_job_key
+from schemas.model import JobEvent
 from schemas.wire import message_headers, message_key
+from testkit.events import job_event
+from testkit.processes import ServiceProcess, free_port
+from testkit.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 SARCHIVE_ES = Path(sys.executable).with_name("sarchive-es")
@@ -49,7 +48,6 @@ def make_events(count: int, *, cluster: str = "hydra", first_id: int = 1000) -> 
     environment, submitted n hours after BASE_SUBMIT_MS."""
     events = []
     for n in range(count):
-        job_id = str(first_id + n)
         submit = BASE_SUBMIT_MS + n * HOUR_MS
         module = MODULES[n % len(MODULES)]
         # Loaded in the shell before sbatch (so only in the environment), colon-separated.
@@ -59,30 +57,15 @@ def make_events(count: int, *, cluster: str = "hydra", first_id: int = 1000) -> 
             f"module load {module}\nsrun /opt/apps/bin/solver --input case{n}.dat\n"
         ).encode()
         user = USERS[n % len(USERS)]
-        events.append(
-            JobEvent(
-                cluster=cluster,
-                scheduler=Scheduler.SLURM,
-                job_id=job_id,
-                job_key=make_job_key(cluster, Scheduler.SLURM, job_id, submit),
-                submit_time=submit,
-                read_time=submit + 40,
-                script=script,
-                script_size=len(script),
-                script_sha256=hashlib.sha256(script).hexdigest(),
-                script_truncated=False,
-                environment=f"USER={user}\0HOME=/home/{user}\0LOADEDMODULES={shell_modules}\0"
-                .encode(),
-                producer_host="master1",
-                producer_version="test",
-                user=user,
-                user_source=UserSource.USER,
-                job_name=f"run{n}",
-                account="proj1",
-                partition="batch",
-                directives={"job-name": f"run{n}", "time": "01:00:00"},
-            )
-        )
+        events.append(job_event(
+            cluster=cluster, job_id=str(first_id + n), submit_time=submit,
+            read_time=submit + 40, script=script,
+            environment=f"USER={user}\0HOME=/home/{user}\0LOADEDMODULES={shell_modules}\0"
+            .encode(),
+            producer_host="master1", producer_version="test", spool_files=(), user=user,
+            job_name=f"run{n}", account="proj1", partition="batch",
+            directives={"job-name": f"run{n}", "time": "01:00:00"},
+        ))
     return events
 
 
@@ -293,80 +276,6 @@ class DeadLetter:
 # --------------------------------------------------------------------------- sarchive-es
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class EsConsumer:
-    """One sarchive-es process; its log goes to a file shown when a test fails."""
-
-    argv: list[str]
-    log_path: Path
-    metrics_port: int
-    process: subprocess.Popen[bytes] = field(init=False)
-
-    def __post_init__(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT)
-
-    def exited(self) -> bool:
-        return self.process.poll() is not None
-
-    def terminate(self, timeout: float = 60.0) -> int:
-        """SIGTERM, as systemd stops it; the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        return self.wait(timeout)
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait(30)
-
-    def wait(self, timeout: float) -> int:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(
-                f"sarchive-es did not exit within {timeout:.0f} s\n{self.log_tail()}", pytrace=False
-            )
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def log_tail(self, lines: int = 40) -> str:
-        return "sarchive-es log (tail):\n" + "\n".join(self.log_text().splitlines()[-lines:])
-
-    def metric(self, name: str, **labels: str) -> float:
-        """The value of one sample on the process's /metrics (0 when absent)."""
-        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-        wanted = name + (
-            "{" + ",".join(f'{k}="{v}"' for k, v in sorted(labels.items())) + "}" if labels else ""
-        )
-        for line in text.splitlines():
-            sample, _, value = line.rpartition(" ")
-            if sample == wanted:
-                return float(value)
-        return 0.0
-
-    def wait_metric(self, name: str, expected: float, timeout: float, **labels: str) -> None:
-        deadline = time.monotonic() + timeout
-        value = 0.0
-        while time.monotonic() < deadline and not self.exited():
-            with contextlib.suppress(OSError):
-                value = self.metric(name, **labels)
-                if value >= expected:
-                    return
-            time.sleep(0.3)
-        pytest.fail(
-            f"{name}{labels} is {value}, expected {expected}\n{self.log_tail()}", pytrace=False
-        )
-
-
 @dataclass
 class EsPipeline:
     """One test's topic, dead-letter topic and index prefix on the real services, with the
@@ -379,7 +288,7 @@ class EsPipeline:
     es: Elasticsearch
     prefix: str
     tmp_path: Path
-    started: list[EsConsumer] = field(default_factory=list)
+    started: list[ServiceProcess] = field(default_factory=list)
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -407,7 +316,7 @@ class EsPipeline:
 
     def start_consumer(
         self, *extra: str, group: str = "sarchive-es-test", es_url: str | None = None
-    ) -> EsConsumer:
+    ) -> ServiceProcess:
         """A running sarchive-es on this pipeline; extra flags are appended."""
         port = free_port()
         argv = [
@@ -436,8 +345,10 @@ class EsPipeline:
             str(port),
             *extra,
         ]
-        consumer = EsConsumer(argv, self.tmp_path / f"sarchive-es-{len(self.started)}.log", port)
-        self.started.append(consumer)
+        consumer = ServiceProcess("sarchive-es", argv,
+                                  self.tmp_path / f"sarchive-es-{len(self.started)}.log",
+                                  metrics_port=port)
+        self.started.append(consumer.start())
         return consumer
 
     def group(self, name: str) -> str:
@@ -454,21 +365,19 @@ class EsPipeline:
         return int(es.count(index=self.prefix).get("count", 0))
 
     def wait_for_count(
-        self, expected: int, timeout: float, consumer: EsConsumer | None = None
+        self, expected: int, timeout: float, consumer: ServiceProcess | None = None
     ) -> None:
-        """Until the alias holds expected documents; fails with the consumer's log if not."""
-        deadline = time.monotonic() + timeout
-        count = -1
-        while time.monotonic() < deadline:
-            count = self.count()
-            if count >= expected:
-                assert count == expected, f"{count} documents, expected {expected}"
-                return
-            if consumer is not None and consumer.exited():
-                break
-            time.sleep(0.3)
-        log = consumer.log_tail() if consumer is not None else ""
-        pytest.fail(f"{count} of {expected} documents after {timeout:.0f} s\n{log}", pytrace=False)
+        """Until the alias holds expected documents (exactly: never more); fails with the
+        consumer's log if not, at once if the consumer has exited."""
+        counts = [-1]
+
+        def reached() -> bool:
+            counts[0] = self.count()
+            assert counts[0] <= expected, f"{counts[0]} documents, expected {expected}"
+            return counts[0] == expected
+        wait = wait_until if consumer is None else consumer.wait_until
+        wait(reached, timeout, f"the alias holds {expected} documents", interval=0.3,
+             context=lambda: f"{counts[0]} documents")
 
     def search_ids(self, query: dict[str, Any]) -> set[str]:
         """job_ids of every document matching query, searched through the alias (none
@@ -559,8 +468,7 @@ def pipeline(  # noqa: PLR0917 -- pytest passes fixtures as positional parameter
     ours = EsPipeline(kafka_bootstrap, kafka_topic, dlq_topic, es_url, es, index_prefix, tmp_path)
     yield ours
     for consumer in ours.started:
-        if not consumer.exited():
-            consumer.kill()
+        consumer.kill()
 
 
 @pytest.fixture

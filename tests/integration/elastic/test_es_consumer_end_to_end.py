@@ -3,13 +3,14 @@ a search finds the jobs, with what Slurm stored."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from testkit.waiting import wait_until
 
 
 @pytest.fixture
@@ -43,14 +44,14 @@ def test_sbatch_jobs_are_found_by_a_search_once_through_producer_kafka_and_sarch
         held_jobs.append(job_id)
         by_name[name] = job_id
 
-    deadline = time.monotonic() + 90
     found: set[str] = set()
-    while time.monotonic() < deadline and found != set(by_name.values()):
-        found = pipeline.search_ids({"match": {"script": marker}})
-        time.sleep(0.5)
-    assert found == set(by_name.values()), (
-        f"found {found}, submitted {by_name}\n{consumer.log_tail()}\n"
-        f"producer log:\n{producer.log()[-3000:]}")
+
+    def all_found() -> bool:
+        found.clear()
+        found.update(pipeline.search_ids({"match": {"script": marker}}))
+        return found == set(by_name.values())
+    wait_until(all_found, 90, f"a search finds the jobs {by_name}", interval=0.5,
+               context=lambda: f"found {found}\n{consumer.log_tail()}\n{producer.log_tail()}")
 
     assert pipeline.search_ids({"bool": {"filter": [
         {"match": {"script": marker}}, {"match": {"script": "gromacs"}}]}}) == {by_name["md"]}
@@ -66,4 +67,4 @@ def test_sbatch_jobs_are_found_by_a_search_once_through_producer_kafka_and_sarch
     assert document["directives"]["time"] == "00:10:00"
     assert hits[0]["_id"] == document["job_key"]
     assert hits[0]["_index"].startswith(f"{pipeline.prefix}-")
-    assert consumer.terminate() == 0
+    assert consumer.stop() == 0

@@ -4,7 +4,6 @@ are no job event, and the consumer killed in the middle of a batch."""
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,10 +22,8 @@ def test_document_elasticsearch_refuses_goes_to_the_dead_letter_topic_with_the_r
     refused = [e for e in events[1:] if e.submit_datetime.month == 5]
     assert refused, "the test needs May events with a user name"
     consumer = pipeline.start_consumer()
-    deadline = time.monotonic() + 30
-    while not es.indices.exists_index_template(name=pipeline.prefix):
-        assert time.monotonic() < deadline, consumer.log_tail()
-        time.sleep(0.1)
+    consumer.wait_until(lambda: bool(es.indices.exists_index_template(name=pipeline.prefix)),
+                        30, "sarchive-es has installed its index template")
     # An operator created May's index by hand, overriding the template's type of `user`:
     # Elasticsearch refuses every May document whose user is a name, and no other.
     es.indices.create(index=f"{pipeline.prefix}-2024.05",
@@ -47,13 +44,9 @@ def test_document_elasticsearch_refuses_goes_to_the_dead_letter_topic_with_the_r
         )
         assert letter.headers["sarchive-dlq-consumer"] == "sarchive-es"
         assert letter.headers["sarchive-dlq-source-topic"] == pipeline.topic
-    consumer.wait_metric(
-        "sarchive_es_rejections_total",
-        len(refused),
-        timeout=10,
-        reason="document_parsing_exception",
-    )
-    assert consumer.terminate() == 0
+    consumer.wait_for_metric("sarchive_es_rejections_total", lambda v: v >= len(refused),
+                             labels={"reason": "document_parsing_exception"}, timeout=10)
+    assert consumer.stop() == 0
     # Every message is indexed or dead-lettered, so every offset is committed.
     assert pipeline.committed("sarchive-es-test") == len(events)
 
@@ -71,7 +64,7 @@ def test_poison_message_goes_to_the_dead_letter_topic_and_the_stream_goes_on(
     (letter,) = pipeline.dead_letters(1)
     assert (letter.key, letter.value) == (b"not-a-job", b'{"json": "is not Avro"}')
     assert letter.headers["sarchive-dlq-reason"] == "not-single-object"
-    assert consumer.terminate() == 0
+    assert consumer.stop() == 0
     assert pipeline.committed("sarchive-es-test") == 11
 
 
@@ -87,10 +80,7 @@ def test_consumer_killed_mid_batch_and_restarted_indexes_everything_exactly_once
     flags = ("--batch-max-messages", str(total), "--bulk-max-docs", "5",
              "--kafka-property", "session.timeout.ms=6000")
     first = pipeline.start_consumer(*flags)
-    deadline = time.monotonic() + 60
-    while pipeline.count() < 100:
-        assert time.monotonic() < deadline, first.log_tail()
-        time.sleep(0.05)
+    first.wait_until(lambda: pipeline.count() >= 100, 60, "100 documents are indexed")
     first.kill()  # SIGKILL: no commit, no flush, no goodbye
     at_kill = pipeline.count()
     assert at_kill < total, "the consumer finished before it could be killed mid-stream"
@@ -100,7 +90,8 @@ def test_consumer_killed_mid_batch_and_restarted_indexes_everything_exactly_once
     second = pipeline.start_consumer(*flags)
     pipeline.wait_for_count(total, timeout=180, consumer=second)
     # What was indexed but not committed came again and was recognised, not rewritten.
-    assert second.metric("sarchive_es_documents_duplicate_total") >= at_kill - committed
+    duplicates = second.metric("sarchive_es_documents_duplicate_total")
+    assert duplicates is not None and duplicates >= at_kill - committed
     assert {version for version, _, _ in pipeline.versions().values()} == {1}
-    assert second.terminate() == 0
+    assert second.stop() == 0
     assert pipeline.committed("sarchive-es-test") == total

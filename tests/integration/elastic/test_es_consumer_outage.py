@@ -8,6 +8,8 @@ from typing import Any
 
 from schemas.model import JobEvent
 
+ES = {"service": "sarchive-es"}  # the label of the consumers' common metrics
+
 
 def test_elasticsearch_stopped_mid_stream_then_started_again_every_document_arrives_once(
         pipeline: Any, es_node: Any, job_events: Callable[..., list[JobEvent]]) -> None:
@@ -20,16 +22,17 @@ def test_elasticsearch_stopped_mid_stream_then_started_again_every_document_arri
     try:
         es_node.stop()
         pipeline.produce(events[200:])
-        consumer.wait_metric("sarchive_consumer_sink_unavailable_total", 3, timeout=60,
-                             service="sarchive-es")
-        assert consumer.metric("sarchive_consumer_sink_up", service="sarchive-es") == 0
+        consumer.wait_for_metric("sarchive_consumer_sink_unavailable_total", lambda v: v >= 3,
+                                 labels=ES, timeout=60)
+        assert consumer.metric("sarchive_consumer_sink_up", ES) == 0
         assert pipeline.committed("sarchive-es-test") <= 200, \
             "offsets of events not yet indexed were committed"
     finally:
         es_node.start()
     pipeline.wait_for_count(400, timeout=120, consumer=consumer)
     assert {version for version, _, _ in pipeline.versions().values()} == {1}
-    consumer.wait_metric("sarchive_consumer_sink_up", 1, timeout=10, service="sarchive-es")
-    assert consumer.terminate() == 0
+    consumer.wait_for_metric("sarchive_consumer_sink_up", lambda v: v == 1, labels=ES,
+                             timeout=10)
+    assert consumer.stop() == 0
     assert pipeline.committed("sarchive-es-test") == 400
     pipeline.dead_letters(0, timeout=5)

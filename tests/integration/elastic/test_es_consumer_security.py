@@ -17,7 +17,7 @@ def test_wrong_password_stops_at_start_naming_url_and_user_without_the_secret(
         "--es-user", secure_es.user, "--es-password", "not-the-password",
         "--es-ca-certs", str(secure_es.ca), es_url=secure_es.url)
     assert consumer.wait(60) == 1
-    log = consumer.log_text()
+    log = consumer.log()
     assert f"Elasticsearch at {secure_es.url} (as user '{secure_es.user}') rejected the" \
         " credentials (HTTP 401)" in log
     assert "not-the-password" not in log
@@ -30,8 +30,8 @@ def test_unknown_certificate_authority_stops_at_start_with_a_tls_error(
         "--es-user", secure_es.user, "--es-password", secure_es.password,
         es_url=secure_es.url)  # no --es-ca-certs: the system CAs do not know the test CA
     assert consumer.wait(60) == 1
-    assert f"TLS with Elasticsearch at {secure_es.url}" in consumer.log_text()
-    assert "CERTIFICATE_VERIFY_FAILED" in consumer.log_text()
+    assert f"TLS with Elasticsearch at {secure_es.url}" in consumer.log()
+    assert "CERTIFICATE_VERIFY_FAILED" in consumer.log()
 
 
 def test_user_without_the_template_privilege_stops_at_start_saying_what_is_missing(
@@ -40,7 +40,7 @@ def test_user_without_the_template_privilege_stops_at_start_saying_what_is_missi
         "--es-user", reader_user.name, "--es-password", reader_user.password,
         "--es-ca-certs", str(secure_es.ca), es_url=secure_es.url)
     assert consumer.wait(60) == 1
-    log = consumer.log_text()
+    log = consumer.log()
     assert f"(as user '{reader_user.name}') denied the request (HTTP 403)" in log
     assert "manage_index_templates" in log
 
@@ -55,9 +55,10 @@ def test_user_with_the_documented_privileges_indexes_over_tls_with_a_password_fi
     consumer = pipeline.start_consumer(
         "--es-user", writer_user.name, "--es-password-file", str(password_file),
         "--es-ca-certs", str(secure_es.ca), es_url=secure_es.url)
-    consumer.wait_metric("sarchive_es_documents_indexed_total", 50, timeout=60)
+    consumer.wait_for_metric("sarchive_es_documents_indexed_total", lambda v: v >= 50,
+                             timeout=60)
     admin = secure_es.client()
     admin.indices.refresh(index=pipeline.prefix)
     assert admin.count(index=pipeline.prefix)["count"] == 50
     admin.close()
-    assert consumer.terminate() == 0
+    assert consumer.stop() == 0

@@ -219,7 +219,7 @@ _layouts = st.sampled_from([*PRESETS, "{user}/{cluster}/{job_name}-{job_id}.{ext
 
 
 # The make_event fixture is a stateless factory, so sharing it across examples is safe.
-@settings(max_examples=500, deadline=None,
+@settings(max_examples=500,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fields=_event_fields, layout=_layouts)
 def test_any_placed_path_stays_below_the_root(
