@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from producer.errors import REASON_IO, REASON_MALFORMED, JobIncompleteError, SpoolReadError
+from producer.event_meta import EventMeta
 from producer.events import EventSettings, build_event
 from producer.jobs import JobRef, read_raw_job
-from producer.outbox import EventMeta
 from schemas.codec import JobEventCodec
 
 
