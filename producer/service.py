@@ -7,8 +7,8 @@ from the nearest timer, then:
 
 1. applies the spool changes: new or touched jobs become pending, removed ones are forgotten,
    a lost-event signal has already been turned into a full rescan by the watcher;
-2. hands the pending jobs that are due to the reader processes (producer.readers), while the
-   outbox has room, and takes their answers: a complete job's event is appended to the
+2. hands the pending jobs that are due to the reader processes (producer.reader_processes),
+   while the outbox has room, and takes their answers: a complete job's event is appended to the
    outbox; an incomplete one is re-checked later, up to --ready-timeout;
 3. commits the outbox: one fdatasync for everything appended in this turn (group commit);
 4. produces outbox entries, oldest first, within the in-flight bounds;
@@ -61,8 +61,8 @@ from producer.outbox import (
     OutboxWriteError,
 )
 from producer.published import PublishedJobs
-from producer.readers import JobReaders
-from producer.reading import ReadEvent, ReadFailure, ReadFailureKind
+from producer.read_outcomes import ReadEvent, ReadFailure, ReadFailureKind
+from producer.reader_processes import JobReaders
 from producer.tracker import PendingJobs
 from producer.watcher import InotifyLike, SpoolChanges, SpoolWatcher
 from runtime.errors import ServiceFatalError
