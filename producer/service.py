@@ -38,7 +38,7 @@ from confluent_kafka import Producer
 from inotify_simple import INotify
 from prometheus_client import CollectorRegistry
 
-from producer.config import ProducerConfig, producer_properties
+from producer.config import ProducerConfig, kafka_producer_properties
 from producer.delivery import (
     DeliveryFailure,
     DeliveryReport,
@@ -106,7 +106,7 @@ class ProducerService:
         self.pending: PendingJobs[JobRef] = PendingJobs(config.ready_timeout)
         self.dispatcher: Dispatcher[OutboxEntry] = Dispatcher(config.retry_interval)
         self.delivery: KafkaDelivery[OutboxEntry] = KafkaDelivery(
-            producer_properties(config), config.topic, producer_factory)
+            kafka_producer_properties(config), config.topic, producer_factory)
         self.event_settings = EventSettings(
             cluster=config.cluster, env_policy=config.env_policy(),
             max_script_bytes=config.max_script_bytes, host=socket.gethostname(),
