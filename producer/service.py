@@ -23,7 +23,6 @@ the jobs that were acknowledged (or are still in the outbox) already.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import select
@@ -53,19 +52,12 @@ from producer.errors import REASON_VANISHED
 from producer.events import EventSettings
 from producer.jobs import JobRef
 from producer.metrics import ProducerMetrics
-from producer.outbox import (
-    DEFAULT_SEGMENT_BYTES,
-    Outbox,
-    OutboxEntry,
-    OutboxError,
-    OutboxWriteError,
-)
-from producer.published import PublishedJobs
+from producer.outbox import OutboxEntry, OutboxError, OutboxWriteError
 from producer.read_outcomes import ReadEvent, ReadFailure, ReadFailureKind
 from producer.reader_processes import JobReaders
+from producer.state_dir import StateDir
 from producer.tracker import PendingJobs
 from producer.watcher import InotifyLike, SpoolChanges, SpoolWatcher
-from runtime.errors import ServiceFatalError
 from runtime.logs import ReopenableFileHandler
 from schemas.codec import JobEventCodec
 from schemas.model import Scheduler
@@ -81,13 +73,6 @@ SPOOL_POLL_INTERVAL = 1.0  # how often a missing spool directory is looked for
 DEGRADED_RESCAN_INTERVAL = 5.0  # full rescans while some directory has no watch
 OUTBOX_RETRY_INTERVAL = 5.0  # pause after an outbox write error before reading jobs again
 REPEAT_LOG_INTERVAL = 60.0
-OUTBOX_DIR = "outbox"
-PUBLISHED_FILE = "published.jsonl"
-LOCK_FILE = "producer.lock"
-
-
-class StateDirError(ServiceFatalError):
-    """The state directory cannot be used (fatal: the producer does not start)."""
 
 
 class ProducerService:
@@ -114,9 +99,8 @@ class ProducerService:
         self.readers = JobReaders(self.event_settings, config.read_workers,
                                   self.metrics.reader_restarts)
         self._log_handler = log_handler
-        self._outbox: Outbox | None = None
-        self._published: PublishedJobs | None = None
-        self._lock_fd: int | None = None
+        self.state = StateDir(config.state_dir, config.outbox_max_bytes,
+                              config.outbox_max_events)
         # Jobs with an event in the outbox: spool name -> submit time.
         self._queued: dict[str, int] = {}
         self._signals = 0
@@ -137,7 +121,7 @@ class ProducerService:
 
     def run(self, install_signals: bool = True) -> int:
         """Run until stopped; returns the process exit code."""
-        self._open_state()
+        self.state.open()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         restore = self._install_signals() if install_signals else None
         try:
@@ -156,30 +140,8 @@ class ProducerService:
         self._signals += 1
         self._wake()
 
-    def _open_state(self) -> None:
-        state_dir = self.config.state_dir
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._lock_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                                    0o600)
-        except OSError as exc:
-            raise StateDirError(f"cannot use state directory {state_dir}: {exc}") from exc
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise StateDirError(f"another sarchive-producer is using {state_dir}") from exc
-        try:
-            # Segments scale with the bound, so the outbox never holds more than ~130 files
-            # (and descriptors) open, however large it may grow.
-            segment_bytes = max(DEFAULT_SEGMENT_BYTES, self.config.outbox_max_bytes // 128)
-            self._outbox = Outbox.open(state_dir / OUTBOX_DIR, self.config.outbox_max_bytes,
-                                       self.config.outbox_max_events, segment_bytes)
-            self._published = PublishedJobs.open(state_dir / PUBLISHED_FILE)
-        except OSError as exc:
-            raise StateDirError(f"cannot open the state in {state_dir}: {exc}") from exc
-
     def _replay(self) -> None:
-        outbox = self._require_outbox()
+        outbox = self.state.outbox
         for entry in outbox.recovered:
             self._enqueue(entry)
         if outbox.recovered:
@@ -189,16 +151,11 @@ class ProducerService:
 
     def _close(self) -> None:
         self.watcher.close()
-        if self._outbox is not None:
-            with contextlib.suppress(OutboxError):
-                self._outbox.commit()
-            self._outbox.close()
-        if self._published is not None:
-            self._published.close()
-        for fd in (self._wake_read, self._wake_write, self._lock_fd):
+        self.state.close()
+        for fd in (self._wake_read, self._wake_write):
             if fd is not None:
                 os.close(fd)
-        self._wake_read = self._wake_write = self._lock_fd = None
+        self._wake_read = self._wake_write = None
 
     def _install_signals(self) -> Callable[[], None]:
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT,
@@ -249,12 +206,12 @@ class ProducerService:
         """Steps 2-5 of a turn; shared by the loop and the shutdown."""
         self._read_due_jobs(now)
         self._take_read_outcomes(now)
-        self._require_outbox().commit()
+        self.state.outbox.commit()
         self._dispatch(now)
         self._handle_reports(self.delivery.poll(0), now)
         if self.delivery.fatal_error is not None:
             self._restart_producer(now)
-        self._require_published().flush()
+        self.state.published.flush()
         self._log_failures(now)
         self._update_gauges()
 
@@ -262,7 +219,7 @@ class ProducerService:
         deadline = time.monotonic() + self.config.shutdown_timeout
         self.watcher.close()  # no new spool events from here on
         log.info("stopping: finishing %d seen jobs and delivering %d outbox events, for at"
-                 " most %.0f s", len(self.pending), self._require_outbox().events,
+                 " most %.0f s", len(self.pending), self.state.outbox.events,
                  self.config.shutdown_timeout)
         while self._signals < 2:
             now = time.monotonic()
@@ -270,7 +227,7 @@ class ProducerService:
             if now >= deadline or self._drained(deadline):
                 break
             self._wait(min(deadline - now, self._wait_timeout(now)))
-        outbox = self._require_outbox()
+        outbox = self.state.outbox
         if self._signals >= 2:
             log.warning("second signal: exiting at once; %d events stay in the outbox and %d"
                         " jobs in the spool for the next start", outbox.events,
@@ -356,7 +313,7 @@ class ProducerService:
         for rejected in changes.rejected:
             self.metrics.jobs_failed.labels(rejected.reason).inc()
             log.warning("ignoring %s in the spool: %s", rejected.path, rejected.reason)
-        published = self._require_published()
+        published = self.state.published
         for job in changes.gone:
             # A job being read is left to its reader's answer: a complete event is kept.
             if job in self.pending and not self.pending.is_reading(job):
@@ -389,13 +346,13 @@ class ProducerService:
     def _known(self, name: str, submit_time_ms: int | None) -> bool:
         if submit_time_ms is None:
             return False
-        return (self._require_published().is_published(name, submit_time_ms)
+        return (self.state.published.is_published(name, submit_time_ms)
                 or self._queued.get(name) == submit_time_ms)
 
     def _can_read_jobs(self, now: float) -> bool:
         if now < self._outbox_blocked_until:
             return False
-        has_room = self._require_outbox().has_room()
+        has_room = self.state.outbox.has_room()
         if has_room != (not self._outbox_full):
             self._outbox_full = not has_room
             if self._outbox_full:
@@ -409,14 +366,14 @@ class ProducerService:
 
     def _log_outbox_full(self, now: float) -> None:
         self._last_full_log = now
-        outbox = self._require_outbox()
+        outbox = self.state.outbox
         log.error("OUTBOX FULL: %d events, %d bytes on disk (bounds: %d events, %d bytes);"
                   " %d new jobs wait in the spool until the broker acknowledges events",
                   outbox.events, outbox.disk_bytes, outbox.max_events, outbox.max_bytes,
                   len(self.pending))
 
     def _read_due_jobs(self, now: float) -> None:
-        outbox = self._require_outbox()
+        outbox = self.state.outbox
         # Every job handed over may become an event: keep the event bound exact. The byte
         # bound is checked before jobs are handed over, so the events of the jobs in flight
         # (at most the readers' capacity) may take the outbox past it.
@@ -443,7 +400,7 @@ class ProducerService:
             self._unread(job)
             return
         try:
-            entry = self._require_outbox().append(read.meta, read.value)
+            entry = self.state.outbox.append(read.meta, read.value)
         except OutboxWriteError as exc:
             self.metrics.outbox_write_errors.inc()
             self._outbox_blocked_until = now + OUTBOX_RETRY_INTERVAL
@@ -496,7 +453,7 @@ class ProducerService:
         self.dispatcher.add(entry, entry.value_size)
 
     def _dispatch(self, now: float) -> None:
-        outbox = self._require_outbox()
+        outbox = self.state.outbox
         while self.delivery.fatal_error is None:
             entry = self.dispatcher.next_to_send(now)
             if entry is None:
@@ -528,11 +485,11 @@ class ProducerService:
 
     def _acknowledged(self, entry: OutboxEntry) -> None:
         self.dispatcher.acked(entry)
-        self._require_outbox().ack(entry)
+        self.state.outbox.ack(entry)
         meta = entry.meta
         if self._queued.get(meta.spool_name) == meta.submit_time_ms:
             del self._queued[meta.spool_name]
-        self._require_published().add(meta.spool_name, meta.submit_time_ms, meta.job_key)
+        self.state.published.add(meta.spool_name, meta.submit_time_ms, meta.job_key)
         latency = max(0.0, time.time() - meta.submit_time_ms / 1000)
         self.metrics.jobs_published.inc()
         self.metrics.ack_latency.observe(latency)
@@ -563,7 +520,7 @@ class ProducerService:
         summary = ", ".join(f"{count} {kind}" for kind, count in self._failures_unlogged.items())
         self._failures_unlogged.clear()
         log.warning("deliveries failed: %s; the events stay in the outbox (%d events) and are"
-                    " produced again", summary, self._require_outbox().events)
+                    " produced again", summary, self.state.outbox.events)
 
     def _restart_producer(self, now: float) -> None:
         failure = self.delivery.fatal_error
@@ -577,19 +534,10 @@ class ProducerService:
     # ------------------------------------------------------------------ helpers
 
     def _update_gauges(self) -> None:
-        outbox = self._require_outbox()
+        outbox = self.state.outbox
         self.metrics.outbox_events.set(outbox.events)
         self.metrics.outbox_bytes.set(outbox.event_bytes)
         self.metrics.outbox_disk_bytes.set(outbox.disk_bytes)
         self.metrics.outbox_full.set(int(self._outbox_full))
         self.metrics.watches.set(self.watcher.watch_count)
         self.metrics.pending_jobs.set(len(self.pending))
-
-    def _require_outbox(self) -> Outbox:
-        assert self._outbox is not None, "run() opens the outbox"
-        return self._outbox
-
-    def _require_published(self) -> PublishedJobs:
-        assert self._published is not None, "run() opens the published-jobs state"
-        return self._published
-
