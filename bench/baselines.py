@@ -2,7 +2,7 @@
 
 Each baseline does what the stage it stands beside does, minus everything of ours:
 - R_prod: produce the pre-encoded events with the producer's own librdkafka properties
-  (producer.config.producer_properties), poll(0) after each produce, flush at the end;
+  (producer.config.kafka_producer_properties), poll(0) after each produce, flush at the end;
 - R_cons: consume them with the consumers' own properties and batch size
   (consumers.common.settings), decode each with JobEventCodec, throw it away;
 - R_fs: write the archive's files for those events with the archive's own writer and
@@ -43,8 +43,7 @@ from consumers.archive.sink import ArchiveSink
 from consumers.common.settings import ConsumerSettings, consumer_properties
 from consumers.elastic.documents import build_document, index_name
 from consumers.elastic.template import index_template, template_name
-from producer.config import load_producer_config
-from producer.config import producer_properties as sarchive_producer_properties
+from producer.config import kafka_producer_properties, load_producer_config
 from schemas.codec import JobEventCodec
 from schemas.model import JobEvent
 
@@ -60,7 +59,7 @@ def producer_properties(bootstrap: str, topic: str) -> dict[str, str]:
     with tempfile.TemporaryDirectory(prefix="bench-props-") as state:
         config = load_producer_config(["--cluster", "bench", "--brokers", bootstrap,
                                        "--topic", topic, "--state-dir", state], environ={})
-    return sarchive_producer_properties(config)
+    return kafka_producer_properties(config)
 
 
 def quiet(properties: dict[str, str]) -> dict[str, Any]:

@@ -112,7 +112,7 @@ def load_producer_config(argv: Sequence[str] | None,
                        environ=environ)
 
 
-def producer_properties(config: ProducerConfig) -> dict[str, str]:
+def kafka_producer_properties(config: ProducerConfig) -> dict[str, str]:
     """librdkafka producer properties: our delivery guarantees, then the user's pass-through.
 
     Idempotence with acks=all keeps librdkafka's own retries free of duplicates and

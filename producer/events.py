@@ -40,10 +40,10 @@ from producer.errors import REASON_MALFORMED, SpoolReadError
 from producer.slurm_spool import (
     ENVIRONMENT_FILE,
     SCRIPT_FILE,
-    RawJob,
     parse_environment_file,
     script_complete,
 )
+from producer.spool_io import RawJob
 from producer.torque_spool import (
     RECORD_SUFFIX,
     SCRIPT_SUFFIX,

@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from producer.slurm_spool import SCRIPT_FILE, RawJob, read_slurm_job
+from producer.slurm_spool import SCRIPT_FILE, read_slurm_job
+from producer.spool_io import RawJob
 from producer.torque_spool import read_torque_job
 from schemas.model import Scheduler
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from producer.config import DESCRIPTION, PROG, ProducerConfig
+from producer.config import DESCRIPTION, PROG, ProducerConfig, kafka_producer_properties
 from producer.service import ProducerService
 from runtime.startup import ConsoleScript, StartupContext, run_console_script
 
@@ -13,7 +13,10 @@ SCRIPT = ConsoleScript(PROG, DESCRIPTION)
 
 
 def build(config: ProducerConfig, context: StartupContext) -> ProducerService:
-    return ProducerService(config, context.registry, log_handler=context.log_file)
+    """The composition root: the one place that reads what the service needs from outside
+    (the Kafka properties read the SASL password file), so the constructors do no I/O."""
+    return ProducerService(config, context.registry, kafka_producer_properties(config),
+                           log_handler=context.log_file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from producer.event_meta import EventMeta
 from runtime.durability import fsync_directory
 from runtime.errors import ServiceFatalError
 
@@ -58,17 +59,6 @@ class OutboxWriteError(OutboxError):
 class OutboxSyncError(OutboxError, ServiceFatalError):
     """fsync failed: whether appended events are durable is unknown. Fatal for the service,
     which restarts and finds those jobs in the spool again."""
-
-
-@dataclass(frozen=True, slots=True)
-class EventMeta:
-    """What the service needs about an event without decoding it: logging, metrics, state."""
-
-    job_key: str
-    job_id: str
-    cluster: str
-    submit_time_ms: int
-    spool_name: str
 
 
 _META_FIELDS = dataclasses.fields(EventMeta)

@@ -1,19 +1,21 @@
 """The producer's loop: spool changes -> job events -> outbox (fsync) -> Kafka -> acknowledged.
 
 One thread owns all state; reading and encoding jobs runs in reader processes, librdkafka's
-network I/O in its own threads. Each turn it
-waits on the inotify descriptor and a wake-up pipe (signals, stop requests) with a timeout
-from the nearest timer, then:
+network I/O in its own threads. This module is the loop and the spool side; the state
+directory (producer.state_dir), the back-pressure (producer.outbox_gate) and the Kafka side
+(producer.publisher) are pieces of their own. Each turn it waits on the inotify descriptor and
+a wake-up pipe (signals, stop requests) with a timeout from the nearest timer, then:
 
 1. applies the spool changes: new or touched jobs become pending, removed ones are forgotten,
    a lost-event signal has already been turned into a full rescan by the watcher;
-2. hands the pending jobs that are due to the reader processes (producer.readers), while the
-   outbox has room, and takes their answers: a complete job's event is appended to the
-   outbox; an incomplete one is re-checked later, up to --ready-timeout;
+2. hands the pending jobs that are due to the reader processes (producer.reader_processes),
+   while the outbox gate lets it, and takes their answers: a complete job's event is appended
+   to the outbox; an incomplete one is re-checked later, up to --ready-timeout;
 3. commits the outbox: one fdatasync for everything appended in this turn (group commit);
-4. produces outbox entries, oldest first, within the in-flight bounds;
-5. serves librdkafka's delivery reports: an acknowledged event leaves the outbox and joins the
-   published-jobs state; a failed one is produced again later.
+4. publishes: produces outbox entries, oldest first, within the in-flight bounds, and serves
+   librdkafka's delivery reports: an acknowledged event leaves the outbox and joins the
+   published-jobs record; a failed one is produced again later;
+5. updates the outbox gate with the outbox as the turn leaves it.
 
 So an event is always durable before it is produced, and leaves the outbox only once the
 broker has acknowledged it; a restart replays the outbox first and rescans the spool, skipping
@@ -23,90 +25,66 @@ the jobs that were acknowledged (or are still in the outbox) already.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import select
 import signal
 import socket
 import time
-from collections import Counter as Tally
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import FrameType
 
 from confluent_kafka import Producer
 from inotify_simple import INotify
 from prometheus_client import CollectorRegistry
 
-from producer.config import ProducerConfig, producer_properties
-from producer.delivery import (
-    DeliveryFailure,
-    DeliveryReport,
-    FailureKind,
-    KafkaDelivery,
-    ProduceRejectedError,
-    ProducerFactory,
-    QueueFullError,
-)
-from producer.dispatch import Dispatcher
+from producer.config import ProducerConfig
+from producer.delivery import KafkaDelivery, ProducerFactory
 from producer.errors import REASON_VANISHED
 from producer.events import EventSettings
 from producer.jobs import JobRef
 from producer.metrics import ProducerMetrics
-from producer.outbox import (
-    DEFAULT_SEGMENT_BYTES,
-    Outbox,
-    OutboxEntry,
-    OutboxError,
-    OutboxWriteError,
-)
-from producer.published import PublishedJobs
-from producer.readers import JobReaders
-from producer.reading import ReadEvent, ReadFailure, ReadFailureKind
+from producer.outbox import OutboxWriteError
+from producer.outbox_gate import OutboxGate
+from producer.publisher import Publisher
+from producer.read_outcomes import ReadEvent, ReadFailure, ReadFailureKind
+from producer.reader_processes import JobReaders
+from producer.state_dir import StateDir
 from producer.tracker import PendingJobs
 from producer.watcher import InotifyLike, SpoolChanges, SpoolWatcher
-from runtime.errors import ServiceFatalError
 from runtime.logs import ReopenableFileHandler
-from schemas.codec import JobEventCodec
 from schemas.model import Scheduler
 from schemas.version import VERSION
-from schemas.wire import message_headers, message_key
 
 log = logging.getLogger(__name__)
 
 JOBS_PER_TURN = 256  # jobs read per turn: bounds one group commit and keeps the loop lively
 IDLE_WAKEUP = 1.0
-DELIVERY_POLL_INTERVAL = 0.01  # how often delivery reports are served while messages are out
 SPOOL_POLL_INTERVAL = 1.0  # how often a missing spool directory is looked for
 DEGRADED_RESCAN_INTERVAL = 5.0  # full rescans while some directory has no watch
-OUTBOX_RETRY_INTERVAL = 5.0  # pause after an outbox write error before reading jobs again
-REPEAT_LOG_INTERVAL = 60.0
-OUTBOX_DIR = "outbox"
-PUBLISHED_FILE = "published.jsonl"
-LOCK_FILE = "producer.lock"
-
-
-class StateDirError(ServiceFatalError):
-    """The state directory cannot be used (fatal: the producer does not start)."""
 
 
 class ProducerService:
-    """Owns the watcher, the outbox and the Kafka producer. The constructor does no I/O."""
+    """Owns the watcher, the readers, the state directory and the publisher; `kafka_properties`
+    are librdkafka's (producer.config.kafka_producer_properties). The constructor does no
+    I/O."""
 
-    def __init__(self, config: ProducerConfig, registry: CollectorRegistry, *,
+    def __init__(self, config: ProducerConfig, registry: CollectorRegistry,
+                 kafka_properties: Mapping[str, str], *,
                  inotify_factory: Callable[[], InotifyLike] = INotify,
                  producer_factory: ProducerFactory = Producer,
                  log_handler: ReopenableFileHandler | None = None) -> None:
         self.config = config
         self.metrics = ProducerMetrics(registry)
-        self.codec = JobEventCodec()
-        self.headers = message_headers(self.codec)
         self.watcher = SpoolWatcher(Scheduler(config.scheduler), config.spool_dir,
                                     config.torque_subdirs, inotify_factory)
         self.pending: PendingJobs[JobRef] = PendingJobs(config.ready_timeout)
-        self.dispatcher: Dispatcher[OutboxEntry] = Dispatcher(config.retry_interval)
-        self.delivery: KafkaDelivery[OutboxEntry] = KafkaDelivery(
-            producer_properties(config), config.topic, producer_factory)
+        self.state = StateDir(config.state_dir, config.outbox_max_bytes,
+                              config.outbox_max_events)
+        self.gate = OutboxGate(self.metrics.outbox_full_events)
+        self.publisher = Publisher(
+            self.state, KafkaDelivery(kafka_properties, config.topic, producer_factory),
+            config.retry_interval, self.metrics)
         self.event_settings = EventSettings(
             cluster=config.cluster, env_policy=config.env_policy(),
             max_script_bytes=config.max_script_bytes, host=socket.gethostname(),
@@ -114,11 +92,6 @@ class ProducerService:
         self.readers = JobReaders(self.event_settings, config.read_workers,
                                   self.metrics.reader_restarts)
         self._log_handler = log_handler
-        self._outbox: Outbox | None = None
-        self._published: PublishedJobs | None = None
-        self._lock_fd: int | None = None
-        # Jobs with an event in the outbox: spool name -> submit time.
-        self._queued: dict[str, int] = {}
         self._signals = 0
         self._last_signal = 0
         self._hangup = False
@@ -127,23 +100,18 @@ class ProducerService:
         self._next_spool_check = 0.0
         self._waiting_for_spool_logged = False
         self._next_degraded_rescan = 0.0
-        self._outbox_blocked_until = 0.0
-        self._outbox_full = False
-        self._last_full_log = 0.0
-        self._failures_unlogged: Tally[str] = Tally()
-        self._last_failure_log = 0.0
 
     # ------------------------------------------------------------------ life cycle
 
     def run(self, install_signals: bool = True) -> int:
         """Run until stopped; returns the process exit code."""
-        self._open_state()
+        self.state.open()
         self._wake_read, self._wake_write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         restore = self._install_signals() if install_signals else None
         try:
-            self.delivery.start()
+            self.publisher.start()
             self.readers.start()
-            self._replay()
+            self.publisher.replay_outbox()
             return self._loop()
         finally:
             if restore is not None:
@@ -156,49 +124,13 @@ class ProducerService:
         self._signals += 1
         self._wake()
 
-    def _open_state(self) -> None:
-        state_dir = self.config.state_dir
-        try:
-            state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._lock_fd = os.open(state_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                                    0o600)
-        except OSError as exc:
-            raise StateDirError(f"cannot use state directory {state_dir}: {exc}") from exc
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as exc:
-            raise StateDirError(f"another sarchive-producer is using {state_dir}") from exc
-        try:
-            # Segments scale with the bound, so the outbox never holds more than ~130 files
-            # (and descriptors) open, however large it may grow.
-            segment_bytes = max(DEFAULT_SEGMENT_BYTES, self.config.outbox_max_bytes // 128)
-            self._outbox = Outbox.open(state_dir / OUTBOX_DIR, self.config.outbox_max_bytes,
-                                       self.config.outbox_max_events, segment_bytes)
-            self._published = PublishedJobs.open(state_dir / PUBLISHED_FILE)
-        except OSError as exc:
-            raise StateDirError(f"cannot open the state in {state_dir}: {exc}") from exc
-
-    def _replay(self) -> None:
-        outbox = self._require_outbox()
-        for entry in outbox.recovered:
-            self._enqueue(entry)
-        if outbox.recovered:
-            log.info("replaying %d events (%d bytes) from the outbox", outbox.events,
-                     outbox.event_bytes)
-        outbox.recovered.clear()
-
     def _close(self) -> None:
         self.watcher.close()
-        if self._outbox is not None:
-            with contextlib.suppress(OutboxError):
-                self._outbox.commit()
-            self._outbox.close()
-        if self._published is not None:
-            self._published.close()
-        for fd in (self._wake_read, self._wake_write, self._lock_fd):
+        self.state.close()
+        for fd in (self._wake_read, self._wake_write):
             if fd is not None:
                 os.close(fd)
-        self._wake_read = self._wake_write = self._lock_fd = None
+        self._wake_read = self._wake_write = None
 
     def _install_signals(self) -> Callable[[], None]:
         previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT,
@@ -249,20 +181,18 @@ class ProducerService:
         """Steps 2-5 of a turn; shared by the loop and the shutdown."""
         self._read_due_jobs(now)
         self._take_read_outcomes(now)
-        self._require_outbox().commit()
-        self._dispatch(now)
-        self._handle_reports(self.delivery.poll(0), now)
-        if self.delivery.fatal_error is not None:
-            self._restart_producer(now)
-        self._require_published().flush()
-        self._log_failures(now)
+        self.state.outbox.commit()
+        self.publisher.publish(now)
+        self.state.published.flush()
+        # The outbox as this turn leaves it: what the wait and the next turn's reads go by.
+        self.gate.update(now, self.state.outbox, len(self.pending))
         self._update_gauges()
 
     def _shutdown(self) -> int:
         deadline = time.monotonic() + self.config.shutdown_timeout
         self.watcher.close()  # no new spool events from here on
         log.info("stopping: finishing %d seen jobs and delivering %d outbox events, for at"
-                 " most %.0f s", len(self.pending), self._require_outbox().events,
+                 " most %.0f s", len(self.pending), self.state.outbox.events,
                  self.config.shutdown_timeout)
         while self._signals < 2:
             now = time.monotonic()
@@ -270,7 +200,7 @@ class ProducerService:
             if now >= deadline or self._drained(deadline):
                 break
             self._wait(min(deadline - now, self._wait_timeout(now)))
-        outbox = self._require_outbox()
+        outbox = self.state.outbox
         if self._signals >= 2:
             log.warning("second signal: exiting at once; %d events stay in the outbox and %d"
                         " jobs in the spool for the next start", outbox.events,
@@ -281,27 +211,25 @@ class ProducerService:
         return 0
 
     def _drained(self, deadline: float) -> bool:
-        if (len(self.pending) or self.readers.in_flight or self.dispatcher.in_flight
-                or self.dispatcher.ready):
+        if len(self.pending) or self.readers.in_flight:
             return False
-        retry_at = self.dispatcher.next_wakeup()
-        return retry_at is None or retry_at >= deadline
+        return self.publisher.is_settled_until(deadline)
 
     def _wait_timeout(self, now: float) -> float:
         wakeups = [now + IDLE_WAKEUP]
-        if self.dispatcher.in_flight:
-            wakeups.append(now + DELIVERY_POLL_INTERVAL)
-        retry_at = self.dispatcher.next_wakeup()
-        if retry_at is not None:
-            wakeups.append(retry_at)
-        if self._can_read_jobs(now):
+        publish_at = self.publisher.next_wakeup(now)
+        if publish_at is not None:
+            wakeups.append(publish_at)
+        if self.gate.can_read(now, self.state.outbox):
             recheck_at = self.pending.next_wakeup()
             if recheck_at is not None:
                 wakeups.append(recheck_at)
-        elif self._outbox_blocked_until > now:
-            wakeups.append(self._outbox_blocked_until)
-        # Otherwise the outbox is full: only an acknowledgement (polled for while messages are
-        # in flight) or a retry (its own wakeup) can make room.
+        else:
+            # A full outbox makes room only through acknowledgements, which the publisher's
+            # wake-ups serve; a write error's pause ends at the gate's.
+            gate_at = self.gate.next_wakeup(now)
+            if gate_at is not None:
+                wakeups.append(gate_at)
         if self._signals == 0:  # the spool is no longer watched once stopping
             if not self.watcher.started:
                 wakeups.append(self._next_spool_check)
@@ -356,7 +284,7 @@ class ProducerService:
         for rejected in changes.rejected:
             self.metrics.jobs_failed.labels(rejected.reason).inc()
             log.warning("ignoring %s in the spool: %s", rejected.path, rejected.reason)
-        published = self._require_published()
+        published = self.state.published
         for job in changes.gone:
             # A job being read is left to its reader's answer: a complete event is kept.
             if job in self.pending and not self.pending.is_reading(job):
@@ -389,39 +317,16 @@ class ProducerService:
     def _known(self, name: str, submit_time_ms: int | None) -> bool:
         if submit_time_ms is None:
             return False
-        return (self._require_published().is_published(name, submit_time_ms)
-                or self._queued.get(name) == submit_time_ms)
-
-    def _can_read_jobs(self, now: float) -> bool:
-        if now < self._outbox_blocked_until:
-            return False
-        has_room = self._require_outbox().has_room()
-        if has_room != (not self._outbox_full):
-            self._outbox_full = not has_room
-            if self._outbox_full:
-                self.metrics.outbox_full_events.inc()
-                self._log_outbox_full(now)
-            else:
-                log.info("outbox has room again: reading the waiting jobs")
-        elif self._outbox_full and now - self._last_full_log >= REPEAT_LOG_INTERVAL:
-            self._log_outbox_full(now)
-        return has_room
-
-    def _log_outbox_full(self, now: float) -> None:
-        self._last_full_log = now
-        outbox = self._require_outbox()
-        log.error("OUTBOX FULL: %d events, %d bytes on disk (bounds: %d events, %d bytes);"
-                  " %d new jobs wait in the spool until the broker acknowledges events",
-                  outbox.events, outbox.disk_bytes, outbox.max_events, outbox.max_bytes,
-                  len(self.pending))
+        return (self.state.published.is_published(name, submit_time_ms)
+                or self.publisher.is_queued(name, submit_time_ms))
 
     def _read_due_jobs(self, now: float) -> None:
-        outbox = self._require_outbox()
+        outbox = self.state.outbox
         # Every job handed over may become an event: keep the event bound exact. The byte
         # bound is checked before jobs are handed over, so the events of the jobs in flight
         # (at most the readers' capacity) may take the outbox past it.
         room = outbox.max_events - outbox.events - self.readers.in_flight
-        if room <= 0 or not self._can_read_jobs(now):
+        if room <= 0 or not self.gate.can_read(now, outbox):
             return
         jobs = self.pending.due(now, min(room, JOBS_PER_TURN, self.readers.capacity()))
         for job in jobs:
@@ -439,21 +344,21 @@ class ProducerService:
     def _keep(self, job: JobRef, read: ReadEvent, now: float) -> None:
         """Append a read job's event to the outbox (even if the job left the spool
         meanwhile: the event is complete)."""
-        if now < self._outbox_blocked_until:
+        if not self.gate.can_keep(now):
             self._unread(job)
             return
         try:
-            entry = self._require_outbox().append(read.meta, read.value)
+            entry = self.state.outbox.append(read.meta, read.value)
         except OutboxWriteError as exc:
             self.metrics.outbox_write_errors.inc()
-            self._outbox_blocked_until = now + OUTBOX_RETRY_INTERVAL
+            self.gate.pause_after_write_error(now)
             log.error("%s; job %s waits in the spool, retrying in %.0f s", exc, job.label,
-                      OUTBOX_RETRY_INTERVAL)
+                      self.gate.write_error_pause)
             self._unread(job)
             return
         self.pending.done(job)
         self.watcher.release(job)
-        self._enqueue(entry)
+        self.publisher.enqueue(entry)
         self.metrics.redacted_values.inc(read.redacted_values)
         if read.truncated is not None:
             self.metrics.scripts_truncated.inc()
@@ -489,107 +394,13 @@ class ProducerService:
         log.warning("job %s (%s) not archived: %s: %s", job.label, job.directory, reason,
                     detail, extra={"job_id": job.label, "reason": reason})
 
-    # ------------------------------------------------------------------ Kafka side
-
-    def _enqueue(self, entry: OutboxEntry) -> None:
-        self._queued[entry.meta.spool_name] = entry.meta.submit_time_ms
-        self.dispatcher.add(entry, entry.value_size)
-
-    def _dispatch(self, now: float) -> None:
-        outbox = self._require_outbox()
-        while self.delivery.fatal_error is None:
-            entry = self.dispatcher.next_to_send(now)
-            if entry is None:
-                return
-            try:
-                value = outbox.read(entry)
-            except (OSError, OutboxError) as exc:
-                log.error("cannot read job %s back from the outbox: %s", entry.meta.job_id, exc)
-                self.dispatcher.failed(entry, now)
-                continue
-            try:
-                self.delivery.produce(message_key(entry.meta.job_key), value, self.headers,
-                                      entry)
-            except QueueFullError:
-                self.dispatcher.unsent(entry)
-                return
-            except ProduceRejectedError as exc:
-                self.dispatcher.sent(entry)
-                self._delivery_failed(entry, exc.failure, now)
-                continue
-            self.dispatcher.sent(entry)
-
-    def _handle_reports(self, reports: list[DeliveryReport[OutboxEntry]], now: float) -> None:
-        for report in reports:
-            if report.failure is None:
-                self._acknowledged(report.token)
-            else:
-                self._delivery_failed(report.token, report.failure, now)
-
-    def _acknowledged(self, entry: OutboxEntry) -> None:
-        self.dispatcher.acked(entry)
-        self._require_outbox().ack(entry)
-        meta = entry.meta
-        if self._queued.get(meta.spool_name) == meta.submit_time_ms:
-            del self._queued[meta.spool_name]
-        self._require_published().add(meta.spool_name, meta.submit_time_ms, meta.job_key)
-        latency = max(0.0, time.time() - meta.submit_time_ms / 1000)
-        self.metrics.jobs_published.inc()
-        self.metrics.ack_latency.observe(latency)
-        log.info("job %s archived: cluster=%s bytes=%d latency=%.3fs", meta.job_id,
-                 meta.cluster, entry.value_size, latency,
-                 extra={"cluster": meta.cluster, "job_id": meta.job_id,
-                        "job_key": meta.job_key, "bytes": entry.value_size,
-                        "latency_seconds": round(latency, 3)})
-
-    def _delivery_failed(self, entry: OutboxEntry, failure: DeliveryFailure,
-                         now: float) -> None:
-        delay = self.dispatcher.failed(entry, now)
-        self.metrics.delivery_failures.labels(failure.kind.value).inc()
-        if failure.kind in (FailureKind.TOO_LARGE, FailureKind.REJECTED):
-            # Not going to heal by itself: loud, per event, with what to change.
-            hint = (" (raise the topic's max.message.bytes, see docs/producer.md)"
-                    if failure.kind is FailureKind.TOO_LARGE else "")
-            log.error("Kafka refused job %s (%d bytes): %s: %s%s; it stays in the outbox and"
-                      " is produced again in %.0f s", entry.meta.job_id, entry.value_size,
-                      failure.code, failure.detail, hint, delay)
-        else:
-            self._failures_unlogged[f"{failure.kind.value} ({failure.code})"] += 1
-
-    def _log_failures(self, now: float) -> None:
-        if not self._failures_unlogged or now - self._last_failure_log < REPEAT_LOG_INTERVAL:
-            return
-        self._last_failure_log = now
-        summary = ", ".join(f"{count} {kind}" for kind, count in self._failures_unlogged.items())
-        self._failures_unlogged.clear()
-        log.warning("deliveries failed: %s; the events stay in the outbox (%d events) and are"
-                    " produced again", summary, self._require_outbox().events)
-
-    def _restart_producer(self, now: float) -> None:
-        failure = self.delivery.fatal_error
-        assert failure is not None
-        self.metrics.producer_restarts.inc()
-        log.error("recreating the Kafka producer after a fatal error (%s: %s); the outbox"
-                  " keeps every event", failure.code, failure.detail)
-        self._handle_reports(self.delivery.restart(), now)
-        self.dispatcher.requeue_in_flight()
-
     # ------------------------------------------------------------------ helpers
 
     def _update_gauges(self) -> None:
-        outbox = self._require_outbox()
+        outbox = self.state.outbox
         self.metrics.outbox_events.set(outbox.events)
         self.metrics.outbox_bytes.set(outbox.event_bytes)
         self.metrics.outbox_disk_bytes.set(outbox.disk_bytes)
-        self.metrics.outbox_full.set(int(self._outbox_full))
+        self.metrics.outbox_full.set(int(self.gate.full))
         self.metrics.watches.set(self.watcher.watch_count)
         self.metrics.pending_jobs.set(len(self.pending))
-
-    def _require_outbox(self) -> Outbox:
-        assert self._outbox is not None, "run() opens the outbox"
-        return self._outbox
-
-    def _require_published(self) -> PublishedJobs:
-        assert self._published is not None, "run() opens the published-jobs state"
-        return self._published
-

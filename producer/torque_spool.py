@@ -27,7 +27,7 @@ from xml.etree import ElementTree
 from xml.sax.saxutils import escape
 
 from producer.errors import REASON_MALFORMED, REASON_NOT_A_JOB, JobIncompleteError, SpoolReadError
-from producer.slurm_spool import RawJob, open_spool_dir, read_spool_file, spool_error
+from producer.spool_io import RawJob, open_spool_dir, read_spool_file, spool_error
 from schemas.model import REDACTED_MARKER, Scheduler, SpoolFile
 
 TORQUE_SCRIPT = re.compile(r"^(?P<id>.+)\.SC$")

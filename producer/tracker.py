@@ -22,7 +22,7 @@ JobT = TypeVar("JobT", bound=Hashable)
 
 
 @dataclass(slots=True)
-class _Pending:
+class _PendingJobState:
     incomplete_since: float | None = None
     retry_delay: float = 0.0
     retry_at: float | None = None  # None: due now
@@ -38,7 +38,7 @@ class PendingJobs(Generic[JobT]):
         self.ready_timeout = ready_timeout
         self.first_retry = first_retry
         self.max_retry = max_retry
-        self._pending: dict[JobT, _Pending] = {}
+        self._pending: dict[JobT, _PendingJobState] = {}
         self._due: dict[JobT, None] = {}  # insertion-ordered set: oldest detection first
         self._timers: list[tuple[float, int, JobT]] = []
         self._sequence = itertools.count()
@@ -57,7 +57,7 @@ class PendingJobs(Generic[JobT]):
         state = self._pending.get(job)
         is_new = state is None
         if state is None:
-            state = self._pending[job] = _Pending()
+            state = self._pending[job] = _PendingJobState()
         if state.reading:
             # The read under way may have missed this change: if it finds the job
             # incomplete, read it again at once.

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from producer.config import load_producer_config
+from producer.config import kafka_producer_properties, load_producer_config
 from producer.service import ProducerService
 from testkit.waiting import wait_until
 
@@ -33,7 +33,8 @@ def test_events_lost_to_an_overflow_are_recovered_by_the_rescan(  # noqa: PLR091
          str(tmp_path / "state"), "--brokers", kafka_bootstrap, "--topic", kafka_topic],
         environ={})
     registry = CollectorRegistry()
-    service = ProducerService(config, registry, inotify_factory=scripted_inotify)
+    service = ProducerService(config, registry, kafka_producer_properties(config),
+                              inotify_factory=scripted_inotify)
     outcome: list[int] = []
     thread = threading.Thread(target=lambda: outcome.append(service.run(install_signals=False)))
     thread.start()

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from producer.environment import DEFAULT_REDACT, EnvPolicy, render_slurm_environment_file
 from producer.errors import SpoolReadError
 from producer.events import EventSettings, build_event
-from producer.slurm_spool import RawJob, read_slurm_job
+from producer.slurm_spool import read_slurm_job
+from producer.spool_io import RawJob
 from producer.torque_spool import read_torque_job
 from schemas.codec import JobEventCodec
 from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource

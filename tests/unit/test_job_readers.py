@@ -19,8 +19,8 @@ from producer.environment import DEFAULT_REDACT, EnvPolicy
 from producer.errors import REASON_INCOMPLETE, REASON_MALFORMED, REASON_NOT_A_JOB
 from producer.events import EventSettings
 from producer.jobs import JobRef
-from producer.readers import REASON_READER_LOST, JobReaders
-from producer.reading import ReadEvent, ReadFailure, ReadFailureKind, ReadOutcome, read_job
+from producer.read_outcomes import ReadEvent, ReadFailure, ReadFailureKind, ReadOutcome, read_job
+from producer.reader_processes import REASON_READER_LOST, JobReaders
 from schemas.codec import JobEventCodec
 from schemas.model import JobEvent, Scheduler
 

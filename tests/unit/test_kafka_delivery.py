@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
-from producer.config import load_producer_config
+from producer.config import kafka_producer_properties, load_producer_config
 from producer.delivery import (
     FailureKind,
     KafkaDelivery,
@@ -155,7 +155,8 @@ def test_service_replaces_a_fatally_failed_producer_and_delivers_everything(
         ["--cluster", "c", "--spool", str(synthetic_spool.root), "--state-dir",
          str(tmp_path / "state"), "--retry-interval", "0.05"], environ={})
     registry = CollectorRegistry()
-    service = ProducerService(config, registry, producer_factory=scripted_producer)
+    service = ProducerService(config, registry, kafka_producer_properties(config),
+                              producer_factory=scripted_producer)
     thread = threading.Thread(target=service.run, kwargs={"install_signals": False})
     thread.start()
     try:
@@ -181,7 +182,8 @@ def test_full_outbox_holds_new_jobs_in_the_spool_loudly_and_takes_them_once_free
         ["--cluster", "c", "--spool", str(synthetic_spool.root), "--state-dir",
          str(tmp_path / "state"), "--outbox-max-events", "3"], environ={})
     registry = CollectorRegistry()
-    service = ProducerService(config, registry, producer_factory=scripted_producer)
+    service = ProducerService(config, registry, kafka_producer_properties(config),
+                              producer_factory=scripted_producer)
     scripted_producer.start_holding = True  # the broker acknowledges nothing for now
 
     def value(name: str) -> float | None:
@@ -194,7 +196,7 @@ def test_full_outbox_holds_new_jobs_in_the_spool_loudly_and_takes_them_once_free
             time.sleep(0.02)
 
     thread = threading.Thread(target=service.run, kwargs={"install_signals": False})
-    with caplog.at_level(logging.ERROR, logger="producer.service"):
+    with caplog.at_level(logging.ERROR, logger="producer.outbox_gate"):
         thread.start()
         try:
             # 3 in the outbox, the other 4 waiting in the spool: held back, not dropped.

@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from producer import outbox as outbox_module
+from producer.event_meta import EventMeta
 from producer.outbox import (
     ACK_SUFFIX,
     RECORD_HEADER,
     SEGMENT_SUFFIX,
-    EventMeta,
     Outbox,
     OutboxWriteError,
 )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from producer.config import ProducerConfig, load_producer_config, producer_properties
+from producer.config import ProducerConfig, kafka_producer_properties, load_producer_config
 from producer.environment import DEFAULT_REDACT
 from producer.main import main
 from runtime.config import ConfigError, describe_config
@@ -65,7 +65,7 @@ def test_invalid_settings_are_config_errors_naming_the_setting(argv: list[str],
 
 def test_kafka_properties_carry_the_delivery_guarantees() -> None:
     config = load("--cluster", "c", "--brokers", "k1:9092,k2:9092")
-    props = producer_properties(config)
+    props = kafka_producer_properties(config)
     assert props["enable.idempotence"] == "true"
     assert props["acks"] == "all"
     assert props["compression.type"] == "zstd"
@@ -74,7 +74,7 @@ def test_kafka_properties_carry_the_delivery_guarantees() -> None:
 
 
 def test_compression_choice_and_pass_through_properties_win() -> None:
-    props = producer_properties(load("--cluster", "c", "--compression", "lz4",
+    props = kafka_producer_properties(load("--cluster", "c", "--compression", "lz4",
                                      "--kafka-property", "message.max.bytes=50000000",
                                      "--kafka-property", "client.id=p1"))
     assert props["compression.type"] == "lz4"
@@ -85,11 +85,11 @@ def test_compression_choice_and_pass_through_properties_win() -> None:
 @pytest.mark.parametrize("weakening", ["acks=1", "acks=0", "enable.idempotence=false"])
 def test_a_pass_through_that_weakens_the_delivery_guarantee_is_refused(weakening: str) -> None:
     with pytest.raises(ConfigError, match=f"kafka_property {weakening} is not allowed"):
-        producer_properties(load("--cluster", "c", "--kafka-property", weakening))
+        kafka_producer_properties(load("--cluster", "c", "--kafka-property", weakening))
 
 
 def test_restating_the_guarantees_in_a_pass_through_is_accepted() -> None:
-    props = producer_properties(load("--cluster", "c", "--kafka-property", "acks=all",
+    props = kafka_producer_properties(load("--cluster", "c", "--kafka-property", "acks=all",
                                      "--kafka-property", "enable.idempotence=true"))
     assert (props["acks"], props["enable.idempotence"]) == ("all", "true")
 

@@ -18,14 +18,12 @@ from producer.environment import render_slurm_environment_file
 from producer.errors import JobIncompleteError, SpoolReadError
 from producer.slurm_spool import (
     MAX_ENVIRONMENT_ENTRIES,
-    RawJob,
-    open_spool_dir,
     parse_environment_file,
     read_slurm_job,
-    read_spool_file,
     script_complete,
     slurm_job_dir,
 )
+from producer.spool_io import RawJob, open_spool_dir, read_spool_file
 from schemas.model import Scheduler
 
 REAL_JOB = Path(__file__).parent.parent / "fixtures" / "slurm" / "state" / "hash.8" / "job.18"

@@ -1,8 +1,8 @@
 """One job from spool files to encoded event bytes, with every failure as a value.
 
-`read_job` is what the producer's reader processes run (producer.readers); it touches only
-the job's own spool files, so it is safe in another process, and its outcome is plain data
-that crosses a pipe. What to do with the outcome (outbox, retry, give up) stays in the
+`read_job` is what the producer's reader processes run (producer.reader_processes); it
+touches only the job's own spool files, so it is safe in another process, and its outcome is
+plain data that crosses a pipe. What to do with the outcome (outbox, retry, give up) stays in the
 service, the only owner of the producer's state.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from enum import Enum
 
 from producer.errors import REASON_IO, REASON_MALFORMED, JobIncompleteError, SpoolReadError
+from producer.event_meta import EventMeta
 from producer.events import EventSettings, build_event
 from producer.jobs import JobRef, read_raw_job
-from producer.outbox import EventMeta
 from schemas.codec import JobEventCodec
 
 

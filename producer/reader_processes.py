@@ -3,8 +3,8 @@
 Reading a job's files, building its event and encoding it take about half of the producer's
 CPU per job, all of it under Python's GIL; reader processes take that off the service's
 thread, so on a busy controller the two halves run on two cores. A reader only reads the
-job's spool files and returns plain data (producer.reading): the outbox, Kafka and every piece
-of state stay with the service. Nothing is lost if a reader dies: its jobs are still pending
+job's spool files and returns plain data (producer.read_outcomes): the outbox, Kafka and every
+piece of state stay with the service. Nothing is lost if a reader dies: its jobs are still pending
 in the service and come back as READER_LOST, to be read again by a fresh reader.
 
 Each reader has two pipes of its own: requests (a chunk of jobs) in, answers (their outcomes,
@@ -34,7 +34,7 @@ from prometheus_client import Counter
 
 from producer.events import EventSettings
 from producer.jobs import JobRef
-from producer.reading import ReadFailure, ReadFailureKind, ReadOutcome, read_job
+from producer.read_outcomes import ReadFailure, ReadFailureKind, ReadOutcome, read_job
 from schemas.codec import JobEventCodec
 
 log = logging.getLogger(__name__)
