@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from consumers.archive.layout import DEFAULT_PRESET, PRESETS, Layout, Period
 from consumers.archive.writer import parse_mode
 from consumers.common.settings import ConsumerSettings
 from runtime.config import ConfigError, setting
+from schemas.archive_layout import DEFAULT_PRESET, PRESETS, Layout, Period
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

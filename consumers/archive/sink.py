@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from consumers.archive.config import ArchiveConfig
-from consumers.archive.layout import ArchivePath, UnsafeNameError
 from consumers.archive.slots import Resolution, resolve
 from consumers.archive.writer import (
     ArchiveIOError,
@@ -19,6 +18,7 @@ from consumers.archive.writer import (
 )
 from consumers.common.metrics import LATENCY_BUCKETS
 from consumers.common.sink import Rejection, SinkFatalError, SinkUnavailableError
+from schemas.archive_layout import ArchivePath, UnsafeNameError
 from schemas.model import JobEvent
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 from inotify_simple import INotify, flags
 
-from consumers.archive.layout import TEMP_PREFIX, ArchivePath
 from consumers.archive.writer import (
     DIR_CACHE_SIZE,
     FSYNC_THREADS,
@@ -30,6 +29,7 @@ from consumers.archive.writer import (
     WriteReport,
     parse_mode,
 )
+from schemas.archive_layout import TEMP_PREFIX, ArchivePath
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -322,7 +322,7 @@ def test_the_named_fallback_writes_through_temporary_files_and_removes_them(
 _CRASHING_WRITER = """
 import os, sys
 from pathlib import Path
-from consumers.archive.layout import ArchivePath
+from schemas.archive_layout import ArchivePath
 from consumers.archive.writer import ArchiveWriter
 
 def crash(fd):
