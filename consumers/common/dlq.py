@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import confluent_kafka
 
-from consumers.common.settings import ConsumerSettings, producer_properties
+from consumers.common.settings import ConsumerSettings, dead_letter_producer_properties
 from runtime.kafka import create_client
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class DeadLetterPublisher:
 
     def __init__(self, settings: ConsumerSettings) -> None:
         self.topic = settings.dead_letter_topic
-        self._properties = producer_properties(settings)
+        self._properties = dead_letter_producer_properties(settings)
         self._producer: confluent_kafka.Producer | None = None
         self._failures: list[str] = []
 
