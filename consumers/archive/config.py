@@ -5,10 +5,21 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from consumers.archive.layout import DEFAULT_PRESET, PRESETS, Layout, Period
-from consumers.archive.writer import parse_mode
 from consumers.common.settings import ConsumerSettings
 from runtime.config import ConfigError, setting
+from schemas.archive_layout import DEFAULT_PRESET, PRESETS, Layout, Period
+
+
+def parse_mode(text: str, what: str) -> int:
+    """'0640', '640' or '0o640' -> 0o640; permission bits only."""
+    digits = text.strip().lower().removeprefix("0o")
+    try:
+        mode = int(digits, 8)
+    except ValueError:
+        raise ValueError(f"{what} {text!r} is not an octal mode such as 0640") from None
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"{what} {text!r} must be permission bits between 0000 and 0777")
+    return mode
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from consumers.archive.layout import PlacedFile
+from schemas.archive_layout import PlacedFile
 from schemas.model import JobEvent, metadata_fields
 
 FORMAT = "sarchive-archive-metadata/1"

@@ -8,17 +8,14 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from consumers.archive.config import ArchiveConfig
-from consumers.archive.layout import ArchivePath, UnsafeNameError
+from consumers.archive.archive_root import check_root, sweep_temporary_files
+from consumers.archive.config import ArchiveConfig, parse_mode
+from consumers.archive.errors import ArchiveIOError, UnsafeArchiveEntryError
 from consumers.archive.slots import Resolution, resolve
-from consumers.archive.writer import (
-    ArchiveIOError,
-    ArchiveWriter,
-    UnsafeArchiveEntryError,
-    parse_mode,
-)
+from consumers.archive.writer import ArchiveWriter
 from consumers.common.metrics import LATENCY_BUCKETS
 from consumers.common.sink import Rejection, SinkFatalError, SinkUnavailableError
+from schemas.archive_layout import ArchivePath, UnsafeNameError
 from schemas.model import JobEvent
 
 log = logging.getLogger(__name__)
@@ -71,8 +68,8 @@ class ArchiveSink:
     def prepare(self) -> None:
         """Check the root and remove temporary files an earlier crash left behind."""
         try:
-            self.writer.check_root()
-            removed = self.writer.sweep_temporary_files()
+            check_root(self.writer.root)
+            removed = sweep_temporary_files(self.writer.root)
         except ArchiveIOError as exc:
             if exc.code in _FATAL_ROOT_ERRORS:
                 raise SinkFatalError(f"{exc} (create the archive directory first)") from exc

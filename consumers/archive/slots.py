@@ -22,7 +22,8 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 
-from consumers.archive.layout import (
+from consumers.archive.sidecar import render_sidecar, sidecar_job_key
+from schemas.archive_layout import (
     REASON_DUPLICATE_PATH,
     TAG_LENGTH,
     ArchivePath,
@@ -30,7 +31,6 @@ from consumers.archive.layout import (
     Placement,
     UnsafeNameError,
 )
-from consumers.archive.sidecar import render_sidecar, sidecar_job_key
 from schemas.model import JobEvent
 
 ReadFile = Callable[[ArchivePath], bytes | None]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import confluent_kafka
 
-from consumers.common.settings import ConsumerSettings, producer_properties
+from consumers.common.settings import ConsumerSettings, dead_letter_producer_properties
 from runtime.kafka import create_client
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,10 @@ DLQ_HEADERS = frozenset({HEADER_REASON, HEADER_DETAIL, HEADER_CONSUMER, HEADER_S
 
 # Headers are for people and tools, not for a copy of an exception's whole repr.
 MAX_DETAIL_CHARS = 2000
+
+# Makes the dead-letter producer from its librdkafka properties: confluent_kafka.Producer, or
+# a stand-in in unit tests.
+ProducerFactory = Callable[[dict[str, object]], confluent_kafka.Producer]
 
 Headers = list[tuple[str, bytes]]
 HeaderInput = Sequence[tuple[str, bytes | str | None]] | dict[str, bytes | str | None] | None
@@ -80,15 +84,17 @@ def dead_letter_headers(
 class DeadLetterPublisher:
     """An idempotent acks=all producer to the dead-letter topic, created on first use."""
 
-    def __init__(self, settings: ConsumerSettings) -> None:
+    def __init__(self, settings: ConsumerSettings,
+                 producer_factory: ProducerFactory = confluent_kafka.Producer) -> None:
         self.topic = settings.dead_letter_topic
-        self._properties = producer_properties(settings)
+        self._producer_factory = producer_factory
+        self._properties = dead_letter_producer_properties(settings)
         self._producer: confluent_kafka.Producer | None = None
         self._failures: list[str] = []
 
     def _client(self) -> confluent_kafka.Producer:
         if self._producer is None:
-            self._producer = create_client(confluent_kafka.Producer,
+            self._producer = create_client(self._producer_factory,
                                            {**self._properties, "logger": log},
                                            "dead-letter producer")
         return self._producer

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 from consumers.common.dlq import (
     DeadLetterPublisher,
     DeadLetterUnavailableError,
+    ProducerFactory,
     source_coordinates,
 )
 from consumers.common.metrics import ConsumerMetrics
@@ -70,6 +71,9 @@ def commit_positions(coordinates: Iterable[tuple[str, int, int]]) -> dict[Partit
 
 
 Consume = Callable[[int, float], list[confluent_kafka.Message]]
+# Makes the Kafka consumer from its librdkafka properties: confluent_kafka.Consumer, or a
+# scripted stand-in in unit tests.
+ConsumerFactory = Callable[[dict[str, object]], confluent_kafka.Consumer]
 
 
 def take_batch(consume: Consume, max_messages: int, wait: float) -> list[confluent_kafka.Message]:
@@ -90,8 +94,14 @@ class KafkaFatalError(Exception):
 
 
 class ConsumerRunner:
+    """clock: seconds for back-off deadlines and timings (time.monotonic; a seam for tests,
+    whose scripted consumer moves a fake clock on as it waits)."""
+
     def __init__(self, settings: ConsumerSettings, sink: Sink, registry: CollectorRegistry,
-                 service: str, codec: JobEventCodec | None = None) -> None:
+                 service: str, codec: JobEventCodec | None = None, *,
+                 consumer_factory: ConsumerFactory = confluent_kafka.Consumer,
+                 producer_factory: ProducerFactory = confluent_kafka.Producer,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.sink = sink
         self.service = service
@@ -99,7 +109,9 @@ class ConsumerRunner:
         self.metrics = ConsumerMetrics(registry, service)
         # Computed here so that a bad --kafka-property is a ConfigError before anything runs.
         self._properties = consumer_properties(settings)
-        self._dead_letters = DeadLetterPublisher(settings)
+        self._consumer_factory = consumer_factory
+        self._dead_letters = DeadLetterPublisher(settings, producer_factory)
+        self._clock = clock
         self._stop = threading.Event()
         self._consumer: confluent_kafka.Consumer | None = None
         self._batch: list[BatchEntry] = []
@@ -123,7 +135,7 @@ class ConsumerRunner:
             self.sink.close()
             return EXIT_FAILURE
         try:
-            consumer = create_client(confluent_kafka.Consumer,
+            consumer = create_client(self._consumer_factory,
                                      {**self._properties, "logger": log}, "consumer")
         except ConfigError:
             self.sink.close()
@@ -233,9 +245,9 @@ class ConsumerRunner:
         stored = [e for e in entries if e.event is not None]
         dead = [(e.message, e.reason, e.detail) for e in entries if e.event is None]
         if stored:
-            started = time.monotonic()
+            started = self._clock()
             rejections = self.sink.write_batch([e.event for e in stored if e.event])
-            self.metrics.batch_write_seconds.observe(time.monotonic() - started)
+            self.metrics.batch_write_seconds.observe(self._clock() - started)
             dead += [(stored[r.index].message, r.reason, r.detail) for r in rejections]
         for message, reason, detail in dead:
             log.warning("dead-lettering %s[%d]@%d: %s: %s", message.topic(),
@@ -251,9 +263,9 @@ class ConsumerRunner:
         """Back off for delay seconds with every assigned partition paused, still polling so
         the group membership and rebalances go on; False when a stop was requested."""
         consumer = self._require_consumer()
-        deadline = time.monotonic() + delay
+        deadline = self._clock() + delay
         while not self._stop.is_set():
-            remaining = deadline - time.monotonic()
+            remaining = deadline - self._clock()
             if remaining <= 0:
                 return True
             # Re-pausing each time also covers partitions assigned during the wait.
@@ -328,7 +340,7 @@ class ConsumerRunner:
     # -- lag -------------------------------------------------------------------------------
 
     def _report_lag(self) -> None:
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last_lag_report < LAG_REPORT_INTERVAL:
             return
         self._last_lag_report = now

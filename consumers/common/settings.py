@@ -93,7 +93,7 @@ def consumer_properties(settings: ConsumerSettings) -> dict[str, str]:
                            " the sink is durable")
 
 
-def producer_properties(settings: ConsumerSettings) -> dict[str, str]:
+def dead_letter_producer_properties(settings: ConsumerSettings) -> dict[str, str]:
     """librdkafka properties for the dead-letter producer: every message acknowledged by all
     in-sync replicas, no duplicates from retries, room for the largest job event."""
     props: dict[str, str] = {"message.max.bytes": str(MAX_MESSAGE_BYTES)}

@@ -1,2 +1,3 @@
-"""sarchive-es: the Elasticsearch consumer (documents.py and template.py are pure; bulk.py is
-the adapter over the Elasticsearch client; sink.py plugs it into the shared runner)."""
+"""sarchive-es: the Elasticsearch consumer (documents.py, template.py and bulk_outcomes.py are
+pure; bulk_writer.py delivers documents in bulk requests through elasticsearch_api.py, the
+adapter over the Elasticsearch client; sink.py plugs them into the shared runner)."""

@@ -10,9 +10,10 @@ import elasticsearch
 from prometheus_client import CollectorRegistry
 
 from consumers.common.sink import Rejection
-from consumers.elastic.bulk import BulkSettings, BulkWriter, ElasticsearchApi
+from consumers.elastic.bulk_writer import BulkSettings, BulkWriter
 from consumers.elastic.config import EsConsumerConfig, es_password
 from consumers.elastic.documents import BulkItem, DocumentError, bulk_item
+from consumers.elastic.elasticsearch_api import ElasticsearchApi
 from consumers.elastic.metrics import ElasticsearchMetrics
 from consumers.elastic.template import index_template, template_name
 from runtime.config import ConfigError
@@ -66,7 +67,7 @@ def elasticsearch_client(config: EsConsumerConfig) -> elasticsearch.Elasticsearc
     options: dict[str, Any] = {
         "request_timeout": config.es_timeout,
         # Connection failures move on to the next node at once; back-off and status
-        # retries (429, 5xx) are BulkIndexer's, so the transport does none of its own.
+        # retries (429, 5xx) are BulkWriter's, so the transport does none of its own.
         "max_retries": len(config.es_url) - 1,
         "retry_on_status": (),
         "retry_on_timeout": len(config.es_url) > 1,

@@ -7,7 +7,7 @@ import pytest
 from consumers.common.settings import (
     ConsumerSettings,
     consumer_properties,
-    producer_properties,
+    dead_letter_producer_properties,
 )
 from runtime.config import ConfigError, load_config
 from schemas.limits import MAX_EVENT_BYTES, MAX_MESSAGE_BYTES
@@ -63,7 +63,7 @@ def test_pass_through_cannot_switch_off_commit_after_durable_write(prop: str) ->
 
 
 def test_dead_letter_producer_waits_for_every_replica_without_duplicates() -> None:
-    props = producer_properties(load())
+    props = dead_letter_producer_properties(load())
     assert props["acks"] == "all"
     assert props["enable.idempotence"] == "true"
     assert int(props["message.max.bytes"]) == MAX_MESSAGE_BYTES
@@ -73,7 +73,7 @@ def test_dead_letter_producer_waits_for_every_replica_without_duplicates() -> No
 def test_dead_letter_producer_refuses_a_pass_through_that_weakens_its_guarantee(
         weakening: str) -> None:
     with pytest.raises(ConfigError, match=weakening.split("=", maxsplit=1)[0]):
-        producer_properties(load("--kafka-property", weakening))
+        dead_letter_producer_properties(load("--kafka-property", weakening))
 
 
 @pytest.mark.parametrize(("argv", "message"), [

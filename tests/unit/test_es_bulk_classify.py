@@ -13,11 +13,8 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from consumers.common.sink import SinkFatalError, SinkUnavailableError
-from consumers.elastic.bulk import (
+from consumers.elastic.bulk_outcomes import (
     REASON_TOO_LARGE,
-    BulkSettings,
-    BulkWriter,
-    ElasticsearchApi,
     ItemResults,
     Outcome,
     RefusedBulkError,
@@ -26,10 +23,11 @@ from consumers.elastic.bulk import (
     classify_item,
     error_detail,
     item_results,
-    plan_chunks,
     request_failure,
 )
+from consumers.elastic.bulk_writer import BulkSettings, BulkWriter, plan_chunks
 from consumers.elastic.documents import BulkItem
+from consumers.elastic.elasticsearch_api import ElasticsearchApi
 from consumers.elastic.metrics import ElasticsearchMetrics
 from consumers.elastic.sink import ElasticsearchSink
 from consumers.elastic.template import index_template

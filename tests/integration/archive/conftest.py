@@ -34,7 +34,7 @@ import os, signal, sys
 limit, calls, real_link = int(sys.argv.pop(1)), 0, os.link
 if sys.argv.pop(1) == "named":
     import consumers.archive.writer
-    consumers.archive.writer._TMPFILE_FLAGS = None
+    consumers.archive.writer.TMPFILE_FLAGS = None
 def link(*args, **kwargs):
     global calls
     calls += 1

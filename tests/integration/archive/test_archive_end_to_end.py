@@ -33,7 +33,7 @@ def submitted(slurm: Harness) -> Iterator[dict[str, bytes]]:
 
 def layout_paths(preset: str, event: JobEvent) -> tuple[str, str | None]:
     """Where each preset puts the script and the environment (None: not archived); written
-    out by hand, independently of consumers.archive.layout."""
+    out by hand, independently of schemas.archive_layout."""
     t = time.gmtime(event.submit_time / 1000)
     day, year, month = time.strftime("%Y%m%d", t), time.strftime("%Y", t), time.strftime("%m", t)
     job = event.job_id

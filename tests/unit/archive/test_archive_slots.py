@@ -7,8 +7,8 @@ from collections.abc import Callable
 
 import pytest
 
-from consumers.archive.layout import ArchivePath, Layout, Period, UnsafeNameError
 from consumers.archive.slots import Resolution, resolve, slot_tag
+from schemas.archive_layout import ArchivePath, Layout, Period, UnsafeNameError
 from schemas.model import JobEvent, SpoolFile
 
 MakeEvent = Callable[..., JobEvent]

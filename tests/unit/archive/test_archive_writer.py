@@ -19,17 +19,14 @@ from typing import Any
 import pytest
 from inotify_simple import INotify, flags
 
-from consumers.archive.layout import TEMP_PREFIX, ArchivePath
-from consumers.archive.writer import (
-    DIR_CACHE_SIZE,
-    FSYNC_THREADS,
-    MAX_OPEN_FILES,
-    ArchiveIOError,
-    ArchiveWriter,
-    UnsafeArchiveEntryError,
-    WriteReport,
-    parse_mode,
-)
+from consumers.archive.archive_root import check_root, sweep_temporary_files
+from consumers.archive.config import parse_mode
+from consumers.archive.errors import ArchiveIOError, UnsafeArchiveEntryError
+from consumers.archive.fsync_pool import FSYNC_THREADS
+from consumers.archive.safe_tree import DIR_CACHE_SIZE
+from consumers.archive.staging import NamedStaging, UnnamedStaging
+from consumers.archive.writer import MAX_OPEN_FILES, ArchiveWriter, WriteReport
+from schemas.archive_layout import TEMP_PREFIX, ArchivePath
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -209,7 +206,7 @@ def test_sweep_removes_abandoned_temporary_files_only(
     live = os.open(root / "a/.sarchive-tmp-live", os.O_WRONLY)
     try:
         fcntl.flock(live, fcntl.LOCK_EX)
-        assert writer.sweep_temporary_files() == 2
+        assert sweep_temporary_files(root) == 2
     finally:
         os.close(live)
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
@@ -219,7 +216,7 @@ def test_sweep_removes_abandoned_temporary_files_only(
 
 def test_missing_root_is_reported_with_its_errno(tmp_path: Path) -> None:
     with pytest.raises(ArchiveIOError) as caught:
-        ArchiveWriter(tmp_path / "nope", 0o640, 0o750).check_root()
+        check_root(tmp_path / "nope")
     assert caught.value.code_name == "ENOENT"
 
 
@@ -297,7 +294,7 @@ def test_unnamed_files_get_the_configured_mode_and_no_temporary_name_ever_appear
     (root / "d").mkdir()
     with names_created_in(root / "d") as created:
         write(writer, ("d/a", b"one"), ("d/b", b"two"))
-    assert writer.unnamed is True  # O_TMPFILE works here: the fast path was taken
+    assert isinstance(writer.staging, UnnamedStaging)  # O_TMPFILE works: the fast path taken
     assert sorted(created) == ["a", "b"]  # final names only, each made once
     assert [(root / "d/a").read_bytes(), (root / "d/b").read_bytes()] == [b"one", b"two"]
     assert mode(root / "d/a") == mode(root / "d/b") == 0o640
@@ -310,7 +307,7 @@ def test_the_named_fallback_writes_through_temporary_files_and_removes_them(
     (root / "d").mkdir()
     with names_created_in(root / "d") as created:
         write(writer, ("d/a", b"one"), ("d/b", b"two"))
-    assert writer.unnamed is False
+    assert isinstance(writer.staging, NamedStaging)
     assert len([name for name in created if name.startswith(TEMP_PREFIX)]) == 2
     assert sorted(p.name for p in (root / "d").iterdir()) == ["a", "b"]
     assert [(root / "d/a").read_bytes(), (root / "d/b").read_bytes()] == [b"one", b"two"]
@@ -322,7 +319,7 @@ def test_the_named_fallback_writes_through_temporary_files_and_removes_them(
 _CRASHING_WRITER = """
 import os, sys
 from pathlib import Path
-from consumers.archive.layout import ArchivePath
+from schemas.archive_layout import ArchivePath
 from consumers.archive.writer import ArchiveWriter
 
 def crash(fd):
@@ -347,7 +344,7 @@ def test_a_crash_of_the_named_fallback_leaves_temporary_files_that_the_sweep_rem
     crash_while_writing(root, "named")
     leftovers = temporaries(root)
     assert leftovers  # written, never linked nor removed
-    assert ArchiveWriter(root, 0o640, 0o750).sweep_temporary_files() == len(leftovers)
+    assert sweep_temporary_files(root) == len(leftovers)
     assert list((root / "d").iterdir()) == []
 
 
@@ -369,7 +366,7 @@ def test_where_proc_cannot_name_a_file_the_writer_uses_named_files_from_the_firs
 
     monkeypatch.setattr(os, "link", recorded_link)
     write(writer, ("d/a", b"one"), ("d/b", b"two"))
-    assert writer.unnamed is False
+    assert isinstance(writer.staging, NamedStaging)
     assert all(name.startswith(TEMP_PREFIX) for name in linked_from)  # found out up front
     assert [(root / "d/a").read_bytes(), (root / "d/b").read_bytes()] == [b"one", b"two"]
     assert mode(root / "d/a") == 0o640
@@ -380,15 +377,16 @@ def test_an_o_tmpfile_refusal_met_later_falls_back_for_that_file_and_the_batch_s
         root: Path) -> None:
     writer = ArchiveWriter(root, 0o640, 0o750)
     write(writer, ("local/a", b"a"))
-    assert writer.unnamed is True
+    assert isinstance(writer.staging, UnnamedStaging)
     # What a kernel without O_TMPFILE sees (O_TMPFILE includes O_DIRECTORY): a real EISDIR,
     # as a directory on a file system without O_TMPFILE gives EOPNOTSUPP.
-    writer.tmpfile_flags = os.O_WRONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    assert isinstance(writer.staging, UnnamedStaging)
+    writer.staging.flags = os.O_WRONLY | os.O_DIRECTORY | os.O_CLOEXEC
     (root / "nfs").mkdir()
     with names_created_in(root / "nfs") as created:
         report = write_report(writer, ("nfs/b", b"b"), ("nfs/c", b"c"))
     assert report.written == 2
-    assert writer.unnamed is False
+    assert isinstance(writer.staging, NamedStaging)
     assert any(name.startswith(TEMP_PREFIX) for name in created)
     assert [(root / "nfs/b").read_bytes(), (root / "nfs/c").read_bytes()] == [b"b", b"c"]
     assert mode(root / "nfs/b") == 0o640
@@ -399,12 +397,12 @@ def test_an_unnamed_file_that_proc_cannot_link_is_written_again_with_a_name(
         root: Path, tmp_path: Path) -> None:
     writer = ArchiveWriter(root, 0o640, 0o750)
     write(writer, ("d/a", b"a"))
-    assert writer.unnamed is True
-    writer.proc_fd_dir = str(tmp_path / "no-proc")  # link(2) now fails with ENOENT
+    assert isinstance(writer.staging, UnnamedStaging)
+    writer.staging.proc_fd_dir = str(tmp_path / "no-proc")  # link(2) now fails with ENOENT
     big = os.urandom(3 << 20)
     report = write_report(writer, ("d/b", big), ("d/c", b"c"))
     assert report.written == 2
-    assert writer.unnamed is False
+    assert isinstance(writer.staging, NamedStaging)
     assert [(root / "d/b").read_bytes(), (root / "d/c").read_bytes()] == [big, b"c"]
     assert mode(root / "d/b") == 0o640
     assert temporaries(root) == []
@@ -426,7 +424,7 @@ def test_a_link_failing_because_its_directory_was_removed_fails_the_batch(
     with pytest.raises(ArchiveIOError) as caught:
         write(writer, ("d/a", b"a"))
     assert caught.value.code_name == "ENOENT"
-    assert writer.unnamed is True
+    assert isinstance(writer.staging, UnnamedStaging)
 
 
 def test_more_directories_than_the_cache_holds_are_all_written_and_no_descriptor_leaks(

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from consumers.archive.layout import (
+from schemas.archive_layout import (
     NAME_MAX,
     PRESETS,
     Layout,

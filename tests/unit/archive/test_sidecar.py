@@ -6,8 +6,8 @@ import hashlib
 import json
 from collections.abc import Callable
 
-from consumers.archive.layout import Layout, Period
 from consumers.archive.sidecar import render_sidecar, sidecar_job_key
+from schemas.archive_layout import Layout, Period
 from schemas.model import JobEvent
 
 MakeEvent = Callable[..., JobEvent]

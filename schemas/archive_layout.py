@@ -1,5 +1,9 @@
 """Where each file of a job event goes in the archive: pure functions of the event.
 
+Part of the contract: the archive consumer writes by this layout and readers of the archive
+(a `sarchive` CLI) find files by it, so both import this one definition, which needs nothing
+but the event model and the standard library.
+
 A layout is a template of the path below the archive root with named fields, for example
 `{period}/{name}` (sarchive's) or `{user}/{year}/{month}/{job_id}-{job_name}.{ext}`. Every
 value taken from a message is checked before it becomes part of a path: identifiers (cluster,
