@@ -54,8 +54,9 @@ class ProducerConfig(KafkaSettings, ServiceSettings):
         " the value replaced by '<redacted>'; '' turns redaction by key off")
     env_redact_values: str = setting(
         DEFAULT_REDACT_VALUES, help="regular expression searched in the bytes of every"
-        " environment value: each match (only its group 'secret' if it has one) is replaced by"
-        " '<redacted>' and the key listed as redacted; '' turns redaction by value off")
+        " environment value: each match (only its group 'secret' or 'secret_...' if one took"
+        " part) is replaced by '<redacted>' and the key listed as redacted; '' turns redaction"
+        " by value off")
     ready_timeout: float = setting(
         30.0, help="seconds a job's spool files may stay incomplete before the job is counted"
         " as failed (reason incomplete)")

@@ -6,8 +6,8 @@ harmless. Exclusion drops an entry; redaction keeps the key and replaces the val
 schemas.model.REDACTED_MARKER. The exclude and redact patterns are matched with re.search against
 the key only; the value pattern (redact_values) is searched in the raw bytes of every value that
 was not hidden by key, whatever its key, and each match is replaced by the marker (only its group
-`secret` when it has one, which keeps a URL and masks its password). A key whose value was
-masked, wholly or in part, is a redacted key.
+`secret` or `secret_...` when one took part, which keeps a URL and masks its password). A key
+whose value was masked, wholly or in part, is a redacted key.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ DEFAULT_REDACT_VALUES = "|".join((
     r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",  # a JSON Web Token
 ))
 
-# The group of a value pattern that is masked instead of the whole match.
+# Groups of a value pattern masked instead of the whole match: `secret`, or `secret_<anything>`
+# (re allows a name once per pattern, and each alternative may need its own).
 SECRET_GROUP = "secret"
 
 # Slurm writes the entry count with write(fd, &count, 4): host byte order (verified on the
@@ -89,12 +90,15 @@ class _CleanEntries:
 
 
 def _mask_match(match: re.Match[bytes]) -> bytes:
-    if SECRET_GROUP not in match.re.groupindex or match.start(SECRET_GROUP) < 0:
+    secret = next((name for name in match.re.groupindex
+                   if (name == SECRET_GROUP or name.startswith(SECRET_GROUP + "_"))
+                   and match.start(name) >= 0), None)
+    if secret is None:
         return REDACTED_MARKER
     offset = match.start()
     whole = match.group()
-    return (whole[:match.start(SECRET_GROUP) - offset] + REDACTED_MARKER
-            + whole[match.end(SECRET_GROUP) - offset:])
+    return (whole[:match.start(secret) - offset] + REDACTED_MARKER
+            + whole[match.end(secret) - offset:])
 
 
 @dataclass(frozen=True)

@@ -234,6 +234,8 @@ def test_a_value_is_masked_whole_without_a_secret_group_and_in_part_with_one() -
     part = EnvPolicy(None, None, re.compile(rb"pw=(?P<secret>\w+)"))
     assert apply_policy([b"A=x pw=abc y"], whole).entries == (b"A=x <redacted> y",)
     assert apply_policy([b"A=x pw=abc y"], part).entries == (b"A=x pw=<redacted> y",)
+    two = EnvPolicy(None, None, re.compile(rb"pw=(?P<secret>\w+)|key:(?P<secret_key>\w+)"))
+    assert apply_policy([b"A=pw=abc key:def"], two).entries == (b"A=pw=<redacted> key:<redacted>",)
 
 
 def test_an_excluded_entry_is_dropped_even_when_its_value_matches() -> None:
