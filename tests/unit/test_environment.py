@@ -209,6 +209,7 @@ DEFAULT_CASES = [
     ("ANNOUNCEMENT=the token is in the vault", None),
     ("JOB_NAME=AKIA_run", None),
     ("HASH=AKIAIOSFODNN7EXAMPLEX", None),  # longer than an access key id: not one
+    ("HASH=XAKIAIOSFODNN7EXAMPLE", None),
 ]
 
 
