@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from producer.environment import DEFAULT_REDACT, EnvPolicy
+from producer.environment import DEFAULT_REDACT, DEFAULT_REDACT_VALUES, EnvPolicy
 from runtime.config import ConfigError, load_config, setting
 from runtime.kafka import (
     PRODUCER_GUARANTEES,
@@ -51,7 +51,12 @@ class ProducerConfig(KafkaSettings, ServiceSettings):
         " from everything that leaves the host")
     env_redact: str = setting(
         DEFAULT_REDACT, help="regular expression: environment keys it matches keep the key with"
-        " the value replaced by '<redacted>'; '' turns redaction off")
+        " the value replaced by '<redacted>'; '' turns redaction by key off")
+    env_redact_values: str = setting(
+        DEFAULT_REDACT_VALUES, help="regular expression searched in the bytes of every"
+        " environment value: each match (only its group 'secret' or 'secret_...' if one took"
+        " part) is replaced by '<redacted>' and the key listed as redacted; '' turns redaction"
+        " by value off")
     ready_timeout: float = setting(
         30.0, help="seconds a job's spool files may stay incomplete before the job is counted"
         " as failed (reason incomplete)")
@@ -86,7 +91,7 @@ class ProducerConfig(KafkaSettings, ServiceSettings):
                                  f" got {getattr(self, name)}")
         if self.torque_subdirs and self.scheduler != "torque":
             raise ConfigError("torque_subdirs is only meaningful with scheduler torque")
-        self.env_policy()  # compiles both patterns: a bad one is a start-up error
+        self.env_policy()  # compiles the patterns: a bad one is a start-up error
 
     @property
     def spool_dir(self) -> Path:
@@ -94,7 +99,9 @@ class ProducerConfig(KafkaSettings, ServiceSettings):
 
     def env_policy(self) -> EnvPolicy:
         return EnvPolicy(exclude=_compile("env_exclude", self.env_exclude),
-                         redact=_compile("env_redact", self.env_redact))
+                         redact=_compile("env_redact", self.env_redact),
+                         redact_values=_compile_values("env_redact_values",
+                                                       self.env_redact_values))
 
 
 def _compile(name: str, pattern: str | None) -> re.Pattern[str] | None:
@@ -104,6 +111,20 @@ def _compile(name: str, pattern: str | None) -> re.Pattern[str] | None:
         return re.compile(pattern)
     except re.error as exc:
         raise ConfigError(f"{name} {pattern!r} is not a valid regular expression: {exc}") from exc
+
+
+def _compile_values(name: str, pattern: str) -> re.Pattern[bytes] | None:
+    """A value pattern: matched on raw bytes (values need not be UTF-8), its text UTF-8."""
+    if not pattern:
+        return None
+    try:
+        compiled = re.compile(pattern.encode("utf-8"))
+    except re.error as exc:
+        raise ConfigError(f"{name} {pattern!r} is not a valid regular expression: {exc}") from exc
+    if compiled.search(b"") is not None:
+        # It would match between every two bytes of every value and mask them all.
+        raise ConfigError(f"{name} {pattern!r} matches the empty string")
+    return compiled
 
 
 def load_producer_config(argv: Sequence[str] | None,

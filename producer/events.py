@@ -32,7 +32,6 @@ from producer.environment import (
     canonical_environment,
     environment_index,
     environment_value,
-    hidden_keys,
     render_slurm_environment_file,
     user_from_environment,
 )
@@ -169,9 +168,8 @@ def _torque_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     policy = settings.env_policy
 
     def filtered_record(content: bytes) -> bytes:
-        variables = parse_torque_jb(content, job_id=raw.job_id).variables
-        return render_torque_jb(content, apply_policy(variables, policy).entries,
-                                hidden_keys(variables, policy))
+        filtered = apply_policy(parse_torque_jb(content, job_id=raw.job_id).variables, policy)
+        return render_torque_jb(content, filtered.entries, filtered.hidden_keys)
 
     script = script_file.content
     carried = script[:settings.max_script_bytes]

@@ -86,7 +86,8 @@ class Rig:
     def start_producer(self, *extra: str) -> Any:
         return self.runner("--cluster", self.slurm.cluster, "--spool", str(self.slurm.state_dir),
                            "--state-dir", str(self.state_dir), "--brokers", self.bootstrap,
-                           "--topic", self.topic, "--env-redact", "", *extra)
+                           "--topic", self.topic, "--env-redact", "", "--env-redact-values", "",
+                           *extra)
 
     def read_until(self, job_ids: set[str], timeout: float) -> Any:
         return self.reader(self.bootstrap, self.topic).read_until(

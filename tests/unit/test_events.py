@@ -13,12 +13,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from producer.config import load_producer_config
 from producer.environment import DEFAULT_REDACT, EnvPolicy, render_slurm_environment_file
 from producer.errors import SpoolReadError
 from producer.events import EventSettings, build_event
 from producer.slurm_spool import read_slurm_job
 from producer.spool_io import RawJob
-from producer.torque_spool import read_torque_job
+from producer.torque_spool import parse_torque_jb, read_torque_job
 from schemas.codec import JobEventCodec
 from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource
 
@@ -33,6 +34,21 @@ POLICY = EnvPolicy(exclude=re.compile(r"^SLURM_RLIMIT_|^LATIN1$"),
                    redact=re.compile(DEFAULT_REDACT))
 SETTINGS = EventSettings(cluster="hydra", env_policy=POLICY, max_script_bytes=1 << 20,
                          host="master01", version="1.2.3")
+DEFAULT_SETTINGS = dataclasses.replace(
+    SETTINGS, env_policy=load_producer_config(["--cluster", "hydra"], environ={}).env_policy())
+
+# What sites leaked with the old defaults, each entry with the secret it holds; the URL's
+# entry keeps its URL.
+LEAKED = (
+    (b"SSHPASS=hunter2-ssh", b"hunter2-ssh"),
+    (b"MYSQL_PWD=hunter2-mysql", b"hunter2-mysql"),
+    (b"GITHUB_PAT=github_pat_11ABCDEFG0123456789_abcdefghij", b"11ABCDEFG0123456789"),
+    (b"AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE", b"AKIAIOSFODNN7EXAMPLE"),
+    (b"DATABASE_URL=postgres://user:pg-password@host/db", b"pg-password"),
+    (b"NOTE=see ghp_0123456789abcdefghij0123456789abcdef", b"0123456789abcdefghij"),
+)
+LEAKED_KEYS = ("SSHPASS", "MYSQL_PWD", "GITHUB_PAT", "AWS_ACCESS_KEY_ID", "DATABASE_URL", "NOTE")
+MASKED_URL = b"DATABASE_URL=postgres://user:<redacted>@host/db"
 
 
 def slurm_job(script: bytes, environment: list[bytes], *, job_id: str = "42",
@@ -208,6 +224,18 @@ def test_hidden_values_are_carried_nowhere(secret: bytes, filler: bytes) -> None
     assert b"NOTE=" + filler + b"\0" in spool_bytes(event)
 
 
+def test_leaked_secrets_leave_neither_the_event_nor_the_environment_file_copy() -> None:
+    raw = slurm_job(b"#!/bin/sh\n", [b"USER=alice", *(entry for entry, _ in LEAKED)])
+    event = build_event(raw, DEFAULT_SETTINGS, READ_MS)
+    carried = everything_carried(event)
+    for _, secret in LEAKED:
+        assert secret not in carried
+    assert event.redacted_keys == LEAKED_KEYS
+    environment_file = next(f for f in event.spool_files if f.name == "environment")
+    assert MASKED_URL + b"\0" in environment_file.content
+    assert b"USER=alice\0" in environment_file.content  # the checks above can find what is there
+
+
 def test_a_missing_environment_file_gives_an_empty_environment() -> None:
     raw = RawJob(Scheduler.SLURM, "1", SUBMIT_MS, (SpoolFile("script", b"echo\0"),))
     event = build_event(raw, SETTINGS, READ_MS)
@@ -288,3 +316,23 @@ def test_torque_event_survives_the_codec() -> None:
     codec = JobEventCodec()
     event = torque_event(TORQUE_JOBS, f"4713[].{SERVER}")
     assert codec.decode(codec.encode(event)) == event
+
+
+def test_torque_leaked_secrets_leave_neither_variable_list_nor_submit_args(
+        tmp_path: Path) -> None:
+    """qsub -v copies a value into submit_args: a key masked by its value hides it there too."""
+    variables = b",".join([b"PBS_O_HOME=/home/u", *(entry for entry, _ in LEAKED)])
+    (tmp_path / "9.srv.SC").write_bytes(b"#!/bin/sh\nhostname\n")
+    (tmp_path / "9.srv.JB").write_bytes(
+        b'<?xml version="1.0"?>\n<job>\n  <jobid>9.srv</jobid>\n  <attributes>\n'
+        b'    <Job_Owner flags="1">u@login</Job_Owner>\n'
+        b'    <Variable_List flags="1">' + variables + b"</Variable_List>\n"
+        b'    <submit_args flags="1">-v ' + LEAKED[4][0] + b" job.sh</submit_args>\n"
+        b"  </attributes>\n</job>\n")
+    event = torque_event(tmp_path, "9.srv", DEFAULT_SETTINGS)
+    for _, secret in LEAKED:
+        assert secret not in everything_carried(event)
+    assert event.redacted_keys == LEAKED_KEYS
+    record = next(f.content for f in event.spool_files if f.name == "9.srv.JB")
+    assert MASKED_URL in parse_torque_jb(record).variables
+    assert b'<submit_args flags="1">&lt;redacted&gt;</submit_args>' in record

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from producer.config import ProducerConfig, kafka_producer_properties, load_producer_config
-from producer.environment import DEFAULT_REDACT
+from producer.environment import DEFAULT_REDACT, DEFAULT_REDACT_VALUES
 from producer.main import main
 from runtime.config import ConfigError, describe_config
 from schemas.limits import MAX_MESSAGE_BYTES
@@ -19,9 +19,10 @@ def load(*argv: str, environ: dict[str, str] | None = None) -> ProducerConfig:
 
 def test_defaults_redact_secrets_and_use_the_scheduler_default_spool() -> None:
     config = load("--cluster", "hpc1")
-    assert config.env_redact == DEFAULT_REDACT
+    assert (config.env_redact, config.env_redact_values) == (DEFAULT_REDACT, DEFAULT_REDACT_VALUES)
     policy = config.env_policy()
     assert policy.redact is not None and policy.redact.search("GITHUB_TOKEN")
+    assert policy.redact_values is not None and policy.redact_values.search(b"AKIAIOSFODNN7EXAMPLE")
     assert policy.exclude is None
     assert config.spool_dir == Path("/var/spool/slurmctld")
     torque = load("--cluster", "hpc1", "--scheduler", "torque", "--torque-subdirs")
@@ -31,6 +32,21 @@ def test_defaults_redact_secrets_and_use_the_scheduler_default_spool() -> None:
 
 def test_empty_env_redact_turns_redaction_off() -> None:
     assert load("--cluster", "c", "--env-redact", "").env_policy().redact is None
+
+
+def test_empty_env_redact_values_turns_redaction_by_value_off() -> None:
+    policy = load("--cluster", "c", "--env-redact-values", "").env_policy()
+    assert policy.redact_values is None and policy.redact is not None
+
+
+def test_env_redact_values_is_a_bytes_pattern_from_flag_environment_or_file(
+        tmp_path: Path) -> None:
+    config_file = tmp_path / "producer.toml"
+    config_file.write_text('cluster = "c"\nenv-redact-values = "sk-[a-z]{8}"\n')
+    policy = load("--config", str(config_file)).env_policy()
+    assert policy.redact_values is not None and policy.redact_values.search(b"\xff sk-abcdefgh")
+    from_env = load("--cluster", "c", environ={"SARCHIVE_ENV_REDACT_VALUES": "zz(?P<secret>9)"})
+    assert from_env.env_redact_values == "zz(?P<secret>9)"
 
 
 def test_every_setting_comes_from_flag_environment_or_file(tmp_path: Path) -> None:
@@ -47,6 +63,8 @@ def test_every_setting_comes_from_flag_environment_or_file(tmp_path: Path) -> No
 @pytest.mark.parametrize(("argv", "message"), [
     (["--cluster", "c", "--env-redact", "("], "env_redact"),
     (["--cluster", "c", "--env-exclude", "[a-"], "env_exclude"),
+    (["--cluster", "c", "--env-redact-values", "(?P<secret>"], "env_redact_values"),
+    (["--cluster", "c", "--env-redact-values", "x*"], "env_redact_values"),
     (["--cluster", "a:b"], "cluster"),
     (["--cluster", " "], "cluster"),
     (["--cluster", "c", "--ready-timeout", "0"], "ready_timeout"),
@@ -119,7 +137,8 @@ def test_help_documents_every_producer_setting(capsys: pytest.CaptureFixture[str
     assert exited.value.code == 0
     text = capsys.readouterr().out
     for flag in ("--cluster", "--scheduler", "--spool", "--torque-subdirs", "--state-dir",
-                 "--max-script-bytes", "--env-exclude", "--env-redact", "--ready-timeout",
+                 "--max-script-bytes", "--env-exclude", "--env-redact", "--env-redact-values",
+                 "--ready-timeout",
                  "--outbox-max-bytes", "--outbox-max-events", "--shutdown-timeout",
                  "--retry-interval", "--compression", "--brokers", "--topic",
                  "--security-protocol", "--sasl-password-file", "--kafka-property",

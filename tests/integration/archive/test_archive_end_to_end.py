@@ -57,7 +57,7 @@ def test_sbatch_to_archive_for_every_layout_preset(  # noqa: PLR0917 -- pytest p
     producer = producer_runner(
         "--cluster", slurm.cluster, "--scheduler", "slurm", "--spool", str(slurm.state_dir),
         "--state-dir", str(tmp_path / "producer-state"), "--brokers", runner.bootstrap,
-        "--topic", runner.topic, "--env-redact", "")
+        "--topic", runner.topic, "--env-redact", "", "--env-redact-values", "")
     reader = topic_reader(runner.bootstrap, runner.topic).read_until(
         lambda r: set(submitted) <= r.job_ids(), timeout=60)
     assert set(submitted) <= reader.job_ids(), producer.log()[-3000:]

@@ -24,7 +24,8 @@ def test_sbatch_jobs_arrive_in_the_dated_archive_byte_identical_while_services_r
     producer = producer_runner(
         "--cluster", slurm.cluster, "--scheduler", "slurm", "--spool", str(slurm.state_dir),
         "--state-dir", str(tmp_path / "producer-state"), "--brokers", archive_runner.bootstrap,
-        "--topic", archive_runner.topic, "--env-redact", "")
+        "--topic", archive_runner.topic, "--env-redact", "",
+        "--env-redact-values", "")
     consumer = archive_runner.start("--period", "daily")
     producer.wait_for_log("watching")
     jobs = [
