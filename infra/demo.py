@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import TypeVar
 
 from infra.registry import registry, select
-from infra.service import repo_root, run_dir
+from infra.service import demo_dir, repo_root
 
 VENV_BIN = repo_root() / ".venv" / "bin"
-DEMO_DIR = run_dir() / "demo"
+DEMO_DIR = demo_dir()
 TOPIC = "sarchive.demo"
 WAIT_SECONDS = 120
 POLL_SECONDS = 0.5
