@@ -123,13 +123,22 @@ def es_search(es_url: str, query: Mapping[str, object]) -> list[dict[str, object
         with urllib.request.urlopen(request, timeout=10) as response:
             hits: list[dict[str, object]] = json.load(response)["hits"]["hits"]
     except urllib.error.HTTPError as error:
-        body = one_line(error.read().decode(errors="replace"))[:300]
+        body = es_error_summary(error.read())
         if error.code in NOT_YET_HTTP_STATUSES:
             raise NotReadyError(f"HTTP {error.code} from {url}: {body}") from error
         raise DemoError(f"HTTP {error.code} from {url}: {body}") from error
     except (urllib.error.URLError, OSError) as error:  # refused, reset, timed out
         raise NotReadyError(f"{url}: {error}") from error
     return hits
+
+
+def es_error_summary(body: bytes) -> str:
+    """`type: reason` of an Elasticsearch error answer, else the start of the body, one line."""
+    try:
+        error = json.loads(body)["error"]
+        return one_line(f"{error['type']}: {error['reason']}")
+    except (ValueError, KeyError, TypeError):  # not JSON, or not an error object as ES sends
+        return one_line(body.decode(errors="replace"))[:200]
 
 
 def enough_hits(es_url: str, query: Mapping[str, object],

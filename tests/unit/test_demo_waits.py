@@ -90,8 +90,9 @@ def refused_url() -> str:
 
 @pytest.mark.parametrize("scripted_es", [[
     (404, index_not_found()),
-    (503, {"error": {"type": "search_phase_execution_exception"}, "status": 503}),
-    (429, {"error": {"type": "es_rejected_execution_exception"}, "status": 429}),
+    (503, "no JSON error object: a proxy's answer"),
+    (429, {"error": {"type": "es_rejected_execution_exception", "reason": "queue full"},
+           "status": 429}),
     (200, hits()),
     (200, hits(HIT)),
     (200, hits(HIT, HIT)),
@@ -119,18 +120,20 @@ def test_refused_connection_is_not_yet_and_times_out_with_one_line_naming_logs()
 @pytest.mark.parametrize("scripted_es", [[(404, index_not_found())]], indirect=True)
 def test_index_that_never_appears_fails_at_the_deadline_saying_what_was_last_seen(
         scripted_es: ScriptedElasticsearch) -> None:
-    with pytest.raises(demo.DemoError, match=r"last seen: HTTP 404 .*index_not_found_exception"):
+    with pytest.raises(demo.DemoError, match=r"last seen: HTTP 404 from .*/sarchive-jobs/_search:"
+                       r" index_not_found_exception: no such index\)"):
         demo.wait_for("hits", lambda: demo.enough_hits(scripted_es.url, QUERY, 1), timeout=0.3)
     assert scripted_es.searches > 1
 
 
 @pytest.mark.parametrize("scripted_es", [[
-    (400, {"error": {"type": "parsing_exception"}, "status": 400}),
+    (400, {"error": {"type": "parsing_exception", "reason": "unknown query [mtch]"},
+           "status": 400}),
     (200, hits(HIT)),
 ]], indirect=True)
 def test_rejected_query_fails_at_once_instead_of_waiting(
         scripted_es: ScriptedElasticsearch) -> None:
-    with pytest.raises(demo.DemoError, match=r"HTTP 400 .*parsing_exception"):
+    with pytest.raises(demo.DemoError, match=r"HTTP 400 .*parsing_exception: unknown query"):
         demo.wait_for("hits", lambda: demo.enough_hits(scripted_es.url, QUERY, 1), timeout=30)
     assert scripted_es.searches == 1
 
