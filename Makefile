@@ -1,5 +1,6 @@
-# Developer and CI entry points; .ci/run runs `make test`. Every recipe line is echoed, so a CI
-# log shows exactly what ran. All targets are safe to repeat.
+# Developer and CI entry points; .ci/run runs `make demo` (in CI, from a fresh state), then
+# `make test`. Every recipe line is echoed, so a CI log shows exactly what ran. All targets are
+# safe to repeat.
 
 SHELL := /bin/bash
 .DEFAULT_GOAL := test

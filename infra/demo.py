@@ -6,6 +6,10 @@ Runs the three sarchive services as subprocesses with their logs under .run/demo
 multi-line job with non-ASCII bytes, a --wrap job and an array job with sbatch, waits until
 each is archived and indexed, then prints where the archived scripts are, checks them byte for
 byte against what Slurm stored, and shows a search.
+
+On a fresh machine the services are up before the sarchive index exists and before its shards
+are ready: every wait takes "not there yet" (connection refused, HTTP 404 or 503, too few hits
+before a refresh) as a reason to ask again until its deadline, then fails with one line.
 """
 
 from __future__ import annotations
@@ -18,17 +22,35 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from infra.registry import registry, select
-from infra.service import repo_root, run_dir
+from infra.service import demo_dir, repo_root
 
 VENV_BIN = repo_root() / ".venv" / "bin"
-DEMO_DIR = run_dir() / "demo"
+DEMO_DIR = demo_dir()
 TOPIC = "sarchive.demo"
-WAIT_SECONDS = 90
+WAIT_SECONDS = 120
+POLL_SECONDS = 0.5
+# Elasticsearch's answers while the sarchive index does not exist yet (404: no alias, no index)
+# or its shards are not assigned yet (503); 429: the node is too busy to take the search now.
+NOT_YET_HTTP_STATUSES = frozenset({404, 429, 503})
+LOGS = f"see the logs in {DEMO_DIR} and `infra/services logs`"
+
+T = TypeVar("T")
+
+
+class DemoError(Exception):
+    """An expected failure of the demo: main prints its one-line message, no traceback."""
+
+
+class NotReadyError(Exception):
+    """What a wait is waiting for is not there yet; the message says what was seen instead."""
+
 
 MULTILINE_SCRIPT = (
     "#!/bin/bash\n"
@@ -62,7 +84,11 @@ def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[b
 
 def sbatch(env: dict[str, str], *args: str, script: bytes | None = None) -> str:
     result = subprocess.run(["sbatch", "--parsable", "--hold", *args], input=script,
-                            capture_output=True, env=env, check=True, cwd=DEMO_DIR)
+                            capture_output=True, env=env, check=False, cwd=DEMO_DIR)
+    if result.returncode != 0:
+        raise DemoError(f"sbatch exited with code {result.returncode}:"
+                         f" {one_line(result.stderr.decode(errors='replace'))};"
+                         f" Slurm's logs: `infra/services logs slurm`")
     return result.stdout.decode().strip().split(";")[0]
 
 
@@ -75,35 +101,84 @@ def find_archived(archive: Path, job_id: str) -> Path | None:
     return matches[0] if matches else None
 
 
-def is_archived(archive: Path, job_id: str) -> bool:
-    return find_archived(archive, job_id) is not None
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def archived_script(archive: Path, job_id: str) -> Path:
+    found = find_archived(archive, job_id)
+    if found is None:
+        raise NotReadyError(f"no {archive}/*/job.{job_id}_script yet")
+    return found
 
 
 def es_search(es_url: str, query: Mapping[str, object]) -> list[dict[str, object]]:
-    request = urllib.request.Request(
-        f"{es_url}/sarchive-jobs/_search", data=json.dumps(query).encode(),
-        headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
-        hits: list[dict[str, object]] = json.load(response)["hits"]["hits"]
+    """The hits of query on the sarchive-jobs alias; NotReadyError while the node or the index
+    is not ready. Any other HTTP error (a query the node rejects) will not pass by waiting:
+    DemoError."""
+    url = f"{es_url}/sarchive-jobs/_search"
+    request = urllib.request.Request(url, data=json.dumps(query).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            hits: list[dict[str, object]] = json.load(response)["hits"]["hits"]
+    except urllib.error.HTTPError as error:
+        body = es_error_summary(error.read())
+        if error.code in NOT_YET_HTTP_STATUSES:
+            raise NotReadyError(f"HTTP {error.code} from {url}: {body}") from error
+        raise DemoError(f"HTTP {error.code} from {url}: {body}") from error
+    except (urllib.error.URLError, OSError) as error:  # refused, reset, timed out
+        raise NotReadyError(f"{url}: {error}") from error
     return hits
 
 
-def wait_for(what: str, condition: Callable[[], bool],
-             processes: Sequence[subprocess.Popen[bytes]], timeout: float = WAIT_SECONDS) -> None:
+def es_error_summary(body: bytes) -> str:
+    """`type: reason` of an Elasticsearch error answer, else the start of the body, one line."""
+    try:
+        error = json.loads(body)["error"]
+        return one_line(f"{error['type']}: {error['reason']}")
+    except (ValueError, KeyError, TypeError):  # not JSON, or not an error object as ES sends
+        return one_line(body.decode(errors="replace"))[:200]
+
+
+def enough_hits(es_url: str, query: Mapping[str, object],
+                expected: int) -> list[dict[str, object]]:
+    hits = es_search(es_url, query)
+    if len(hits) < expected:  # indexed documents are searchable only after a refresh
+        raise NotReadyError(f"{len(hits)} of {expected} hits so far")
+    return hits
+
+
+def wait_for(what: str, probe: Callable[[], T],
+             processes: Sequence[subprocess.Popen[bytes]] = (),
+             timeout: float = WAIT_SECONDS) -> T:
+    """probe's result once it stops raising NotReadyError. DemoError, one line, at the deadline
+    or as soon as one of processes exited."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
+    while True:
+        try:
+            return probe()
+        except NotReadyError as not_yet:
+            last_seen = str(not_yet)
         for process in processes:
             if process.poll() is not None:
-                raise SystemExit(f"[demo] {process.args!r} exited with code"
-                                 f" {process.returncode}; see the logs in {DEMO_DIR}")
-        time.sleep(0.5)
-    raise SystemExit(f"[demo] timed out after {timeout:.0f} s waiting for {what};"
-                     f" see the logs in {DEMO_DIR}")
+                raise DemoError(f"{process.args!r} exited with code {process.returncode} while"
+                                f" waiting for {what}; {LOGS}")
+        if time.monotonic() >= deadline:
+            raise DemoError(f"timed out after {timeout:.0f} s waiting for {what} (last seen:"
+                            f" {last_seen}); {LOGS}")
+        time.sleep(POLL_SECONDS)
 
 
 def main() -> int:
+    try:
+        return run_demo()
+    except DemoError as failure:
+        print(f"[demo] FAILED: {failure}", file=sys.stderr, flush=True)
+        return 1
+
+
+def run_demo() -> int:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **service_env()}
     # A login shell has USER; a bare CI environment may not, and sbatch passes it on as is.
@@ -134,13 +209,12 @@ def main() -> int:
             b"#!/bin/bash\n#SBATCH --ntasks=1\nmodule load gromacs\n"
             b"echo task $SLURM_ARRAY_TASK_ID\n")))
         say(f"submitted Slurm jobs {', '.join(submitted)} (held, so they stay in the spool)")
-        for job_id in submitted:
-            wait_for(f"job {job_id} in the archive",
-                     functools.partial(is_archived, archive, job_id), processes)
+        archived = {
+            job_id: wait_for(f"job {job_id} in the archive",
+                             functools.partial(archived_script, archive, job_id), processes)
+            for job_id in submitted}
         say(f"archived under {archive}:")
-        for job_id in submitted:
-            path = find_archived(archive, job_id)
-            assert path is not None
+        for job_id, path in archived.items():
             stored = slurm_script(state_dir, job_id)
             identical = stored.rstrip(b"\0") == path.read_bytes()
             say(f"  job {job_id}: {path.relative_to(archive)}  ({path.stat().st_size} bytes,"
@@ -148,8 +222,7 @@ def main() -> int:
                 " without its trailing NUL)")
             if not identical:
                 return 1
-        first = find_archived(archive, submitted[0])
-        assert first is not None
+        first = archived[submitted[0]]
         say(f"the first archived script ({first}):")
         sys.stdout.buffer.write(first.read_bytes())
         sys.stdout.flush()
@@ -157,10 +230,10 @@ def main() -> int:
             query = {"query": {"bool": {"must": [{"match": {"script": "gromacs"}}],
                                         "filter": [{"terms": {"job_id": submitted}}]}},
                      "_source": ["job_id", "user", "job_name", "submit_time"]}
-            wait_for("the gromacs jobs in Elasticsearch",
-                     lambda: len(es_search(es_url, query)) == 2, processes)
+            hits = wait_for("the two gromacs jobs in Elasticsearch",
+                            functools.partial(enough_hits, es_url, query, 2), processes)
             say("Elasticsearch: jobs whose script mentions 'gromacs':")
-            for hit in es_search(es_url, query):
+            for hit in hits:
                 say(f"  {hit['_id']}: {hit['_source']}")
         say(f"done; logs in {DEMO_DIR}; stop the local services with `make services-down`")
         return 0

@@ -212,6 +212,9 @@ class ElasticsearchService:
     def log_paths(self) -> list[Path]:
         return [self.log]
 
+    def state_paths(self) -> list[Path]:
+        return [self.base]
+
     # ------------------------------------------------------------------ helpers for tests
 
     def request(

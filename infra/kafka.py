@@ -150,6 +150,9 @@ class KafkaService:
     def log_paths(self) -> list[Path]:
         return [self.log]
 
+    def state_paths(self) -> list[Path]:
+        return [self.home]
+
     # -- internals
 
     def _java(self, main_class: str, *args: str) -> list[str]:

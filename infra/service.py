@@ -32,6 +32,8 @@ class Service(Protocol):
 
     def log_paths(self) -> list[Path]: ...
 
+    def state_paths(self) -> list[Path]: ...  # everything `clean` deletes: data, config, logs
+
 
 def repo_root() -> Path:
     return INFRA_DIR.parent
@@ -40,3 +42,8 @@ def repo_root() -> Path:
 def run_dir() -> Path:
     configured = os.environ.get("SARCHIVE_RUN_DIR")
     return Path(configured).resolve() if configured else repo_root() / ".run"
+
+
+def demo_dir() -> Path:
+    """`make demo`'s logs, archive and producer state."""
+    return run_dir() / "demo"

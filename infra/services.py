@@ -1,23 +1,32 @@
 """Command line of the local services: python3 -m infra.services (or the infra/services wrapper).
 
-Usage: infra/services up|down|status|env|install|logs [service ...]
+Usage: infra/services up|down|clean|status|env|install|logs [service ...]
 
-With no service named, a command applies to kafka, slurm and elasticsearch;
-elasticsearch-secure (the security tests' node) only when named.
+With no service named, a command applies to kafka, slurm and elasticsearch, except `down` and
+`clean`, which apply to every service: elasticsearch-secure (the security tests' node) starts
+only when named, but whatever runs is stopped. `clean` stops services and deletes their state
+and logs (jars and Maven's cache are no state and stay); with no service named, the demo's
+directory too: the next `up` and `make demo` start as on a fresh clone.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import re
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from infra.process import log_tail
 from infra.registry import ON_REQUEST, ensure_down, ensure_up, registry, select
-from infra.service import Service, ServiceError, run_dir
+from infra.service import Service, ServiceError, demo_dir, run_dir
+
+# Stopping and cleaning apply to every service when none is named, not only to those `up` starts.
+EVERY_SERVICE_BY_DEFAULT = frozenset({"down", "clean"})
 
 
 def cmd_install(services: list[Service]) -> int:
@@ -58,6 +67,16 @@ def cmd_down(services: list[Service]) -> int:
     return 1 if failed else 0
 
 
+def cmd_clean(services: list[Service]) -> int:
+    if cmd_down(services) != 0:
+        return 1  # deleting the data of a service still running would corrupt it, not reset it
+    for service in services:
+        for path in service.state_paths():
+            _delete_tree(path)
+        print(f"{service.name}: state deleted ({_paths_of(service.state_paths())})")
+    return 0
+
+
 def cmd_status(services: list[Service]) -> int:
     """Exit 0 if every selected service is up, 3 otherwise (as `systemctl status` does)."""
     all_up = True
@@ -86,8 +105,17 @@ def _announce_start(service: Service) -> None:
     print(f"{service.name}: starting (logs: {_paths(service)})", flush=True)
 
 
+def _delete_tree(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):  # a fresh clone has no state: nothing to do
+        shutil.rmtree(path)
+
+
 def _paths(service: Service) -> str:
-    return " ".join(str(p) for p in service.log_paths())
+    return _paths_of(service.log_paths())
+
+
+def _paths_of(paths: Sequence[Path]) -> str:
+    return " ".join(str(p) for p in paths)
 
 
 def _shell_quote(value: str) -> str:
@@ -99,6 +127,7 @@ def _shell_quote(value: str) -> str:
 COMMANDS: dict[str, Callable[[list[Service]], int]] = {
     "up": cmd_up,
     "down": cmd_down,
+    "clean": cmd_clean,
     "status": cmd_status,
     "env": cmd_env,
     "install": cmd_install,
@@ -116,12 +145,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "names",
         nargs="*",
-        help=f"services (default: all but {', '.join(sorted(ON_REQUEST))}, started on request)",
+        help=f"services (default: all but {', '.join(sorted(ON_REQUEST))}, started on request;"
+        " down and clean: all)",
     )
     args = parser.parse_args(argv)
-    services = select(registry(), args.names)
+    every_service = args.command in EVERY_SERVICE_BY_DEFAULT and not args.names
+    services = registry() if every_service else select(registry(), args.names)
     try:
-        return COMMANDS[args.command](services)
+        status = COMMANDS[args.command](services)
+        if status == 0 and args.command == "clean" and every_service:
+            _delete_tree(demo_dir())
+            print(f"demo: state deleted ({demo_dir()})")
+        return status
     except ServiceError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -119,6 +119,10 @@ class SlurmService:
     def log_paths(self) -> list[Path]:
         return [self.slurmctld_log, self.slurmd_log, self.munge_log, self.launch_log]
 
+    def state_paths(self) -> list[Path]:
+        # The munge socket's directory is outside the run dir when the path was too long.
+        return sorted({self.home, self.munge_dir, self.munge_socket.parent})
+
     # -- munge
 
     def _socket_path(self, preferred: Path) -> Path:

@@ -1,0 +1,162 @@
+"""`make demo`'s waits: on a fresh machine Elasticsearch answers "not there yet" (connection
+refused, 404 before the sarchive-jobs alias exists, 503 before its shards are assigned, too few
+hits before a refresh) for a while; the demo asks again until its deadline, then fails with one
+line, never a traceback."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from infra import demo
+
+QUERY: dict[str, object] = {"query": {"match_all": {}}}
+HIT = {"_id": "sarchive-dev/1", "_source": {"job_id": "1"}}
+
+
+class ScriptedElasticsearch(http.server.ThreadingHTTPServer):
+    """Answers each search with the next (status, body) of its script, the last one forever."""
+
+    def __init__(self, answers: list[tuple[int, object]]) -> None:
+        super().__init__(("127.0.0.1", 0), ScriptedHandler)
+        self.answers = answers
+        self.searches = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def next_answer(self) -> tuple[int, object]:
+        answer = self.answers[min(self.searches, len(self.answers) - 1)]
+        self.searches += 1
+        return answer
+
+
+class ScriptedHandler(http.server.BaseHTTPRequestHandler):
+    server: ScriptedElasticsearch
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        status, body = self.server.next_answer()
+        payload = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test's output is its assertions."""
+
+
+def hits(*documents: object) -> dict[str, object]:
+    return {"hits": {"hits": list(documents)}}
+
+
+def index_not_found() -> dict[str, object]:
+    return {"error": {"type": "index_not_found_exception", "reason": "no such index"},
+            "status": 404}
+
+
+@pytest.fixture(autouse=True)
+def fast_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(demo, "POLL_SECONDS", 0.01)
+
+
+@pytest.fixture
+def scripted_es(request: pytest.FixtureRequest) -> Iterator[ScriptedElasticsearch]:
+    server = ScriptedElasticsearch(request.param)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def refused_url() -> str:
+    """A loopback URL nothing listens on: the port was free a moment ago and is closed now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("scripted_es", [[
+    (404, index_not_found()),
+    (503, "no JSON error object: a proxy's answer"),
+    (429, {"error": {"type": "es_rejected_execution_exception", "reason": "queue full"},
+           "status": 429}),
+    (200, hits()),
+    (200, hits(HIT)),
+    (200, hits(HIT, HIT)),
+]], indirect=True)
+def test_search_wait_passes_404_503_429_and_too_few_hits_until_enough_hits(
+        scripted_es: ScriptedElasticsearch) -> None:
+    found = demo.wait_for("two hits", lambda: demo.enough_hits(scripted_es.url, QUERY, 2),
+                          timeout=30)
+    assert found == [HIT, HIT]
+    assert scripted_es.searches == 6
+
+
+def test_refused_connection_is_not_yet_and_times_out_with_one_line_naming_logs() -> None:
+    url = refused_url()
+    with pytest.raises(demo.DemoError) as failure:
+        demo.wait_for("the gromacs jobs in Elasticsearch",
+                      lambda: demo.enough_hits(url, QUERY, 2), timeout=0.2)
+    message = str(failure.value)
+    assert "\n" not in message
+    assert message.startswith("timed out after 0 s waiting for the gromacs jobs in Elasticsearch")
+    assert url in message
+    assert str(demo.DEMO_DIR) in message
+
+
+@pytest.mark.parametrize("scripted_es", [[(404, index_not_found())]], indirect=True)
+def test_index_that_never_appears_fails_at_the_deadline_saying_what_was_last_seen(
+        scripted_es: ScriptedElasticsearch) -> None:
+    with pytest.raises(demo.DemoError, match=r"last seen: HTTP 404 from .*/sarchive-jobs/_search:"
+                       r" index_not_found_exception: no such index\)"):
+        demo.wait_for("hits", lambda: demo.enough_hits(scripted_es.url, QUERY, 1), timeout=0.3)
+    assert scripted_es.searches > 1
+
+
+@pytest.mark.parametrize("scripted_es", [[
+    (400, {"error": {"type": "parsing_exception", "reason": "unknown query [mtch]"},
+           "status": 400}),
+    (200, hits(HIT)),
+]], indirect=True)
+def test_rejected_query_fails_at_once_instead_of_waiting(
+        scripted_es: ScriptedElasticsearch) -> None:
+    with pytest.raises(demo.DemoError, match=r"HTTP 400 .*parsing_exception: unknown query"):
+        demo.wait_for("hits", lambda: demo.enough_hits(scripted_es.url, QUERY, 1), timeout=30)
+    assert scripted_es.searches == 1
+
+
+def test_wait_fails_at_once_when_a_service_of_the_demo_exited() -> None:
+    exited = subprocess.Popen([sys.executable, "-c", "raise SystemExit(3)"])
+    exited.wait()
+
+    def never() -> None:
+        raise demo.NotReadyError("nothing yet")
+
+    with pytest.raises(demo.DemoError, match="exited with code 3 while waiting for the archive"):
+        demo.wait_for("the archive", never, [exited], timeout=30)
+
+
+def test_main_reports_an_expected_failure_as_one_line_on_stderr_and_exit_code_1(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def failing_demo() -> int:
+        raise demo.DemoError("timed out after 120 s waiting for job 7 in the archive")
+
+    monkeypatch.setattr(demo, "run_demo", failing_demo)
+    assert demo.main() == 1
+    captured = capsys.readouterr()
+    assert captured.err == ("[demo] FAILED: timed out after 120 s waiting for job 7 in the"
+                            " archive\n")
+    assert "Traceback" not in captured.out + captured.err
