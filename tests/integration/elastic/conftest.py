@@ -20,6 +20,8 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from elasticsearch import Elasticsearch
 
+from infra.elasticsearch import ElasticsearchService
+from infra.service import repo_root, run_dir
 from schemas.codec import JobEventCodec
 from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.model import JobEvent
@@ -30,7 +32,8 @@ from testkit.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 SARCHIVE_ES = Path(sys.executable).with_name("sarchive-es")
-OUR_ES_URL = "http://127.0.0.1:19200"  # the node of `infra/services up elasticsearch`
+# The node of `infra/services up elasticsearch`, on SARCHIVE_ES_PORT when that moves it.
+OUR_ES_URL = ElasticsearchService(run_dir(), repo_root()).url
 SECURE_NODE = "elasticsearch-secure"  # its TLS + basic-auth sibling, started only when named
 CODEC = JobEventCodec()
 # 2024-05-20T00:00:00Z: events of a test spread over May and June, so two monthly indices.
