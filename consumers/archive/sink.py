@@ -76,7 +76,8 @@ class ArchiveSink:
             self.metrics.io_errors.labels(exc.code_name).inc()
             raise SinkUnavailableError(str(exc)) from exc
         self.metrics.temporary_files_swept.inc(removed)
-        log.info("archive %s ready, layout %r%s", self.writer.root, self.layout.template,
+        log.info("archive %s ready, layout %r, dates in time zone %s%s", self.writer.root,
+                 self.layout.template, self.layout.zone,
                  f"; removed {removed} temporary files of an interrupted write"
                  if removed else "")
 

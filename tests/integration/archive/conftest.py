@@ -223,6 +223,9 @@ class ArchiveRunner:
             str(archive or self.root),
             "--group",
             group or self.group,
+            # The fixtures' submit times show the UTC day; a test may pass another zone.
+            "--time-zone",
+            "UTC",
             "--batch-timeout",
             "0.2",
             "--retry-backoff-initial",

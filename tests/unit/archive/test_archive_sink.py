@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,9 @@ MakeEvent = Callable[..., JobEvent]
 
 
 def make_sink(root: Path, registry: CollectorRegistry, **settings: Any) -> ArchiveSink:
-    return ArchiveSink(ArchiveConfig(archive=root, **settings), registry)
+    """Dates in UTC unless settings say otherwise: the fixtures' 23:30 UTC shows the UTC day."""
+    return ArchiveSink(ArchiveConfig(archive=root, **{"time_zone": "UTC", **settings}),
+                       registry)
 
 
 def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -45,6 +48,18 @@ def test_batch_is_written_and_counted(tmp_path: Path, registry: CollectorRegistr
         ("environment", "metadata.json", "script")]
     assert metric(registry, "sarchive_archive_files_written_total") == 6
     assert metric(registry, "sarchive_archive_io_seconds_count", stage="fsync") == 1
+
+
+def test_dates_follow_the_time_zone_setting_and_the_sidecar_keeps_utc(
+        tmp_path: Path, registry: CollectorRegistry, make_event: MakeEvent) -> None:
+    """23:30 UTC on the 15th is 00:30 on the 16th in Brussels."""
+    sink = make_sink(tmp_path, registry, time_zone="Europe/Brussels")
+    assert sink.write_batch([make_event()]) == []
+    assert files(tmp_path) == [
+        "20240316/job.4711_environment", "20240316/job.4711_metadata.json",
+        "20240316/job.4711_script"]
+    sidecar = json.loads((tmp_path / "20240316/job.4711_metadata.json").read_bytes())
+    assert sidecar["submit_time_iso"] == "2024-03-15T23:30:00.000+00:00"
 
 
 def test_the_same_job_twice_in_one_batch_is_written_once(
