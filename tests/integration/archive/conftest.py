@@ -191,7 +191,7 @@ def tree(root: Path) -> dict[str, tuple[str, int, int]]:
 
 
 def temporary_files(root: Path) -> list[Path]:
-    return list(root.rglob(".sarchive-tmp-*"))
+    return [p for p in root.rglob(".sarchive-tmp-*") if p.is_file()]
 
 
 @dataclass

@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.archive.config import ArchiveConfig
 from consumers.archive.sink import ArchiveSink
+from consumers.archive.staging import STAGING_DIRECTORY
 from consumers.common.sink import SinkFatalError, SinkUnavailableError
 from schemas.model import JobEvent
 
@@ -117,11 +118,25 @@ def test_missing_root_is_fatal(tmp_path: Path, registry: CollectorRegistry) -> N
 
 def test_prepare_sweeps_and_counts_temporary_files(tmp_path: Path,
                                                    registry: CollectorRegistry) -> None:
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d/.sarchive-tmp-abc").write_bytes(b"")
+    (tmp_path / STAGING_DIRECTORY).mkdir()
+    (tmp_path / STAGING_DIRECTORY / ".sarchive-tmp-abc").write_bytes(b"")
     make_sink(tmp_path, registry).prepare()
-    assert not (tmp_path / "d/.sarchive-tmp-abc").exists()
+    assert not (tmp_path / STAGING_DIRECTORY / ".sarchive-tmp-abc").exists()
     assert metric(registry, "sarchive_archive_temporary_files_swept_total") == 1
+
+
+def test_named_temporaries_cannot_reach_a_directory_on_another_file_system_fatal(
+        tmp_path: Path, registry: CollectorRegistry, make_event: MakeEvent,
+        tmpfs: Callable[[Path, str], Path]) -> None:
+    """EXDEV is no outage to wait out: the service stops with one clear line."""
+    (tmp_path / "20240315").mkdir()
+    tmpfs(tmp_path / "20240315", "size=1m")
+    sink = make_sink(tmp_path, registry)
+    sink.writer.tmpfile_flags = None  # as on a file system without O_TMPFILE
+    with pytest.raises(SinkFatalError, match="one file system"):
+        sink.write_batch([make_event()])
+    assert metric(registry, "sarchive_archive_io_errors_total", error="EXDEV") == 1
+    assert list((tmp_path / STAGING_DIRECTORY).iterdir()) == []
 
 
 @pytest.fixture
