@@ -11,8 +11,9 @@ user, job id, spool file names) that could leave their directory are refused wit
 UnsafeNameError, which sends the event to the dead-letter topic; the free-text job name is
 made safe instead (see safe_job_name), so that no job is refused for its name alone.
 
-Dates come from the event's submit time in UTC, never from the consumer's clock, so every
-delivery of a job lands in the same place.
+Dates come from the event's submit time, never from the consumer's clock, converted to the
+layout's time zone, an explicit input (the archive consumer's --time-zone; a reader computes
+the same paths only with the same zone): every delivery of a job lands in the same place.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, tzinfo
 
 from schemas.model import JobEvent, Scheduler
 
@@ -212,11 +213,17 @@ def _file_fields(event: JobEvent, file: SourceFile | None) -> dict[str, str]:
 
 
 class Layout:
-    """A compiled layout template; place() maps an event to the paths of its files."""
+    """A compiled layout template; place() maps an event to the paths of its files.
 
-    def __init__(self, template: str, period: Period) -> None:
+    zone: the time zone of the date fields ({year} {month} {day} {period}): a job's date is
+    its submit instant converted to this zone, so 2024-03-15 23:30 UTC is 20240316 in
+    Europe/Brussels. Nothing here reads the host's zone: the caller decides.
+    """
+
+    def __init__(self, template: str, period: Period, zone: tzinfo) -> None:
         self.template = template
         self.period = period
+        self.zone = zone
         self.fields = _template_fields(template)
         # Without {name} or {ext} every file of a job would get the same path: such a
         # layout (xdmod's) archives the script only, with the sidecar at "<path>.json".
@@ -224,9 +231,9 @@ class Layout:
         _check_template(self)
 
     @classmethod
-    def from_setting(cls, layout: str, period: Period) -> Layout:
+    def from_setting(cls, layout: str, period: Period, zone: tzinfo) -> Layout:
         """layout is a preset name or a template."""
-        return cls(PRESETS.get(layout, layout), period)
+        return cls(PRESETS.get(layout, layout), period, zone)
 
     def place(self, event: JobEvent) -> Placement:
         values = self._event_values(event)
@@ -256,7 +263,7 @@ class Layout:
         for spool in event.spool_files:
             check_component(spool.name, "spool file name")
         try:
-            submitted = datetime.fromtimestamp(event.submit_time / 1000, tz=UTC)
+            submitted = datetime.fromtimestamp(event.submit_time / 1000, tz=self.zone)
         except (OverflowError, OSError, ValueError) as exc:
             raise UnsafeNameError(REASON_BAD_TIME,
                                   f"submit time {event.submit_time} ms is not a date") from exc

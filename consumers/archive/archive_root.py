@@ -1,5 +1,6 @@
 """The archive root: opened, checked at start-up, and swept of the temporary files a crashed
-writer left behind (consumers.archive.staging.NamedStaging: flock-ed while their writer lives).
+writer left behind (consumers.archive.staging.NamedStaging: flock-ed while their writer lives,
+all in the staging directory).
 """
 
 from __future__ import annotations
@@ -7,9 +8,11 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from consumers.archive.errors import io_error
+from consumers.archive.staging import STAGING_DIRECTORY, open_staging_directory
 from schemas.archive_layout import TEMP_PREFIX
 
 
@@ -27,24 +30,29 @@ def check_root(root: Path) -> None:
     os.close(open_root(root))
 
 
-def sweep_temporary_files(root: Path) -> int:
+def sweep_temporary_files(root: Path,
+                          list_directory: Callable[[int], list[str]] = os.listdir) -> int:
     """Remove temporary files left by a crashed writer; return how many were removed.
 
-    Walks the whole archive without following symlinks; a temporary file whose flock is
-    held belongs to a live writer (another consumer sharing the archive) and is left alone.
+    Named temporary files are only ever made in the staging directory, so it is the one
+    directory listed (list_directory, a seam for tests): the sweep takes time in the number
+    of temporary files, not in the size of the archive. A temporary file whose flock is held
+    belongs to a live writer (another consumer sharing the archive) and is left alone.
     """
     root_fd = open_root(root)
-    removed = 0
     try:
-        for _, _, names, dir_fd in os.fwalk(".", dir_fd=root_fd, follow_symlinks=False):
-            for name in names:
-                if name.startswith(TEMP_PREFIX) and _remove_if_abandoned(dir_fd, name):
-                    removed += 1
+        staging_fd = open_staging_directory(root_fd, None)
+        if staging_fd is None:
+            return 0
+        try:
+            return sum(1 for name in list_directory(staging_fd)
+                       if name.startswith(TEMP_PREFIX) and _remove_if_abandoned(staging_fd, name))
+        finally:
+            os.close(staging_fd)
     except OSError as exc:
-        raise io_error(exc, f"sweeping {root}") from exc
+        raise io_error(exc, f"sweeping {root / STAGING_DIRECTORY}") from exc
     finally:
         os.close(root_fd)
-    return removed
 
 
 def _remove_if_abandoned(dir_fd: int, name: str) -> bool:

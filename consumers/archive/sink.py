@@ -76,7 +76,8 @@ class ArchiveSink:
             self.metrics.io_errors.labels(exc.code_name).inc()
             raise SinkUnavailableError(str(exc)) from exc
         self.metrics.temporary_files_swept.inc(removed)
-        log.info("archive %s ready, layout %r%s", self.writer.root, self.layout.template,
+        log.info("archive %s ready, layout %r, dates in time zone %s%s", self.writer.root,
+                 self.layout.template, self.layout.zone,
                  f"; removed {removed} temporary files of an interrupted write"
                  if removed else "")
 
@@ -107,6 +108,11 @@ class ArchiveSink:
                 report = session.write(list(planned.items()))
         except ArchiveIOError as exc:
             self.metrics.io_errors.labels(exc.code_name).inc()
+            if exc.code == errno.EXDEV:  # no retry can link across file systems
+                raise SinkFatalError(
+                    f"archive {self.writer.root}: {exc}: a directory below the root is on"
+                    " another file system; named temporary files (used where O_TMPFILE is"
+                    " refused) need the archive on one file system") from exc
             raise SinkUnavailableError(f"archive {self.writer.root}: {exc}") from exc
         for stage, seconds in report.seconds.items():
             self.metrics.io_seconds.labels(stage).observe(seconds)

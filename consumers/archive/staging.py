@@ -9,7 +9,12 @@ NamedStaging is the fallback where O_TMPFILE is refused (EOPNOTSUPP, EISDIR, EIN
 other file systems without it, old kernels) or /proc/self/fd cannot name the file: a named
 temporary file `.sarchive-tmp-<random>` (O_CREAT|O_EXCL, flock-ed while open, so that the
 start-up sweep of consumers.archive.archive_root tells a live writer's from a dead one's),
-linked to its final name and its temporary name removed.
+linked to its final name and its temporary name removed. Every named temporary file is made
+in one staging directory, STAGING_DIRECTORY at the archive root, and linked from there into
+its target directory (link(2) works across directories of one file system): what a crash
+leaves is all in that one directory, so the start-up sweep lists it alone, however large the
+archive. Its name starts with TEMP_PREFIX, which no layout path may, so no job's path can
+ever lead into it.
 
 Both link with link(2), which unlike rename(2) never replaces an existing file: the caller
 compares a file that appeared meanwhile instead of overwriting it.
@@ -17,6 +22,7 @@ compares a file that appeared meanwhile instead of overwriting it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -34,6 +40,8 @@ TMPFILE_FLAGS = (os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC) if hasattr(os, "O_TM
 # a kernel older than 3.11 (EISDIR, from the O_DIRECTORY bit in O_TMPFILE), or otherwise.
 _TMPFILE_REFUSED = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL})
 PROC_FD_DIR = "/proc/self/fd"
+STAGING_DIRECTORY = TEMP_PREFIX + "staging"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class StagingRefusedError(Exception):
@@ -50,11 +58,49 @@ class StagedFile:
     fd: int | None = None
     staging: Staging | None = None  # the strategy that opened it, and links it
     temp_name: str | None = None  # None: a file without a name
+    temp_dir_fd: int | None = None  # the staging directory, where temp_name is
     temp_removed: bool = False
 
     def descriptor(self) -> int:
         assert self.fd is not None  # set when the file was opened
         return self.fd
+
+
+def open_staging_directory(root_fd: int, dir_mode: int | None) -> int | None:
+    """The staging directory's descriptor; dir_mode None: None where it does not exist,
+    otherwise it is made with that mode. Its entries need no fsync: a temporary file is
+    durable through the name it is linked to, and one that a crash lost needs no sweep."""
+    try:
+        return os.open(STAGING_DIRECTORY, _DIR_FLAGS, dir_fd=root_fd)
+    except FileNotFoundError:
+        if dir_mode is None:
+            return None
+    with contextlib.suppress(FileExistsError):  # made meanwhile by another writer
+        os.mkdir(STAGING_DIRECTORY, dir_mode, dir_fd=root_fd)
+    fd = os.open(STAGING_DIRECTORY, _DIR_FLAGS, dir_fd=root_fd)
+    os.fchmod(fd, dir_mode)
+    return fd
+
+
+class StagingArea:
+    """One session's staging directory, opened (and made if missing) at its first named
+    temporary file; close() closes it, not the root."""
+
+    def __init__(self, root_fd: int, dir_mode: int) -> None:
+        self.root_fd = root_fd
+        self.dir_mode = dir_mode
+        self._fd: int | None = None
+
+    def descriptor(self) -> int:
+        if self._fd is None:
+            self._fd = open_staging_directory(self.root_fd, self.dir_mode)
+            assert self._fd is not None  # made if missing
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class UnnamedStaging:
@@ -79,7 +125,8 @@ class UnnamedStaging:
         finally:
             os.close(fd)
 
-    def open(self, dir_fd: int, staged: StagedFile) -> None:
+    def open(self, dir_fd: int, staged: StagedFile, area: StagingArea) -> None:
+        """A file without a name in dir_fd itself (area: not needed)."""
         staged.fd = self._open(dir_fd)
         staged.staging = self
 
@@ -115,22 +162,26 @@ class UnnamedStaging:
 
 
 class NamedStaging:
-    """Named temporary files beside the final name, flock-ed while open."""
+    """Named temporary files in the staging directory, flock-ed while open."""
 
     def __init__(self, file_mode: int) -> None:
         self.file_mode = file_mode
 
-    def open(self, dir_fd: int, staged: StagedFile) -> None:
+    def open(self, dir_fd: int, staged: StagedFile, area: StagingArea) -> None:
+        """A temporary file in the area's staging directory, for dir_fd (linked by link)."""
+        staging_fd = area.descriptor()
         name = TEMP_PREFIX + secrets.token_hex(8)
-        staged.fd = os.open(name, _CREATE_FLAGS, self.file_mode, dir_fd=dir_fd)
+        staged.fd = os.open(name, _CREATE_FLAGS, self.file_mode, dir_fd=staging_fd)
         staged.staging = self
-        staged.temp_name = name  # only once it is ours: a failure must not remove another's
+        # Only once it is ours: a failure must not remove another's.
+        staged.temp_name, staged.temp_dir_fd = name, staging_fd
         fcntl.flock(staged.fd, fcntl.LOCK_EX)  # marks it live for a concurrent sweep
 
     def link(self, dir_fd: int, staged: StagedFile) -> None:
+        """EXDEV where dir_fd is on another file system than the staging directory."""
         assert staged.temp_name is not None  # set by open
-        os.link(staged.temp_name, staged.final.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd,
-                follow_symlinks=False)
+        os.link(staged.temp_name, staged.final.name, src_dir_fd=staged.temp_dir_fd,
+                dst_dir_fd=dir_fd, follow_symlinks=False)
 
 
 Staging = UnnamedStaging | NamedStaging

@@ -19,8 +19,8 @@ symlink, never outside the root.
 The staging strategy is chosen once, at the writer's first file, by trying a file without a
 name in its directory. A refusal met later (a directory on another file system, or a link(2)
 that /proc cannot serve) still falls back for that file, and the writer stages named
-temporary files from then on. A crash leaves at worst named temporary files, which the
-start-up sweep removes (consumers.archive.archive_root).
+temporary files from then on. A crash leaves at worst named temporary files, all in the
+staging directory, which the start-up sweep removes (consumers.archive.archive_root).
 
 Descriptors: at most MAX_OPEN_FILES files of a round, DIR_CACHE_SIZE cached directories,
 the root and one directory chain being walked are open at once, well under the usual limit
@@ -48,6 +48,7 @@ from consumers.archive.staging import (
     NamedStaging,
     StagedFile,
     Staging,
+    StagingArea,
     StagingRefusedError,
     choose_staging,
 )
@@ -95,9 +96,11 @@ class ArchiveWriter:
         if self._pool is None:
             self._pool = FsyncPool(FSYNC_THREADS)
         tree = SafeTree(open_root(self.root), self.dir_mode)
+        area = StagingArea(tree.root_fd, self.dir_mode)
         try:
-            yield ArchiveSession(self, tree, self._pool)
+            yield ArchiveSession(self, tree, area, self._pool)
         finally:
+            area.close()
             tree.close()
 
     def staging_for(self, dir_fd: int) -> Staging:
@@ -119,9 +122,11 @@ class ArchiveSession:
     directories never holds more than MAX_OPEN_FILES files, the cached directories and one
     directory chain open."""
 
-    def __init__(self, writer: ArchiveWriter, tree: SafeTree, pool: FsyncPool) -> None:
+    def __init__(self, writer: ArchiveWriter, tree: SafeTree, area: StagingArea,
+                 pool: FsyncPool) -> None:
         self.writer = writer
         self._tree = tree
+        self._area = area
         self._pool = pool
 
     def read(self, path: ArchivePath) -> bytes | None:
@@ -199,13 +204,13 @@ class ArchiveSession:
                 self._publish(dir_fd, item, report)
             report.seconds["link"] += time.monotonic() - started
         finally:
-            _discard(dir_fd, staged)
+            _discard(staged)
 
     def _stage(self, dir_fd: int, item: StagedFile) -> None:
         try:
-            self.writer.staging_for(dir_fd).open(dir_fd, item)
+            self.writer.staging_for(dir_fd).open(dir_fd, item, self._area)
         except StagingRefusedError:
-            self.writer.fall_back_to_named().open(dir_fd, item)
+            self.writer.fall_back_to_named().open(dir_fd, item, self._area)
         _write_content(item.descriptor(), self.writer.file_mode, item.content)
 
     def _publish(self, dir_fd: int, item: StagedFile, report: WriteReport) -> None:
@@ -218,7 +223,7 @@ class ArchiveSession:
                                      " the batch is planned again", errno.EEXIST) from None
             report.already_present += 1
         if item.temp_name is not None:
-            os.unlink(item.temp_name, dir_fd=dir_fd)
+            os.unlink(item.temp_name, dir_fd=item.temp_dir_fd)
             item.temp_removed = True
 
     def _link(self, dir_fd: int, item: StagedFile) -> None:
@@ -234,7 +239,7 @@ class ArchiveSession:
         named = self.writer.fall_back_to_named()
         fd, item.fd = item.descriptor(), None
         os.close(fd)
-        named.open(dir_fd, item)
+        named.open(dir_fd, item, self._area)
         _write_content(item.descriptor(), self.writer.file_mode, item.content)
         os.fsync(item.descriptor())
         named.link(dir_fd, item)
@@ -253,7 +258,7 @@ def _timed(report: WriteReport, stage: str, operation: Callable[[int], None], fd
     report.seconds[stage] += time.monotonic() - started
 
 
-def _discard(dir_fd: int, staged: Sequence[StagedFile]) -> None:
+def _discard(staged: Sequence[StagedFile]) -> None:
     """Close every file and remove the temporary names not yet removed (best effort: what
     a failure leaves behind is swept at the next start; a file without a name vanishes)."""
     for item in staged:
@@ -261,4 +266,4 @@ def _discard(dir_fd: int, staged: Sequence[StagedFile]) -> None:
             os.close(item.fd)
         if item.temp_name is not None and not item.temp_removed:
             with contextlib.suppress(OSError):  # swept at the next start
-                os.unlink(item.temp_name, dir_fd=dir_fd)
+                os.unlink(item.temp_name, dir_fd=item.temp_dir_fd)

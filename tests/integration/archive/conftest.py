@@ -191,7 +191,7 @@ def tree(root: Path) -> dict[str, tuple[str, int, int]]:
 
 
 def temporary_files(root: Path) -> list[Path]:
-    return list(root.rglob(".sarchive-tmp-*"))
+    return [p for p in root.rglob(".sarchive-tmp-*") if p.is_file()]
 
 
 @dataclass
@@ -223,6 +223,9 @@ class ArchiveRunner:
             str(archive or self.root),
             "--group",
             group or self.group,
+            # The fixtures' submit times show the UTC day; a test may pass another zone.
+            "--time-zone",
+            "UTC",
             "--batch-timeout",
             "0.2",
             "--retry-backoff-initial",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.archive.config import ArchiveConfig
 from consumers.archive.sink import ArchiveSink
+from consumers.archive.staging import STAGING_DIRECTORY
 from consumers.common.sink import SinkFatalError, SinkUnavailableError
 from schemas.model import JobEvent
 
@@ -19,7 +21,9 @@ MakeEvent = Callable[..., JobEvent]
 
 
 def make_sink(root: Path, registry: CollectorRegistry, **settings: Any) -> ArchiveSink:
-    return ArchiveSink(ArchiveConfig(archive=root, **settings), registry)
+    """Dates in UTC unless settings say otherwise: the fixtures' 23:30 UTC shows the UTC day."""
+    return ArchiveSink(ArchiveConfig(archive=root, **{"time_zone": "UTC", **settings}),
+                       registry)
 
 
 def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -45,6 +49,18 @@ def test_batch_is_written_and_counted(tmp_path: Path, registry: CollectorRegistr
         ("environment", "metadata.json", "script")]
     assert metric(registry, "sarchive_archive_files_written_total") == 6
     assert metric(registry, "sarchive_archive_io_seconds_count", stage="fsync") == 1
+
+
+def test_dates_follow_the_time_zone_setting_and_the_sidecar_keeps_utc(
+        tmp_path: Path, registry: CollectorRegistry, make_event: MakeEvent) -> None:
+    """23:30 UTC on the 15th is 00:30 on the 16th in Brussels."""
+    sink = make_sink(tmp_path, registry, time_zone="Europe/Brussels")
+    assert sink.write_batch([make_event()]) == []
+    assert files(tmp_path) == [
+        "20240316/job.4711_environment", "20240316/job.4711_metadata.json",
+        "20240316/job.4711_script"]
+    sidecar = json.loads((tmp_path / "20240316/job.4711_metadata.json").read_bytes())
+    assert sidecar["submit_time_iso"] == "2024-03-15T23:30:00.000+00:00"
 
 
 def test_the_same_job_twice_in_one_batch_is_written_once(
@@ -102,11 +118,25 @@ def test_missing_root_is_fatal(tmp_path: Path, registry: CollectorRegistry) -> N
 
 def test_prepare_sweeps_and_counts_temporary_files(tmp_path: Path,
                                                    registry: CollectorRegistry) -> None:
-    (tmp_path / "d").mkdir()
-    (tmp_path / "d/.sarchive-tmp-abc").write_bytes(b"")
+    (tmp_path / STAGING_DIRECTORY).mkdir()
+    (tmp_path / STAGING_DIRECTORY / ".sarchive-tmp-abc").write_bytes(b"")
     make_sink(tmp_path, registry).prepare()
-    assert not (tmp_path / "d/.sarchive-tmp-abc").exists()
+    assert not (tmp_path / STAGING_DIRECTORY / ".sarchive-tmp-abc").exists()
     assert metric(registry, "sarchive_archive_temporary_files_swept_total") == 1
+
+
+def test_named_temporaries_cannot_reach_a_directory_on_another_file_system_fatal(
+        tmp_path: Path, registry: CollectorRegistry, make_event: MakeEvent,
+        tmpfs: Callable[[Path, str], Path]) -> None:
+    """EXDEV is no outage to wait out: the service stops with one clear line."""
+    (tmp_path / "20240315").mkdir()
+    tmpfs(tmp_path / "20240315", "size=1m")
+    sink = make_sink(tmp_path, registry)
+    sink.writer.tmpfile_flags = None  # as on a file system without O_TMPFILE
+    with pytest.raises(SinkFatalError, match="one file system"):
+        sink.write_batch([make_event()])
+    assert metric(registry, "sarchive_archive_io_errors_total", error="EXDEV") == 1
+    assert list((tmp_path / STAGING_DIRECTORY).iterdir()) == []
 
 
 @pytest.fixture

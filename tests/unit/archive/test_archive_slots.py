@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC
 
 import pytest
 
@@ -12,7 +13,7 @@ from schemas.archive_layout import ArchivePath, Layout, Period, UnsafeNameError
 from schemas.model import JobEvent, SpoolFile
 
 MakeEvent = Callable[..., JobEvent]
-LAYOUT = Layout.from_setting("sarchive", Period.NONE)
+LAYOUT = Layout.from_setting("sarchive", Period.NONE, UTC)
 
 
 class FakeArchive:

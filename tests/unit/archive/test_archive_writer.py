@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from consumers.archive.config import parse_mode
 from consumers.archive.errors import ArchiveIOError, UnsafeArchiveEntryError
 from consumers.archive.fsync_pool import FSYNC_THREADS
 from consumers.archive.safe_tree import DIR_CACHE_SIZE
-from consumers.archive.staging import NamedStaging, UnnamedStaging
+from consumers.archive.staging import STAGING_DIRECTORY, NamedStaging, UnnamedStaging
 from consumers.archive.writer import MAX_OPEN_FILES, ArchiveWriter, WriteReport
 from schemas.archive_layout import TEMP_PREFIX, ArchivePath
 
@@ -54,7 +54,16 @@ def wide_open_umask() -> Iterator[None]:
 
 
 def temporaries(root: Path) -> list[Path]:
-    return [p for p in root.rglob(".sarchive-tmp-*")]
+    """Temporary files anywhere below the root (the staging directory itself is none)."""
+    return [p for p in root.rglob(".sarchive-tmp-*") if p.is_file()]
+
+
+def recording_listdir(listed: list[str]) -> Callable[[int], list[str]]:
+    """os.listdir that records the path of every directory it lists."""
+    def listdir(fd: int) -> list[str]:
+        listed.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return os.listdir(fd)
+    return listdir
 
 
 def write(writer: ArchiveWriter, *files: tuple[str, bytes]) -> None:
@@ -192,26 +201,43 @@ def test_the_root_itself_may_be_a_symlink(root: Path, tmp_path: Path) -> None:
     assert (root / "d/f").read_bytes() == b"x"
 
 
-def test_sweep_removes_abandoned_temporary_files_only(
-        writer: ArchiveWriter, root: Path, tmp_path: Path) -> None:
-    (root / "a/b").mkdir(parents=True)
-    (root / ".sarchive-tmp-1").write_bytes(b"crash")
-    (root / "a/b/.sarchive-tmp-2").write_bytes(b"crash")
-    (root / "a/b/job.1_script").write_bytes(b"keep")
-    (root / "a/.sarchive-tmp-live").write_bytes(b"being written")
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / ".sarchive-tmp-3").write_bytes(b"not ours to judge")
-    (root / "link").symlink_to(outside)
-    live = os.open(root / "a/.sarchive-tmp-live", os.O_WRONLY)
+def test_sweep_lists_only_the_staging_directory_and_removes_abandoned_temporaries_only(
+        root: Path) -> None:
+    staging = root / STAGING_DIRECTORY
+    staging.mkdir()
+    for name in (".sarchive-tmp-1", ".sarchive-tmp-2", ".sarchive-tmp-live", "not-ours"):
+        (staging / name).write_bytes(b"crash")
+    for day in range(50):  # an archive the sweep has no reason to look at
+        (root / f"202403{day:02d}/sub").mkdir(parents=True)
+        (root / f"202403{day:02d}/job.{day}_script").write_bytes(b"keep")
+    listed: list[str] = []
+    live = os.open(staging / ".sarchive-tmp-live", os.O_WRONLY)
     try:
         fcntl.flock(live, fcntl.LOCK_EX)
-        assert sweep_temporary_files(root) == 2
+        assert sweep_temporary_files(root, recording_listdir(listed)) == 2
     finally:
         os.close(live)
-    assert sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) == [
-        "a/.sarchive-tmp-live", "a/b/job.1_script"]
-    assert (outside / ".sarchive-tmp-3").exists()
+    assert listed == [str(staging)]
+    assert sorted(p.name for p in staging.iterdir()) == [".sarchive-tmp-live", "not-ours"]
+    assert len(list(root.glob("*/job.*_script"))) == 50
+
+
+def test_sweep_of_an_archive_without_staging_directory_lists_nothing(root: Path) -> None:
+    (root / "20240315").mkdir()
+    listed: list[str] = []
+    assert sweep_temporary_files(root, recording_listdir(listed)) == 0
+    assert listed == []
+
+
+def test_sweep_refuses_a_symlinked_staging_directory(root: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / ".sarchive-tmp-1").write_bytes(b"not ours to judge")
+    (root / STAGING_DIRECTORY).symlink_to(outside)
+    with pytest.raises(ArchiveIOError) as caught:
+        sweep_temporary_files(root)
+    assert caught.value.code_name == "ENOTDIR"  # O_DIRECTORY|O_NOFOLLOW on a symlink
+    assert (outside / ".sarchive-tmp-1").exists()
 
 
 def test_missing_root_is_reported_with_its_errno(tmp_path: Path) -> None:
@@ -304,11 +330,15 @@ def test_unnamed_files_get_the_configured_mode_and_no_temporary_name_ever_appear
 def test_the_named_fallback_writes_through_temporary_files_and_removes_them(
         root: Path) -> None:
     writer = ArchiveWriter(root, 0o640, 0o750, unnamed_temporaries=False)
+    write(writer, ("first", b"makes the staging directory"))
     (root / "d").mkdir()
-    with names_created_in(root / "d") as created:
+    with names_created_in(root / "d") as created, \
+            names_created_in(root / STAGING_DIRECTORY) as staged:
         write(writer, ("d/a", b"one"), ("d/b", b"two"))
     assert isinstance(writer.staging, NamedStaging)
-    assert len([name for name in created if name.startswith(TEMP_PREFIX)]) == 2
+    assert sorted(created) == ["a", "b"]  # temporaries are never made beside the final name
+    assert len([name for name in staged if name.startswith(TEMP_PREFIX)]) == 2
+    assert list((root / STAGING_DIRECTORY).iterdir()) == []
     assert sorted(p.name for p in (root / "d").iterdir()) == ["a", "b"]
     assert [(root / "d/a").read_bytes(), (root / "d/b").read_bytes()] == [b"one", b"two"]
     assert mode(root / "d/a") == mode(root / "d/b") == 0o640
@@ -344,7 +374,11 @@ def test_a_crash_of_the_named_fallback_leaves_temporary_files_that_the_sweep_rem
     crash_while_writing(root, "named")
     leftovers = temporaries(root)
     assert leftovers  # written, never linked nor removed
-    assert sweep_temporary_files(root) == len(leftovers)
+    assert {p.parent.name for p in leftovers} == {STAGING_DIRECTORY}
+    listed: list[str] = []
+    assert sweep_temporary_files(root, recording_listdir(listed)) == len(leftovers)
+    assert listed == [str(root / STAGING_DIRECTORY)]  # not "d", nor any other directory
+    assert temporaries(root) == []
     assert list((root / "d").iterdir()) == []
 
 
@@ -387,7 +421,8 @@ def test_an_o_tmpfile_refusal_met_later_falls_back_for_that_file_and_the_batch_s
         report = write_report(writer, ("nfs/b", b"b"), ("nfs/c", b"c"))
     assert report.written == 2
     assert isinstance(writer.staging, NamedStaging)
-    assert any(name.startswith(TEMP_PREFIX) for name in created)
+    assert sorted(created) == ["b", "c"]  # staged in the staging directory, made for them
+    assert list((root / STAGING_DIRECTORY).iterdir()) == []
     assert [(root / "nfs/b").read_bytes(), (root / "nfs/c").read_bytes()] == [b"b", b"c"]
     assert mode(root / "nfs/b") == 0o640
     assert temporaries(root) == []

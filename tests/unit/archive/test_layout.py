@@ -6,6 +6,8 @@ import os
 import posixpath
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, tzinfo
+from zoneinfo import ZoneInfo
 
 import hypothesis
 import pytest
@@ -28,8 +30,9 @@ from schemas.model import JobEvent, SpoolFile
 MakeEvent = Callable[..., JobEvent]
 
 
-def paths(layout: str, event: JobEvent, period: Period = Period.DAILY) -> list[str]:
-    placement = Layout.from_setting(layout, period).place(event)
+def paths(layout: str, event: JobEvent, period: Period = Period.DAILY,
+          zone: tzinfo = UTC) -> list[str]:
+    placement = Layout.from_setting(layout, period, zone).place(event)
     return [str(f.path) for f in placement.files] + [str(placement.metadata)]
 
 
@@ -61,6 +64,54 @@ def test_sharded_preset_splits_the_reversed_job_id(make_event: MakeEvent) -> Non
         "clusterA/87/65/job.12345678_metadata.json"]
 
 
+BRUSSELS = ZoneInfo("Europe/Brussels")
+
+
+def _ms(year: int, month: int, day: int, hour: int, minute: int) -> int:
+    return int(datetime(year, month, day, hour, minute, tzinfo=UTC).timestamp() * 1000)
+
+
+@pytest.mark.parametrize(("submitted_utc", "local_day"), [
+    # 00:30 CET (UTC+1) is 23:30 UTC the day before: the fixtures' own submit time.
+    (_ms(2024, 3, 15, 23, 30), "20240316"),
+    # Spring forward on 2024-03-31 at 01:00 UTC: 00:30 CET that night, 00:30 CEST the next.
+    (_ms(2024, 3, 30, 23, 30), "20240331"),
+    (_ms(2024, 3, 31, 22, 30), "20240401"),
+    (_ms(2024, 3, 31, 21, 59), "20240331"),  # 23:59 CEST, the first evening of summer time
+    # Fall back on 2024-10-27 at 01:00 UTC: 02:30 is met twice that night, same day both.
+    (_ms(2024, 10, 26, 22, 30), "20241027"),
+    (_ms(2024, 10, 27, 0, 30), "20241027"),
+    (_ms(2024, 10, 27, 1, 30), "20241027"),
+    (_ms(2024, 10, 27, 23, 30), "20241028"),
+])
+def test_dates_are_the_submit_instant_in_the_layouts_time_zone_across_dst(
+        make_event: MakeEvent, submitted_utc: int, local_day: str) -> None:
+    event = make_event(submit_time=submitted_utc)
+    placement = Layout.from_setting("{period}/{year}-{month}-{day}/{name}", Period.DAILY,
+                                    BRUSSELS).place(event)
+    year, month, day = local_day[:4], local_day[4:6], local_day[6:]
+    assert str(placement.files[0].path) == f"{local_day}/{year}-{month}-{day}/job.4711_script"
+
+
+@pytest.mark.parametrize(("period", "directory"), [
+    (Period.DAILY, "20240101"), (Period.MONTHLY, "202401"), (Period.YEARLY, "2024")])
+def test_every_period_follows_the_zone_at_new_year(
+        make_event: MakeEvent, period: Period, directory: str) -> None:
+    """23:30 UTC on 31 December is already next year in Brussels, and still this year in UTC."""
+    event = make_event(submit_time=_ms(2023, 12, 31, 23, 30))
+    assert paths("sarchive", event, period, BRUSSELS)[0] == f"{directory}/job.4711_script"
+    assert paths("sarchive", event, period, UTC)[0].startswith(
+        {Period.DAILY: "20231231/", Period.MONTHLY: "202312/", Period.YEARLY: "2023/"}[period])
+
+
+def test_a_zone_west_of_utc_keeps_a_late_evening_job_on_its_local_day(
+        make_event: MakeEvent) -> None:
+    """02:00 UTC on the 16th is 22:00 on the 15th in New York (EDT)."""
+    event = make_event(submit_time=_ms(2024, 3, 16, 2, 0))
+    assert paths("xdmod", event, Period.DAILY, ZoneInfo("America/New_York"))[0] == (
+        "20240315/4711.savescript")
+
+
 def test_torque_files_keep_their_spool_names(make_torque_event: MakeEvent) -> None:
     assert paths("sarchive", make_torque_event()) == [
         "20240315/2[].master.SC", "20240315/2[].master.TA", "20240315/2-1.master.JB",
@@ -70,7 +121,7 @@ def test_torque_files_keep_their_spool_names(make_torque_event: MakeEvent) -> No
 def test_slurm_script_is_the_submitted_script_and_environment_the_spool_file(
         make_event: MakeEvent) -> None:
     event = make_event()
-    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    files = Layout.from_setting("sarchive", Period.DAILY, UTC).place(event).files
     assert [(f.role, f.content) for f in files] == [
         (Role.SCRIPT, event.script), (Role.ENVIRONMENT, event.spool_files[1].content)]
 
@@ -109,7 +160,7 @@ def test_missing_user_and_job_name_get_placeholders(make_event: MakeEvent) -> No
 @pytest.mark.parametrize("job_id", ["../4711", "..", ".", "47/11", "4711\0", "4711\n", ""])
 def test_unsafe_job_ids_are_refused(make_event: MakeEvent, job_id: str) -> None:
     with pytest.raises(UnsafeNameError) as caught:
-        Layout.from_setting("sarchive", Period.DAILY).place(make_event(job_id=job_id))
+        Layout.from_setting("sarchive", Period.DAILY, UTC).place(make_event(job_id=job_id))
     assert caught.value.reason == "unsafe-path"
 
 
@@ -134,32 +185,32 @@ def test_components_without_separators_or_control_characters_are_accepted(value:
 def test_unsafe_cluster_or_user_is_refused_even_when_the_layout_does_not_use_it(
         make_event: MakeEvent, field: str) -> None:
     with pytest.raises(UnsafeNameError, match=field):
-        Layout.from_setting("xdmod", Period.DAILY).place(make_event(**{field: "../../etc"}))
+        Layout.from_setting("xdmod", Period.DAILY, UTC).place(make_event(**{field: "../../etc"}))
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "/etc/passwd", ".sarchive-tmp-x"])
 def test_unsafe_torque_spool_names_are_refused(make_torque_event: MakeEvent, name: str) -> None:
     event = make_torque_event(spool_files=(SpoolFile(name, b"x"),))
     with pytest.raises(UnsafeNameError, match=r"temporary|contains"):
-        Layout.from_setting("sarchive", Period.DAILY).place(event)
+        Layout.from_setting("sarchive", Period.DAILY, UTC).place(event)
 
 
 def test_overlong_job_id_is_refused_as_too_long(make_event: MakeEvent) -> None:
     with pytest.raises(UnsafeNameError) as caught:
-        Layout.from_setting("sarchive", Period.DAILY).place(make_event(job_id="9" * 300))
+        Layout.from_setting("sarchive", Period.DAILY, UTC).place(make_event(job_id="9" * 300))
     assert caught.value.reason == "name-too-long"
 
 
 def test_file_name_too_long_once_composed_is_refused(make_event: MakeEvent) -> None:
     # 240 bytes of job id fit as a field but not with "job." and "_environment" around it.
     with pytest.raises(UnsafeNameError) as caught:
-        Layout.from_setting("sarchive", Period.DAILY).place(make_event(job_id="9" * 240))
+        Layout.from_setting("sarchive", Period.DAILY, UTC).place(make_event(job_id="9" * 240))
     assert caught.value.reason == "name-too-long"
 
 
 def test_submit_time_beyond_the_calendar_is_refused(make_event: MakeEvent) -> None:
     with pytest.raises(UnsafeNameError) as caught:
-        Layout.from_setting("sarchive", Period.DAILY).place(make_event(submit_time=2**62))
+        Layout.from_setting("sarchive", Period.DAILY, UTC).place(make_event(submit_time=2**62))
     assert caught.value.reason == "invalid-submit-time"
 
 
@@ -167,7 +218,7 @@ def test_layout_giving_two_files_one_path_refuses_the_event(make_event: MakeEven
     event = make_event(spool_files=(SpoolFile("environment", b"a"),
                                     SpoolFile("metadata.json", b"b")))
     with pytest.raises(UnsafeNameError) as caught:
-        Layout.from_setting("sarchive", Period.DAILY).place(event)
+        Layout.from_setting("sarchive", Period.DAILY, UTC).place(event)
     assert caught.value.reason == "path-conflict"
 
 
@@ -200,13 +251,13 @@ def test_job_id_shard_reads_the_number_backwards(job_id: str, shard: str) -> Non
 ])
 def test_bad_templates_are_refused_at_start(template: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        Layout.from_setting(template, Period.DAILY)
+        Layout.from_setting(template, Period.DAILY, UTC)
 
 
 def test_every_preset_compiles_for_every_period() -> None:
     for preset in PRESETS:
         for period in Period:
-            assert Layout.from_setting(preset, period).template == PRESETS[preset]
+            assert Layout.from_setting(preset, period, UTC).template == PRESETS[preset]
 
 
 # Plausible names half of the time, anything at all otherwise.
@@ -230,7 +281,7 @@ def test_any_placed_path_stays_below_the_root(
     event = make_event(**fields, spool_files=(SpoolFile("environment", b"e"),
                                               SpoolFile(spool_name, b"s")))
     try:
-        placement = Layout.from_setting(layout, Period.DAILY).place(event)
+        placement = Layout.from_setting(layout, Period.DAILY, UTC).place(event)
     except UnsafeNameError:
         hypothesis.event("refused")
         return

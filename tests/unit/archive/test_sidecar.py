@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import UTC
 
 from consumers.archive.sidecar import render_sidecar, sidecar_job_key
 from schemas.archive_layout import Layout, Period
@@ -16,7 +17,7 @@ MakeEvent = Callable[..., JobEvent]
 def test_sidecar_records_metadata_sizes_digests_and_file_locations(
         make_event: MakeEvent) -> None:
     event = make_event(redacted_keys=("TOKEN",), script_truncated=True, script_size=10_000)
-    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    files = Layout.from_setting("sarchive", Period.DAILY, UTC).place(event).files
     document = json.loads(render_sidecar(event, files))
     assert document["job_key"] == "clusterA:slurm:4711:1710545400000"
     assert document["submit_time_iso"] == "2024-03-15T23:30:00.000+00:00"
@@ -37,14 +38,14 @@ def test_sidecar_records_metadata_sizes_digests_and_file_locations(
 
 def test_sidecar_bytes_are_the_same_for_the_same_event(make_event: MakeEvent) -> None:
     event = make_event(directives={"b": "2", "a": "1"})
-    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    files = Layout.from_setting("sarchive", Period.DAILY, UTC).place(event).files
     assert render_sidecar(event, files) == render_sidecar(make_event(
         directives={"a": "1", "b": "2"}), files)
 
 
 def test_sidecar_is_one_line_of_utf8_json_with_sorted_keys(make_event: MakeEvent) -> None:
     event = make_event(job_name="ünïcode", directives={"b": "2", "a": "1"})
-    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    files = Layout.from_setting("sarchive", Period.DAILY, UTC).place(event).files
     rendered = render_sidecar(event, files)
     assert rendered.endswith(b"\n") and rendered.count(b"\n") == 1
     assert "ünïcode".encode() in rendered  # not \u-escaped
@@ -57,7 +58,7 @@ def test_sidecar_is_one_line_of_utf8_json_with_sorted_keys(make_event: MakeEvent
 def test_job_key_is_read_back_from_an_indented_sidecar_of_an_earlier_version(
         make_event: MakeEvent) -> None:
     event = make_event()
-    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    files = Layout.from_setting("sarchive", Period.DAILY, UTC).place(event).files
     indented = json.dumps(json.loads(render_sidecar(event, files)), indent=2,
                           sort_keys=True, ensure_ascii=False) + "\n"
     assert sidecar_job_key(indented.encode()) == event.job_key
