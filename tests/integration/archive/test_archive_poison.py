@@ -3,6 +3,7 @@ consumer moves on, and nothing is written outside the archive root."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ def test_each_kind_of_poison_goes_to_the_dead_letter_topic_with_why_and_where(
         archive_runner: Harness, make_slurm_event: MakeEvent, tmp_path: Path) -> None:
     runner = archive_runner
     codec = JobEventCodec()
+    # A name no other test (of this or a concurrent session) writes: what a traversal could
+    # create outside the archive is looked for by it in the whole session's directory.
+    escape = f"escape-{uuid.uuid4().hex[:12]}"
     good = [make_slurm_event(i) for i in range(3)]
     valid = codec.encode(good[0])
     refused = {
@@ -26,11 +30,11 @@ def test_each_kind_of_poison_goes_to_the_dead_letter_topic_with_why_and_where(
         "unknown-schema": MAGIC + b"\x01\x02\x03\x04\x05\x06\x07\x08" + valid[10:],
         "corrupt-body": valid[:10] + b"\xff" * 40,
         "trailing": valid + b"extra",
-        "job-id-traversal": codec.encode(make_slurm_event(10, job_id="../../../escape")),
+        "job-id-traversal": codec.encode(make_slurm_event(10, job_id=f"../../../{escape}")),
         "job-id-separator": codec.encode(make_slurm_event(11, job_id="47/11")),
         "cluster-traversal": codec.encode(make_slurm_event(12, cluster="..")),
-        "user-traversal": codec.encode(make_slurm_event(13, user="../../escape")),
-        "job-id-nul": codec.encode(make_slurm_event(14, job_id="4711\0escape")),
+        "user-traversal": codec.encode(make_slurm_event(13, user=f"../../{escape}")),
+        "job-id-nul": codec.encode(make_slurm_event(14, job_id=f"4711\0{escape}")),
         "overlong-job-id": codec.encode(make_slurm_event(15, job_id="9" * 300)),
     }
     expected_reason = {
@@ -70,6 +74,6 @@ def test_each_kind_of_poison_goes_to_the_dead_letter_topic_with_why_and_where(
     for event in good:
         expected.update(runner.expected_files(event))
     assert {p: c for p, c in archived.items() if not p.endswith(".json")} == expected
-    outside = [p for p in tmp_path.parent.rglob("*") if "escape" in p.name]
+    outside = [p for p in tmp_path.parent.rglob("*") if escape in p.name]
     assert outside == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["archive", "logs"]
