@@ -6,7 +6,8 @@ count then NUL-terminated KEY=VALUE entries; `script` second: the script plus on
 tests of how the producer handles the spool rather than of Slurm itself.
 
 scripted_inotify: real inotify, plus what the kernel does under pressure on demand: drop
-events and queue IN_Q_OVERFLOW, or refuse watches with ENOSPC (the max_user_watches limit).
+events and queue IN_Q_OVERFLOW, or refuse watches with ENOSPC (the max_user_watches limit) or
+another errno (EACCES: a directory not readable yet, which root cannot otherwise meet).
 It is the seam the producer's watcher takes its inotify from.
 
 producer_runner / topic_reader: `sarchive-producer` as a real subprocess, and a real Kafka
@@ -126,6 +127,7 @@ class ScriptedInotify:
         self.overflow_pending = False
         self.dropping = False
         self.refuse_watches_under: Path | None = None
+        self.refusal = errno.ENOSPC
 
     def drop_events(self) -> None:
         """From now on events are lost, as when the kernel's queue is full."""
@@ -139,7 +141,7 @@ class ScriptedInotify:
     def add_watch(self, path: str, mask: int) -> int:
         if self.refuse_watches_under is not None and Path(path).is_relative_to(
                 self.refuse_watches_under):
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(self.refusal, os.strerror(self.refusal))
         return int(self.real.add_watch(path, mask))
 
     def rm_watch(self, wd: int) -> None:
