@@ -40,7 +40,8 @@ class ProducerConfig(KafkaSettings, ServiceSettings):
         None, help="spool directory: Slurm's StateSaveLocation, or Torque's server_priv/jobs"
         f" (default: {DEFAULT_SPOOL['slurm']} or {DEFAULT_SPOOL['torque']})")
     torque_subdirs: bool = setting(
-        False, help="Torque keeps job files in the 0-9 subdirectories of the spool")
+        False, help="Torque keeps job files in the 0-9 subdirectories of the spool (without"
+        " it, subdirectories holding job files at start are followed anyway, with a warning)")
     state_dir: Path = setting(Path("/var/lib/sarchive-producer"),
                               help="directory of the outbox and the published-jobs state")
     max_script_bytes: int = setting(

@@ -166,6 +166,13 @@ class KafkaDelivery(Generic[TokenT]):
         self._producer.poll(timeout)
         return self._take_reports()
 
+    def flush(self, timeout: float) -> list[DeliveryReport[TokenT]]:
+        """Wait up to timeout seconds for the outcome of every message handed over (the
+        shutdown's last step); returns the delivery reports that arrived. Messages still
+        unanswered then are the caller's to keep."""
+        self._producer.flush(timeout)
+        return self._take_reports()
+
     def restart(self) -> list[DeliveryReport[TokenT]]:
         """Replace the producer (after a fatal error): every message the old one held is
         reported purged, so the caller produces it again on the new one."""

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from producer.config import DESCRIPTION, PROG, ProducerConfig, kafka_producer_properties
 from producer.service import ProducerService
 from runtime.startup import ConsoleScript, StartupContext, run_console_script
+from runtime.systemd_notify import SystemdNotifier
 
 SCRIPT = ConsoleScript(PROG, DESCRIPTION)
 
@@ -16,7 +17,7 @@ def build(config: ProducerConfig, context: StartupContext) -> ProducerService:
     """The composition root: the one place that reads what the service needs from outside
     (the Kafka properties read the SASL password file), so the constructors do no I/O."""
     return ProducerService(config, context.registry, kafka_producer_properties(config),
-                           log_handler=context.log_file)
+                           log_handler=context.log_file, notifier=SystemdNotifier())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -89,12 +89,23 @@ class Publisher:
             wakeups.append(retry_at)
         return min(wakeups, default=None)
 
-    def is_settled_until(self, deadline: float) -> bool:
-        """Nothing in flight or ready to produce, and no retry due before the deadline."""
-        if self.dispatcher.in_flight or self.dispatcher.ready:
+    def flush(self, timeout: float, now: float) -> None:
+        """Wait up to timeout seconds for the broker's answers to what is in flight
+        (librdkafka's flush) and settle them: acknowledged events leave the outbox, the
+        others stay in it."""
+        self._handle_reports(self.delivery.flush(timeout), now)
+
+    def is_produced_until(self, deadline: float) -> bool:
+        """Nothing ready to produce and no retry due before the deadline: what is left is
+        in flight, for flush() to wait for."""
+        if self.dispatcher.ready:
             return False
         retry_at = self.dispatcher.next_wakeup()
         return retry_at is None or retry_at >= deadline
+
+    def is_settled_until(self, deadline: float) -> bool:
+        """Nothing in flight or ready to produce, and no retry due before the deadline."""
+        return not self.dispatcher.in_flight and self.is_produced_until(deadline)
 
     def _dispatch(self, now: float) -> None:
         while self.delivery.fatal_error is None:

@@ -31,7 +31,7 @@ import select
 import signal
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import FrameType
 
 from confluent_kafka import Producer
@@ -52,7 +52,9 @@ from producer.reader_processes import JobReaders
 from producer.state_dir import StateDir
 from producer.tracker import PendingJobs
 from producer.watcher import InotifyLike, SpoolChanges, SpoolWatcher
+from runtime.backoff import backoff_delays
 from runtime.logs import ReopenableFileHandler
+from runtime.systemd_notify import SystemdNotifier
 from schemas.model import Scheduler
 from schemas.version import VERSION
 
@@ -61,7 +63,12 @@ log = logging.getLogger(__name__)
 JOBS_PER_TURN = 256  # jobs read per turn: bounds one group commit and keeps the loop lively
 IDLE_WAKEUP = 1.0
 SPOOL_POLL_INTERVAL = 1.0  # how often a missing spool directory is looked for
-DEGRADED_RESCAN_INTERVAL = 5.0  # full rescans while some directory has no watch
+# A refused directory watch is tried again after 0.1 s, doubling up to 5 s: a hash directory
+# opened up a moment after its creation is followed at once, and a lasting refusal (the
+# watch limit) costs a try every 5 s, well within the minutes a finished job stays spooled.
+WATCH_RETRY_FIRST = 0.1
+WATCH_RETRY_MAX = 5.0
+FLUSH_SLICE = 0.1  # the shutdown's flush is cut in slices so that a second signal is served
 
 
 class ProducerService:
@@ -73,8 +80,11 @@ class ProducerService:
                  kafka_properties: Mapping[str, str], *,
                  inotify_factory: Callable[[], InotifyLike] = INotify,
                  producer_factory: ProducerFactory = Producer,
-                 log_handler: ReopenableFileHandler | None = None) -> None:
+                 log_handler: ReopenableFileHandler | None = None,
+                 notifier: SystemdNotifier | None = None) -> None:
         self.config = config
+        # The composition root passes the one systemd started us with; none by default.
+        self.notifier = notifier if notifier is not None else SystemdNotifier(environ={})
         self.metrics = ProducerMetrics(registry)
         self.watcher = SpoolWatcher(Scheduler(config.scheduler), config.spool_dir,
                                     config.torque_subdirs, inotify_factory)
@@ -99,7 +109,8 @@ class ProducerService:
         self._wake_write: int | None = None
         self._next_spool_check = 0.0
         self._waiting_for_spool_logged = False
-        self._next_degraded_rescan = 0.0
+        self._watch_retry_delays: Iterator[float] | None = None
+        self._next_watch_retry = 0.0
 
     # ------------------------------------------------------------------ life cycle
 
@@ -125,6 +136,7 @@ class ProducerService:
         self._wake()
 
     def _close(self) -> None:
+        self.notifier.close()
         self.watcher.close()
         self.state.close()
         for fd in (self._wake_read, self._wake_write):
@@ -166,12 +178,10 @@ class ProducerService:
         while self._signals == 0:
             self._reopen_log_if_asked()
             now = time.monotonic()
+            self.notifier.watchdog(now)
             self._start_watcher_if_due(now)
             changes = self.watcher.read()
-            if self.watcher.degraded and now >= self._next_degraded_rescan:
-                self._next_degraded_rescan = now + DEGRADED_RESCAN_INTERVAL
-                changes.merge(self.watcher.rescan())
-                self.metrics.rescans.labels("watch-limit").inc()
+            self._retry_watches_if_due(now, changes)
             self._apply(changes, now)
             self._work(now)
             self._wait(self._wait_timeout(time.monotonic()))
@@ -191,15 +201,23 @@ class ProducerService:
     def _shutdown(self) -> int:
         deadline = time.monotonic() + self.config.shutdown_timeout
         self.watcher.close()  # no new spool events from here on
+        self.notifier.stopping(f"stopping: finishing {len(self.pending)} seen jobs and"
+                               f" delivering {self.state.outbox.events} outbox events")
         log.info("stopping: finishing %d seen jobs and delivering %d outbox events, for at"
                  " most %.0f s", len(self.pending), self.state.outbox.events,
                  self.config.shutdown_timeout)
         while self._signals < 2:
             now = time.monotonic()
+            self.notifier.watchdog(now)
             self._work(now)
             if now >= deadline or self._drained(deadline):
                 break
-            self._wait(min(deadline - now, self._wait_timeout(now)))
+            if self._only_acknowledgements_awaited(deadline):
+                # Everything is produced: librdkafka's flush sends what lingers and waits
+                # for the broker's answers; what stays unanswered stays in the outbox.
+                self.publisher.flush(min(deadline - now, FLUSH_SLICE), now)
+            else:
+                self._wait(min(deadline - now, self._wait_timeout(now)))
         outbox = self.state.outbox
         if self._signals >= 2:
             log.warning("second signal: exiting at once; %d events stay in the outbox and %d"
@@ -215,8 +233,16 @@ class ProducerService:
             return False
         return self.publisher.is_settled_until(deadline)
 
+    def _only_acknowledgements_awaited(self, deadline: float) -> bool:
+        if len(self.pending) or self.readers.in_flight:
+            return False
+        return self.publisher.is_produced_until(deadline)
+
     def _wait_timeout(self, now: float) -> float:
         wakeups = [now + IDLE_WAKEUP]
+        watchdog_at = self.notifier.next_watchdog()
+        if watchdog_at is not None:
+            wakeups.append(watchdog_at)
         publish_at = self.publisher.next_wakeup(now)
         if publish_at is not None:
             wakeups.append(publish_at)
@@ -234,7 +260,7 @@ class ProducerService:
             if not self.watcher.started:
                 wakeups.append(self._next_spool_check)
             if self.watcher.degraded:
-                wakeups.append(self._next_degraded_rescan)
+                wakeups.append(self._next_watch_retry)
         return max(0.0, min(wakeups) - now)
 
     def _wait(self, timeout: float) -> None:
@@ -268,12 +294,29 @@ class ProducerService:
                 log.warning("spool directory %s does not exist (yet): waiting for it",
                             self.config.spool_dir)
                 self._waiting_for_spool_logged = True
+                # Started, as the docs promise: waiting for the spool is the service's work.
+                self.notifier.ready(f"waiting for spool directory {self.config.spool_dir}")
             return
         self._waiting_for_spool_logged = False
         log.info("watching %s spool %s: %d jobs in it", self.config.scheduler,
                  self.config.spool_dir, len(changes.touched))
+        self.notifier.ready(f"watching {self.config.scheduler} spool {self.config.spool_dir}")
         self.metrics.rescans.labels("start").inc()
         self._apply(changes, now)
+
+    def _retry_watches_if_due(self, now: float, changes: SpoolChanges) -> None:
+        """Retry refused directory watches on a back-off timer, from the turn they failed
+        in until none is left."""
+        if not self.watcher.degraded:
+            self._watch_retry_delays = None
+            return
+        if self._watch_retry_delays is None:
+            self._watch_retry_delays = backoff_delays(WATCH_RETRY_FIRST, WATCH_RETRY_MAX)
+        elif now < self._next_watch_retry:
+            return
+        else:
+            changes.merge(self.watcher.retry_watches())
+        self._next_watch_retry = now + next(self._watch_retry_delays)
 
     def _apply(self, changes: SpoolChanges, now: float) -> None:
         if changes.overflow:

@@ -3,7 +3,8 @@
 Slurm keeps each job in StateSaveLocation/hash.<id % 10>/job.<id>/{script,environment}, with
 hash directories created lazily and its own state files (job_state, node_state, *.old, *.new)
 beside them. Torque keeps <base>.SC, <base>.JB (and <base>.TA, <base>-<i>.JB for arrays) in
-server_priv/jobs or, with --torque-subdirs, in its 0-9 subdirectories.
+server_priv/jobs or, with --torque-subdirs, in its 0-9 subdirectories; subdirectories that hold
+job files when the watcher starts are followed even without the setting (with a warning).
 
 Every level is watch-then-scan: the watch is added first and the directory listed after, so
 whatever was created before the watch existed is found by the listing and whatever comes
@@ -11,8 +12,10 @@ after by events. A Slurm job directory gets a watch of its own (added by the ser
 watch_job() right before it reads the job) for the close-writes of its two files; it is
 released once the job is read, by a small thread of its own (see _WatchRemover). A lost-event
 signal (IN_Q_OVERFLOW) triggers a full rescan. A directory that cannot be watched (the
-max_user_watches limit) leaves the watcher `degraded`: the service then rescans periodically
-until the watch can be added.
+max_user_watches limit; a hash directory slurmctld creates 0700 and opens up a moment later,
+for a producer without root's capabilities) leaves the watcher `degraded`: the service calls
+retry_watches() on a back-off timer, which adds the watches again and scans each directory
+once it is watched, until none is left unwatched.
 """
 
 from __future__ import annotations
@@ -183,13 +186,19 @@ class SpoolWatcher:
                  inotify_factory: Callable[[], InotifyLike] = INotify) -> None:
         self.scheduler = scheduler
         self.spool = spool
-        self.torque_subdirs = torque_subdirs
         self._factory = inotify_factory
         self._inotify: InotifyLike | None = None
         self._remover: _WatchRemover | None = None
         self._watches: dict[int, _Watch] = {}
         self._job_watches: dict[JobRef, int] = {}
-        self.degraded = False
+        # Directories whose watch was refused: retried by retry_watches(), scanned once added.
+        self._unwatched: dict[Path, _Kind] = {}
+        self.follow_torque_subdirs = torque_subdirs
+
+    @property
+    def degraded(self) -> bool:
+        """Some directory of the spool is not watched (yet): call retry_watches()."""
+        return bool(self._unwatched)
 
     @property
     def started(self) -> bool:
@@ -210,6 +219,7 @@ class SpoolWatcher:
         if self._inotify is None:
             self._inotify = self._factory()
             self._remover = _WatchRemover(self._inotify)
+        self._detect_torque_subdirs()
         changes = self.rescan()
         if changes.spool_lost:
             self.close()
@@ -217,13 +227,27 @@ class SpoolWatcher:
         return changes
 
     def rescan(self) -> SpoolChanges:
-        """List the whole spool again (after lost events, or while degraded)."""
+        """List the whole spool again (after lost events)."""
         changes = SpoolChanges(full_scan=True)
-        self.degraded = False
-        if not self._add_directory(self.spool, _Kind.ROOT, changes) and not self.degraded:
+        if (not self._add_directory(self.spool, _Kind.ROOT, changes)
+                and self.spool not in self._unwatched):
             changes.spool_lost = True
             return changes
         self._scan(self.spool, _Kind.ROOT, changes)
+        return changes
+
+    def retry_watches(self) -> SpoolChanges:
+        """Add the watches the kernel refused again; each directory watched now is listed
+        (watch-then-scan), so no job created while it was unwatched is missed."""
+        if self._inotify is None or not self._unwatched:
+            return SpoolChanges()
+        if self.spool in self._unwatched:
+            return self.rescan()  # the spool itself: everything under it is listed again
+        changes = SpoolChanges()
+        for path, kind in list(self._unwatched.items()):
+            if self._add_directory(path, kind, changes):
+                log.info("watching %s now", path)
+                self._scan(path, kind, changes)
         return changes
 
     def read(self) -> SpoolChanges:
@@ -284,6 +308,7 @@ class SpoolWatcher:
         self._remover = None
         self._watches.clear()
         self._job_watches.clear()
+        self._unwatched.clear()
 
     # -- internals
 
@@ -325,7 +350,19 @@ class SpoolWatcher:
             return False
         if self.scheduler is Scheduler.SLURM:
             return SLURM_HASH_DIR.match(name) is not None
-        return self.torque_subdirs and name in TORQUE_SUBDIRS
+        return self.follow_torque_subdirs and name in TORQUE_SUBDIRS
+
+    def _detect_torque_subdirs(self) -> None:
+        """Torque keeps its job files in 0-9 subdirectories but --torque-subdirs is off:
+        follow them anyway, or every job in them would be skipped without a word."""
+        if self.scheduler is not Scheduler.TORQUE or self.follow_torque_subdirs:
+            return
+        holding = sorted(name for name in TORQUE_SUBDIRS if _holds_torque_jobs(self.spool / name))
+        if holding:
+            log.warning("%s holds Torque job files in its subdirectories %s but torque-subdirs"
+                        " is not set: following them; set --torque-subdirs (torque-subdirs ="
+                        " true) to say so", self.spool, ", ".join(holding))
+            self.follow_torque_subdirs = True
 
     def _job_for(self, watch: _Watch, name: str, *, gone: bool) -> JobRef | None:
         """The job a directory entry belongs to, by the spool's naming rules; None for
@@ -349,18 +386,32 @@ class SpoolWatcher:
         try:
             wd = self._inotify.add_watch(str(path), mask)
         except OSError as exc:
-            if exc.errno in _LIMIT_ERRORS:
-                log.error("cannot watch %s: %s; rescanning the spool periodically instead"
-                          " (raise fs.inotify.max_user_watches)", path, exc.strerror)
-                changes.watch_failures += 1
-                self.degraded = True
-            elif exc.errno == errno.ENOTDIR and path.is_symlink():
-                changes.rejected.append(Rejected(path, REASON_SYMLINK))
-            elif exc.errno != errno.ENOENT or kind is _Kind.ROOT:
-                log.warning("cannot watch %s: %s", path, exc.strerror)
+            self._watch_refused(path, kind, exc, changes)
             return False
+        self._unwatched.pop(path, None)
         self._watches[wd] = _Watch(path, kind, relative=str(path.relative_to(self.spool)))
         return True
+
+    def _watch_refused(self, path: Path, kind: _Kind, exc: OSError,
+                       changes: SpoolChanges) -> None:
+        """Sort a refused watch: retried later (kept in _unwatched), rejected, or not for
+        the watcher to follow (gone; the spool itself unusable: the service waits for it)."""
+        limit = exc.errno in _LIMIT_ERRORS
+        if exc.errno == errno.ENOTDIR and path.is_symlink():
+            changes.rejected.append(Rejected(path, REASON_SYMLINK))
+        elif exc.errno == errno.ENOENT and kind is not _Kind.ROOT:
+            pass  # removed meanwhile: nothing to follow
+        elif kind is _Kind.ROOT and not limit:
+            log.warning("cannot watch %s: %s", path, exc.strerror)  # the spool counts as lost
+        else:
+            changes.watch_failures += 1
+            if path not in self._unwatched:  # logged once, not per retry
+                hint = " (raise fs.inotify.max_user_watches)" if limit else ""
+                log.error("cannot watch %s: %s%s; retrying, and listing it once watched",
+                          path, exc.strerror, hint)
+            self._unwatched[path] = kind
+            return
+        self._unwatched.pop(path, None)
 
     def _scan(self, directory: Path, kind: _Kind, changes: SpoolChanges) -> None:
         try:
@@ -382,3 +433,14 @@ class SpoolWatcher:
             if job is not None and job not in seen:  # Torque: several files per job
                 seen.add(job)
                 changes.touched.append(job)
+
+
+def _holds_torque_jobs(directory: Path) -> bool:
+    """Whether a directory (not a symlink) holds files named like Torque's job files."""
+    try:
+        if directory.is_symlink() or not directory.is_dir():
+            return False
+        with os.scandir(directory) as entries:
+            return any(torque_job_base(entry.name) is not None for entry in entries)
+    except OSError:
+        return False

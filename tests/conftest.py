@@ -6,7 +6,8 @@ count then NUL-terminated KEY=VALUE entries; `script` second: the script plus on
 tests of how the producer handles the spool rather than of Slurm itself.
 
 scripted_inotify: real inotify, plus what the kernel does under pressure on demand: drop
-events and queue IN_Q_OVERFLOW, or refuse watches with ENOSPC (the max_user_watches limit).
+events and queue IN_Q_OVERFLOW, or refuse watches with ENOSPC (the max_user_watches limit) or
+another errno (EACCES: a directory not readable yet, which root cannot otherwise meet).
 It is the seam the producer's watcher takes its inotify from.
 
 producer_runner / topic_reader: `sarchive-producer` as a real subprocess, and a real Kafka
@@ -24,7 +25,7 @@ import select
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +127,7 @@ class ScriptedInotify:
         self.overflow_pending = False
         self.dropping = False
         self.refuse_watches_under: Path | None = None
+        self.refusal = errno.ENOSPC
 
     def drop_events(self) -> None:
         """From now on events are lost, as when the kernel's queue is full."""
@@ -139,7 +141,7 @@ class ScriptedInotify:
     def add_watch(self, path: str, mask: int) -> int:
         if self.refuse_watches_under is not None and Path(path).is_relative_to(
                 self.refuse_watches_under):
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(self.refusal, os.strerror(self.refusal))
         return int(self.real.add_watch(path, mask))
 
     def rm_watch(self, wd: int) -> None:
@@ -183,24 +185,26 @@ REPO = Path(__file__).resolve().parents[1]
 PRODUCER_BIN = REPO / ".venv" / "bin" / "sarchive-producer"
 
 
-def producer_process(argv: Sequence[str], log_path: Path,
-                     wrapper: Sequence[str] = ()) -> ServiceProcess:
+def producer_process(argv: Sequence[str], log_path: Path, wrapper: Sequence[str] = (),
+                     env: Mapping[str, str] | None = None) -> ServiceProcess:
     """`sarchive-producer` as a real subprocess (not started yet), its log in a file the test
-    can read and its /metrics on a port of its own."""
+    can read and its /metrics on a port of its own; env is layered over the test's."""
     port = free_port()
     return ServiceProcess("sarchive-producer", [
         *wrapper, str(PRODUCER_BIN), "--metrics-address", "127.0.0.1",
-        "--metrics-port", str(port), *argv], log_path, metrics_port=port)
+        "--metrics-port", str(port), *argv], log_path, env=dict(env or {}), metrics_port=port)
 
 
 @pytest.fixture
 def producer_runner(tmp_path: Path) -> Iterator[Callable[..., ServiceProcess]]:
-    """Start producers with `runner(*argv, wrapper=())`, the wrapper a command prefix such as
-    setpriv; those still running are killed at teardown."""
+    """Start producers with `runner(*argv, wrapper=(), env=None)`, the wrapper a command prefix
+    such as setpriv, env variables added to the test's; those still running are killed at
+    teardown."""
     started: list[ServiceProcess] = []
 
-    def run(*argv: str, wrapper: Sequence[str] = ()) -> ServiceProcess:
-        process = producer_process(argv, tmp_path / f"producer-{len(started)}.log", wrapper)
+    def run(*argv: str, wrapper: Sequence[str] = (),
+            env: Mapping[str, str] | None = None) -> ServiceProcess:
+        process = producer_process(argv, tmp_path / f"producer-{len(started)}.log", wrapper, env)
         started.append(process.start())
         return process
     yield run

@@ -188,3 +188,24 @@ def test_spool_missing_at_start_is_waited_for_then_watched(rig: SpoolRig) -> Non
     rig.spool.write_job(801, script("late"), GOOD_ENV)
     rig.delivered("801")
     assert producer.log().count("does not exist (yet)") == 1, "logged once, not per poll"
+
+
+def test_hash_dir_refused_when_it_appears_is_watched_once_opened_up_and_its_job_delivered(
+        rig: SpoolRig, tmp_path: Path) -> None:
+    """A hash.N that appears 0700 and another user's, then is opened up (the real kernel
+    refuses the watch: the producer runs as root without the capabilities that bypass
+    permissions), is retried and listed once watched: its job is not missed."""
+    producer = rig.start(wrapper=WITHOUT_DAC_OVERRIDE)
+    producer.wait_for_log("watching slurm spool")
+    staging = type(rig.spool)(tmp_path / "staging")
+    staging.write_job(33, script("late-opened"), GOOD_ENV)  # staging/hash.3/job.33
+    hash_dir = staging.root / "hash.3"
+    os.chown(hash_dir, OTHER_USER, OTHER_USER)
+    hash_dir.chmod(0o700)
+    hash_dir.rename(rig.spool.root / "hash.3")  # appears at once with its final mode
+    producer.wait_for_metric("sarchive_producer_watch_failures_total", lambda v: v >= 1,
+                             labels={"level": "directory"})
+    assert "hash.3: Permission denied; retrying" in producer.log()
+    (rig.spool.root / "hash.3").chmod(0o755)
+    rig.delivered("33")
+    producer.wait_for_log("watching " + str(rig.spool.root / "hash.3") + " now")

@@ -145,6 +145,23 @@ def test_torque_spool_jobs_present_at_start_and_written_later_are_delivered(
     assert "4715.torque01.cluster.example" in reader.job_ids()
 
 
+def test_torque_subdirectories_holding_jobs_are_followed_without_the_setting_with_a_warning(
+        kafka_bootstrap: str, kafka_topic: str, tmp_path: Path,
+        producer_runner: Callable[..., Any], topic_reader: Callable[..., Any]) -> None:
+    """Without --torque-subdirs the job in jobs/4/ would be skipped without a word."""
+    fixture = Path(__file__).parents[1] / "fixtures" / "torque" / "server_priv" / "jobs"
+    jobs_dir = tmp_path / "jobs"
+    shutil.copytree(fixture, jobs_dir)
+    producer = producer_runner(
+        "--cluster", "synthetic", "--scheduler", "torque", "--spool", str(jobs_dir),
+        "--state-dir", str(tmp_path / "state"), "--brokers", kafka_bootstrap,
+        "--topic", kafka_topic)
+    reader = topic_reader(kafka_bootstrap, kafka_topic).read_until(
+        lambda r: "4714.torque01.cluster.example" in r.job_ids(), timeout=60)
+    assert "4714.torque01.cluster.example" in reader.job_ids()
+    producer.wait_for_log("subdirectories 4 but torque-subdirs is not set: following them")
+
+
 def _children(pid: int) -> set[int]:
     children: set[int] = set()
     for task in os.listdir(f"/proc/{pid}/task"):

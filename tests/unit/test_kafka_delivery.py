@@ -1,9 +1,12 @@
 """The Kafka adapter: librdkafka errors become our failure kinds; a fatal producer is replaced
-and nothing it held is lost. confluent_kafka.Producer is replaced by a scripted stand-in at
-the adapter's factory seam (no broker in unit tests; the integration tests use the real one)."""
+and nothing it held is lost; the shutdown ends with a bounded flush; the service around it
+follows a spool directory whose watch was refused at first. confluent_kafka.Producer is
+replaced by a scripted stand-in at the adapter's factory seam (no broker in unit tests; the
+integration tests use the real one)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import threading
 import time
@@ -24,6 +27,8 @@ from producer.delivery import (
     classify,
 )
 from producer.service import ProducerService
+from producer.state_dir import StateDir
+from testkit.waiting import wait_until
 
 
 @pytest.mark.parametrize(("error", "kind"), [
@@ -59,7 +64,9 @@ def test_repeat_filter_passes_a_message_once_per_interval_then_counts_the_rest()
 
 class ScriptedProducer:
     """Stands in for confluent_kafka.Producer: queues messages, reports them on poll() with
-    the outcome the test scripted for its generation."""
+    the outcome the test scripted for its generation. flush() answers what is queued even
+    while poll() holds (librdkafka's flush sends what lingers at once), unless the broker is
+    silent: then it lets its whole timeout pass with nothing answered."""
 
     made: ClassVar[list[ScriptedProducer]] = []
     outcomes: ClassVar[list[KafkaError | None]] = []  # per generation: every message's error
@@ -72,6 +79,8 @@ class ScriptedProducer:
         self.purged = False
         self.holding = ScriptedProducer.start_holding  # poll() reports nothing: a slow broker
         self.buffer_errors = 0
+        self.silent = False
+        self.flushes: list[float] = []
         ScriptedProducer.made.append(self)
 
     def produce(self, topic: str, value: bytes, key: bytes, headers: Any,
@@ -86,6 +95,17 @@ class ScriptedProducer:
     def poll(self, timeout: float = 0) -> int:
         if self.holding:
             return 0
+        return self._answer()
+
+    def flush(self, timeout: float) -> int:
+        self.flushes.append(timeout)
+        if self.silent:
+            time.sleep(timeout)  # the blocking call being faked, not a synchronisation
+            return len(self.queue)
+        self._answer()
+        return 0
+
+    def _answer(self) -> int:
         callbacks, self.queue = self.queue, []
         error = ScriptedProducer.outcomes[min(self.generation, len(self.outcomes) - 1)]
         for callback in callbacks:
@@ -211,3 +231,105 @@ def test_full_outbox_holds_new_jobs_in_the_spool_loudly_and_takes_them_once_free
             service.request_stop()
             thread.join(10)
     assert any("OUTBOX FULL" in r.getMessage() for r in caplog.records)
+
+
+def run_in_thread(service: ProducerService) -> tuple[threading.Thread, list[int]]:
+    """The service's run() on a thread of its own; the list receives its exit code."""
+    exit_codes: list[int] = []
+    thread = threading.Thread(
+        target=lambda: exit_codes.append(service.run(install_signals=False)))
+    thread.start()
+    return thread, exit_codes
+
+
+def test_shutdown_flushes_what_is_in_flight_and_acknowledged_events_leave_the_outbox(
+        tmp_path: Path, synthetic_spool: Any, scripted_producer: type[ScriptedProducer]) -> None:
+    """poll() gets no answer; the shutdown's flush does: every event is acknowledged."""
+    for job_id in range(1, 4):
+        synthetic_spool.write_job(job_id, b"#!/bin/sh\n")
+    config = load_producer_config(
+        ["--cluster", "c", "--spool", str(synthetic_spool.root), "--state-dir",
+         str(tmp_path / "state"), "--shutdown-timeout", "5"], environ={})
+    registry = CollectorRegistry()
+    service = ProducerService(config, registry, kafka_producer_properties(config),
+                              producer_factory=scripted_producer)
+    scripted_producer.start_holding = True
+    thread, exit_codes = run_in_thread(service)
+    try:
+        wait_until(lambda: bool(scripted_producer.made)
+                   and len(scripted_producer.made[0].queue) == 3, 10, "3 events in flight")
+    finally:
+        service.request_stop()
+        thread.join(10)
+    assert exit_codes == [0]
+    producer = scripted_producer.made[0]
+    assert producer.flushes and all(0 < t <= 5 for t in producer.flushes)
+    assert registry.get_sample_value("sarchive_producer_jobs_published_total") == 3
+    assert registry.get_sample_value("sarchive_producer_outbox_events") == 0
+
+
+def test_shutdown_flush_is_bounded_by_the_shutdown_timeout_and_unanswered_events_stay(
+        tmp_path: Path, synthetic_spool: Any, scripted_producer: type[ScriptedProducer]) -> None:
+    for job_id in range(1, 4):
+        synthetic_spool.write_job(job_id, b"#!/bin/sh\n")
+    config = load_producer_config(
+        ["--cluster", "c", "--spool", str(synthetic_spool.root), "--state-dir",
+         str(tmp_path / "state"), "--shutdown-timeout", "0.5"], environ={})
+    registry = CollectorRegistry()
+    service = ProducerService(config, registry, kafka_producer_properties(config),
+                              producer_factory=scripted_producer)
+    scripted_producer.start_holding = True
+    thread, exit_codes = run_in_thread(service)
+    try:
+        wait_until(lambda: bool(scripted_producer.made)
+                   and len(scripted_producer.made[0].queue) == 3, 10, "3 events in flight")
+        scripted_producer.made[0].silent = True
+    finally:
+        stop_requested = time.monotonic()
+        service.request_stop()
+        thread.join(10)
+    assert exit_codes == [0]
+    assert time.monotonic() - stop_requested < 3, "the flush outlasted --shutdown-timeout"
+    assert 0 < sum(scripted_producer.made[0].flushes) <= 0.5 + 1e-6
+    assert registry.get_sample_value("sarchive_producer_jobs_published_total") == 0
+    assert registry.get_sample_value("sarchive_producer_outbox_events") == 3
+    reopened = StateDir(tmp_path / "state", config.outbox_max_bytes, config.outbox_max_events)
+    reopened.open()
+    try:
+        assert len(reopened.outbox.recovered) == 3, "the next start replays them"
+    finally:
+        reopened.close()
+
+
+def test_service_retries_a_refused_hash_dir_watch_and_delivers_its_job_once_watched(
+        tmp_path: Path, synthetic_spool: Any, scripted_inotify: Any,
+        scripted_producer: type[ScriptedProducer]) -> None:
+    """Permission denied on hash.4 when it appears (EACCES, scripted: root is never refused):
+    counted, retried on the back-off timer, and its job delivered once the watch is added."""
+    inotify = scripted_inotify()
+    inotify.refusal = errno.EACCES
+    inotify.refuse_watches_under = synthetic_spool.root / "hash.4"
+    config = load_producer_config(
+        ["--cluster", "c", "--spool", str(synthetic_spool.root), "--state-dir",
+         str(tmp_path / "state")], environ={})
+    registry = CollectorRegistry()
+    service = ProducerService(config, registry, kafka_producer_properties(config),
+                              inotify_factory=scripted_inotify,
+                              producer_factory=scripted_producer)
+
+    def value(name: str, **labels: str) -> float:
+        return registry.get_sample_value(name, labels) or 0
+
+    thread, _ = run_in_thread(service)
+    try:
+        wait_until(lambda: service.watcher.started, 10, "the spool watched")
+        synthetic_spool.write_job(4, b"#!/bin/sh\n")
+        failures = "sarchive_producer_watch_failures_total"
+        wait_until(lambda: value(failures, level="directory") >= 2, 10, "the watch retried")
+        assert value("sarchive_producer_jobs_detected_total") == 0
+        inotify.refuse_watches_under = None
+        wait_until(lambda: value("sarchive_producer_jobs_published_total") == 1, 10,
+                   "the job delivered")
+    finally:
+        service.request_stop()
+        thread.join(10)

@@ -9,6 +9,7 @@ import pytest
 from producer.config import ProducerConfig, kafka_producer_properties, load_producer_config
 from producer.environment import DEFAULT_REDACT, DEFAULT_REDACT_VALUES
 from producer.main import main
+from producer.service import IDLE_WAKEUP
 from runtime.config import ConfigError, describe_config
 from schemas.limits import MAX_MESSAGE_BYTES
 
@@ -153,8 +154,16 @@ def test_the_example_config_file_is_valid_and_agrees_with_the_systemd_unit() -> 
     config = load("--config", str(DEPLOY / "producer.example.toml"),
                   "--sasl-password-file", "/dev/null")
     unit = (DEPLOY / "sarchive-producer.service").read_text()
-    assert f"ReadOnlyPaths={config.spool_dir}" in unit
+    # '-': a spool missing at start must not fail the unit (226/NAMESPACE): it is waited for.
+    assert f"ReadOnlyPaths=-{config.spool_dir}\n" in unit
     assert f"ReadWritePaths={config.state_dir}" in unit
-    for directive in ("Restart=on-failure", "After=slurmctld.service", "NoNewPrivileges=yes",
-                      "ProtectSystem=strict", "ExecReload=/bin/kill -HUP $MAINPID"):
-        assert directive in unit
+    for directive in ("Restart=on-failure", "RestartPreventExitStatus=2",
+                      "After=slurmctld.service network-online.target", "NoNewPrivileges=yes",
+                      "ProtectSystem=strict", "ExecReload=/bin/kill -HUP $MAINPID",
+                      "Type=notify"):
+        assert f"{directive}\n" in unit
+    settings = dict(line.split("=", 1) for line in unit.splitlines()
+                    if "=" in line and not line.startswith("#"))
+    # The loop wakes at least every IDLE_WAKEUP and pings at half the interval.
+    assert float(settings["WatchdogSec"]) >= 10 * IDLE_WAKEUP
+    assert config.shutdown_timeout < float(settings["TimeoutStopSec"])

@@ -3,6 +3,8 @@ level, Slurm's own files ignored, lost events turned into a full rescan, limits 
 
 from __future__ import annotations
 
+import errno
+import logging
 import shutil
 import threading
 import time
@@ -10,6 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from inotify_simple import INotify
 
 from producer.jobs import JobRef
@@ -234,4 +237,85 @@ def test_torque_jobs_dir_yields_one_job_per_base_and_its_subdirectories(
     (jobs_dir / "4711.torque01.cluster.example.SC").unlink()
     changes = read_until(watcher, lambda c: c.gone)
     assert names(changes.gone) == {"4711.torque01.cluster.example"}, "gone with its script"
+    watcher.close()
+
+
+def test_hash_dir_refused_at_creation_is_retried_and_scanned_once_watched(
+        synthetic_spool: Any, scripted_inotify: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Permission denied on a new hash.N (created 0700, opened up a moment later): the watch
+    is retried, and once added the directory is listed, so its job is not missed."""
+    inotify = scripted_inotify()
+    inotify.refusal = errno.EACCES
+    inotify.refuse_watches_under = synthetic_spool.root / "hash.4"
+    watcher = SpoolWatcher(Scheduler.SLURM, synthetic_spool.root,
+                           inotify_factory=lambda: inotify)
+    assert watcher.start() is not None
+    synthetic_spool.write_job(4, b"#!/bin/sh\n")
+    changes = read_until(watcher, lambda c: c.watch_failures)
+    assert changes.watch_failures == 1 and watcher.degraded and changes.touched == []
+    still_refused = watcher.retry_watches()
+    assert still_refused.watch_failures == 1 and still_refused.touched == []
+    assert watcher.degraded
+    assert sum("cannot watch" in r.getMessage() for r in caplog.records) == 1, "logged once"
+    inotify.refuse_watches_under = None
+    retried = watcher.retry_watches()
+    assert names(retried.touched) == {"hash.4/job.4"} and retried.watch_failures == 0
+    assert not watcher.degraded
+    synthetic_spool.write_job(14, b"#!/bin/sh\n")  # now followed by its events
+    assert names(read_until(watcher, lambda c: c.touched).touched) == {"hash.4/job.14"}
+    watcher.close()
+
+
+def test_refused_hash_dir_that_is_removed_meanwhile_is_no_longer_retried(
+        synthetic_spool: Any, scripted_inotify: Any) -> None:
+    inotify = scripted_inotify()
+    inotify.refusal = errno.EACCES
+    inotify.refuse_watches_under = synthetic_spool.root / "hash.6"
+    synthetic_spool.write_job(6, b"#!/bin/sh\n")
+    watcher = SpoolWatcher(Scheduler.SLURM, synthetic_spool.root,
+                           inotify_factory=lambda: inotify)
+    started = watcher.start()
+    assert started is not None and started.watch_failures == 1 and watcher.degraded
+    shutil.rmtree(synthetic_spool.root / "hash.6")
+    inotify.refuse_watches_under = None
+    assert watcher.retry_watches().watch_failures == 0
+    assert not watcher.degraded
+    watcher.close()
+
+
+def test_torque_digit_subdirs_holding_jobs_are_followed_without_the_setting_and_warned_about(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    jobs_dir = tmp_path / "jobs"
+    shutil.copytree(TORQUE_FIXTURE, jobs_dir)  # holds 4/4714.torque01.cluster.example.*
+    watcher = SpoolWatcher(Scheduler.TORQUE, jobs_dir, torque_subdirs=False)
+    with caplog.at_level(logging.WARNING, logger="producer.watcher"):
+        changes = watcher.start()
+    assert changes is not None
+    assert "4/4714.torque01.cluster.example" in names(changes.touched)
+    [warning] = [r.getMessage() for r in caplog.records if "torque-subdirs" in r.getMessage()]
+    assert "subdirectories 4 " in warning and "following them" in warning
+    (jobs_dir / "7").mkdir()  # a subdirectory created later is followed too
+    (jobs_dir / "7" / "4717.torque01.cluster.example.SC").write_bytes(b"#!/bin/sh\n")
+    changes = read_until(watcher, lambda c: c.touched)
+    assert names(changes.touched) == {"7/4717.torque01.cluster.example"}
+    watcher.close()
+
+
+def test_torque_digit_subdirs_without_job_files_are_not_followed_and_not_warned_about(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    jobs_dir = tmp_path / "jobs"
+    jobs_dir.mkdir()
+    (jobs_dir / "3").mkdir()
+    (jobs_dir / "3" / "notes.txt").write_bytes(b"not a job file")
+    (jobs_dir / "4711.torque01.cluster.example.SC").write_bytes(b"#!/bin/sh\n")
+    watcher = SpoolWatcher(Scheduler.TORQUE, jobs_dir, torque_subdirs=False)
+    with caplog.at_level(logging.WARNING, logger="producer.watcher"):
+        changes = watcher.start()
+    assert changes is not None and names(changes.touched) == {"4711.torque01.cluster.example"}
+    assert not watcher.follow_torque_subdirs
+    assert not [r for r in caplog.records if "torque-subdirs" in r.getMessage()]
+    (jobs_dir / "3" / "4713.torque01.cluster.example.SC").write_bytes(b"#!/bin/sh\n")
+    (jobs_dir / "4712.torque01.cluster.example.SC").write_bytes(b"#!/bin/sh\n")
+    changes = read_until(watcher, lambda c: c.touched)
+    assert names(changes.touched) == {"4712.torque01.cluster.example"}
     watcher.close()
