@@ -23,7 +23,7 @@ LOADED_MODULES_VARIABLE = "LOADEDMODULES"
 
 # `module <subcommand>`s that load what they name (swap/switch: the last name, see below).
 _LOADING = frozenset({"load", "add", "try-load", "try-add"})
-_SWAPPING = frozenset({"swap", "switch"})
+_SWAPPING = frozenset({"swap", "switch", "sw"})  # sw: Lmod's short form
 # Lmod's `ml` sub-commands: a first word among these is a command, not a module to load.
 # Only `ml load`, `ml add`, ... and `ml swap` load anything.
 _ML_SUBCOMMANDS = frozenset({
@@ -122,7 +122,7 @@ def _loaded_by(words: list[str]) -> list[str]:
         return []
     if positional[0] in _LOADING:
         return _names(positional[1:])
-    if positional[0] in _SWAPPING or (command == "ml" and positional[0] == "sw"):
+    if positional[0] in _SWAPPING:
         return _swapped_in(positional[1:])
     return []
 

@@ -45,7 +45,7 @@ SCRIPT_CASES = [
     ("ml load gcc", ("gcc",)),
     ("ml swap gcc intel", ("intel",)),
     ("ml sw gcc intel", ("intel",)),
-    ("module sw gcc intel", ()),
+    ("module sw gcc intel", ("intel",)),
     ("ml --quiet gcc", ("gcc",)),
     ("# module load nope", ()),
     ("   # module load nope", ()),
