@@ -92,7 +92,7 @@ class ElasticsearchApi:
             return SinkFatalError(
                 f"{self._where} denied the request (HTTP 403): {error_detail(_error_of(exc))};"
                 " the user needs manage_index_templates on the cluster and create_doc,"
-                " create_index on the index pattern")
+                " create_index, indices:admin/mapping/put on the index pattern")
         if isinstance(exc, elasticsearch.UnsupportedProductError):
             return SinkFatalError(f"{self._where} is not Elasticsearch: {exc}")
         if isinstance(exc, elastic_transport.TlsError):

@@ -4,41 +4,22 @@ template revision that added the field (whose older documents simply do not matc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from consumers.elastic.template import (
-    ADDED_PROPERTIES,
-    TEMPLATE_REVISION,
-    index_template,
-    template_name,
-)
+from consumers.elastic.template import ADDED_PROPERTIES, TEMPLATE_REVISION, template_name
 from testkit.events import job_event
 
-MAY_2024_MS = 1_716_163_200_000  # 2024-05-20T00:00:00Z
+MAY_2024_MS = 1_716_163_200_000  # 2024-05-20T00:00:00Z: the previous revision's index
 JUNE_2024_MS = 1_718_000_000_000  # 2024-06-10
 
 
-def _create_index_of_the_previous_revision(es: Elasticsearch, prefix: str) -> str:
-    """May's index as revision 4 made it (no `modules` in its strict mapping), with a job of
-    that time; returns its name."""
-    template = index_template(prefix)["template"]
-    mappings = {**template["mappings"], "properties": {
-        name: spec for name, spec in template["mappings"]["properties"].items()
-        if name not in ADDED_PROPERTIES}}
-    index = f"{prefix}-2024.05"
-    es.indices.create(index=index, mappings=mappings, settings=template["settings"],
-                      aliases=template["aliases"])
-    es.index(index=index, id="old", document={
-        "job_key": "old", "job_id": "old", "script": "module load gcc/9\n",
-        "submit_time": MAY_2024_MS})
-    return index
-
-
 def test_jobs_are_found_by_their_modules_in_new_and_previous_revision_indices(
-        pipeline: Any, es: Elasticsearch) -> None:
-    old_index = _create_index_of_the_previous_revision(es, pipeline.prefix)
+        pipeline: Any, es: Elasticsearch,
+        previous_revision_index: Callable[[Elasticsearch, str], str]) -> None:
+    old_index = previous_revision_index(es, pipeline.prefix)
     events = [
         job_event(cluster="hydra", job_id="1", submit_time=MAY_2024_MS + 1000,
                   script=b"#!/bin/bash\nmodule load gromacs/2023.1 # the MD code\nsrun gmx\n",
