@@ -1,9 +1,10 @@
 """The metadata sidecar stored beside a job's files: pure JSON of the event's metadata.
 
 The sidecar describes the job without repeating its script or environment: identity, user,
-directives, sizes and digests, times, what the producer redacted or truncated, and which
-archive files hold the job. Its job_key also tells the archive which job owns a path when
-a scheduler reuses a job id (see consumers.archive.slots).
+directives, sizes and digests, times, the modules the job loaded (schemas.job_modules), what
+the producer redacted or truncated, and which archive files hold the job. Its job_key also
+tells the archive which job owns a path when a scheduler reuses a job id (see
+consumers.archive.slots).
 """
 
 from __future__ import annotations
@@ -14,8 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from schemas.archive_layout import PlacedFile
+from schemas.job_modules import event_modules
 from schemas.model import JobEvent, metadata_fields
 
+# Still /1 with "modules" added: readers take the keys they know, and an archive's sidecars
+# are only ever recognised by this value and read for their job_key, so sidecars written
+# before (without "modules") and after stay one format and a redelivery over either is a
+# duplicate. A /2 would turn every earlier sidecar into a stranger's (a collision).
 FORMAT = "sarchive-archive-metadata/1"
 
 
@@ -32,6 +38,7 @@ def sidecar_document(event: JobEvent, files: Sequence[PlacedFile]) -> dict[str, 
         "submit_time_iso": _iso(event.submit_time),
         "read_time_iso": _iso(event.read_time),
         "environment_size": len(event.environment),
+        "modules": list(event_modules(event)),
         "files": [
             {
                 "role": f.role.value,

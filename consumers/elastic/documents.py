@@ -2,9 +2,9 @@
 
 The document is what support staff search and read: the event's fields, the script as text
 (and its exact bytes where they are not UTF-8), the directives and environment as key/value
-maps, and the environment's words for full-text search. Deliberately left out: the raw spool
-files (the file archive keeps them byte for byte) and the exact environment bytes (decoded
-leniently here; the archive keeps the exact ones).
+maps, the environment's words for full-text search, and the modules the job loaded.
+Deliberately left out: the raw spool files (the file archive keeps them byte for byte) and
+the exact environment bytes (decoded leniently here; the archive keeps the exact ones).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from schemas.job_modules import LOADED_MODULES_VARIABLE, job_modules
 from schemas.model import JobEvent, metadata_fields
 
 # Elasticsearch refuses a longer _id, and it does so for the whole bulk request, not one item.
@@ -82,6 +83,7 @@ def build_document(event: JobEvent) -> dict[str, Any]:
         "script": event.script.decode("utf-8", "replace"),
         "environment": environment,
         "environment_text": environment_search_text(environment),
+        "modules": list(job_modules(event.script, environment.get(LOADED_MODULES_VARIABLE))),
     }
     if not _is_utf8(event.script):
         # The text above had bytes replaced; keep the exact ones, only where they differ,

@@ -1,4 +1,4 @@
-"""The adapter over the official Elasticsearch client: the two requests sarchive-es makes,
+"""The adapter over the official Elasticsearch client: the requests sarchive-es makes,
 the client's exceptions translated into ours (consumers.elastic.bulk_outcomes)."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from consumers.elastic.metrics import ElasticsearchMetrics
 
 
 class ElasticsearchApi:
-    """The two requests sarchive-es makes, with client exceptions translated to ours."""
+    """The requests sarchive-es makes, with client exceptions translated to ours."""
 
     def __init__(self, client: elasticsearch.Elasticsearch, metrics: ElasticsearchMetrics,
                  *, where: str) -> None:
@@ -38,13 +38,26 @@ class ElasticsearchApi:
         try:
             self._client.indices.put_index_template(name=name, body=template)
         except Exception as exc:  # every failure is classified by _translate
-            failure = self._translate(exc)
-            if isinstance(failure, RetryableBulkError):
-                raise SinkUnavailableError(f"{self._where} is unavailable: {failure}") from exc
-            if isinstance(failure, RefusedBulkError):
-                raise SinkFatalError(f"{self._where} refused index template {name!r}:"
-                                     f" {failure.verdict.detail}") from exc
-            raise failure from exc
+            raise self._setup_failure(exc, f"index template {name!r}") from exc
+
+    def add_fields(self, indices: str, properties: dict[str, Any]) -> None:
+        """Add fields to the mapping of the open indices matching `indices` (none may)."""
+        try:
+            self._client.indices.put_mapping(
+                index=indices, properties=properties, allow_no_indices=True,
+                ignore_unavailable=True, expand_wildcards="open")
+        except Exception as exc:  # every failure is classified by _translate
+            raise self._setup_failure(
+                exc, f"the fields {', '.join(sorted(properties))} on {indices}") from exc
+
+    def _setup_failure(self, exc: Exception, what: str) -> Exception:
+        """What a failed start-up request means: retry later, or stop."""
+        failure = self._translate(exc)
+        if isinstance(failure, RetryableBulkError):
+            return SinkUnavailableError(f"{self._where} is unavailable: {failure}")
+        if isinstance(failure, RefusedBulkError):
+            return SinkFatalError(f"{self._where} refused {what}: {failure.verdict.detail}")
+        return failure
 
     def bulk(self, body: bytes, count: int) -> ItemResults:
         """A SendBulk over the client's bulk API."""
@@ -79,7 +92,7 @@ class ElasticsearchApi:
             return SinkFatalError(
                 f"{self._where} denied the request (HTTP 403): {error_detail(_error_of(exc))};"
                 " the user needs manage_index_templates on the cluster and create_doc,"
-                " create_index on the index pattern")
+                " create_index, indices:admin/mapping/put on the index pattern")
         if isinstance(exc, elasticsearch.UnsupportedProductError):
             return SinkFatalError(f"{self._where} is not Elasticsearch: {exc}")
         if isinstance(exc, elastic_transport.TlsError):

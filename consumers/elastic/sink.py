@@ -15,7 +15,12 @@ from consumers.elastic.config import EsConsumerConfig, es_password
 from consumers.elastic.documents import BulkItem, DocumentError, bulk_item
 from consumers.elastic.elasticsearch_api import ElasticsearchApi
 from consumers.elastic.metrics import ElasticsearchMetrics
-from consumers.elastic.template import index_template, template_name
+from consumers.elastic.template import (
+    ADDED_PROPERTIES,
+    index_pattern,
+    index_template,
+    template_name,
+)
 from runtime.config import ConfigError
 from schemas.model import JobEvent
 
@@ -36,8 +41,10 @@ class ElasticsearchSink:
         self._metrics = metrics
 
     def prepare(self) -> None:
-        """Install or update the index template; proves the URL, TLS and credentials."""
+        """Install or update the index template (which proves the URL, TLS and credentials),
+        then add the fields later revisions added to the indices created before them."""
         self._api.install_template(template_name(self._prefix), self._template)
+        self._api.add_fields(index_pattern(self._prefix), ADDED_PROPERTIES)
         log.info("index template %r installed for %s-*", template_name(self._prefix),
                  self._prefix)
 

@@ -11,8 +11,9 @@ from schemas.version import VERSION
 
 # Bumped whenever the mapping or settings change, so `GET _index_template` tells which
 # revision a cluster runs. A new revision applies to indices created after it (next month);
-# existing monthly indices keep the mapping they were created with.
-TEMPLATE_REVISION = 4
+# existing monthly indices keep the mapping they were created with, except for the fields in
+# ADDED_PROPERTIES, which are added to them at start.
+TEMPLATE_REVISION = 5
 TEMPLATE_PRIORITY = 200
 # How soon a new document becomes searchable. Every refresh writes a new Lucene segment that
 # is merged later; at Elasticsearch's default of 1 s a node indexing ~30 KB documents spends
@@ -77,10 +78,19 @@ MAPPING_PROPERTIES: dict[str, Any] = {
     # find e.g. gromacs in LOADEDMODULES; derived from `environment`, so not kept in _source.
     "environment_text": {"type": "text", "analyzer": SCRIPT_ANALYZER},
     "redacted_keys": _KEYWORD,
+    # Module names exactly as written (schemas.job_modules): `gromacs/2023.1`, `GCC/12.2.0`.
+    "modules": _KEYWORD,
     "producer_host": _KEYWORD,
     "producer_version": _KEYWORD,
 }
 
+
+# Fields a revision added to documents, with the revision. Documents carrying them also go to
+# the month's index created before that revision, whose mapping is strict: so they are added
+# to every existing index at start (adding a field is the one mapping change an existing index
+# takes). Its old documents simply have no value: a query on the field does not match them.
+ADDED_FIELDS = ("modules",)  # revision 5
+ADDED_PROPERTIES: dict[str, Any] = {name: MAPPING_PROPERTIES[name] for name in ADDED_FIELDS}
 
 # Indexed for search but not stored: each is derived from a stored field.
 SOURCE_EXCLUDES = ("environment_text",)

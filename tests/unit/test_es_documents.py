@@ -95,6 +95,17 @@ def test_environment_text_has_one_line_per_variable_and_list_items_as_words() ->
         "LOADEDMODULES=gcc/12.2 openmpi/4.1 gromacs/2023.1\nHOME=/home/a"
 
 
+def test_modules_are_those_of_the_script_and_of_the_submissions_last_loadedmodules() -> None:
+    document = build_document(make_event(
+        environment=b"LOADEDMODULES=old\0LOADEDMODULES=gcc/12:openmpi/4.1.5-gcc-12\0"))
+    assert document["modules"] == ["gcc/12", "gromacs/2023.1", "openmpi/4.1.5-gcc-12"]
+
+
+def test_a_job_without_modules_has_an_empty_modules_list() -> None:
+    document = build_document(make_event(script=b"#!/bin/sh\nml purge\n", environment=b""))
+    assert document["modules"] == []
+
+
 def test_spool_files_are_left_to_the_file_archive() -> None:
     assert "spool_files" not in build_document(make_event())
 

@@ -8,8 +8,10 @@ from fnmatch import fnmatch
 
 from consumers.elastic.documents import index_name
 from consumers.elastic.template import (
+    ADDED_PROPERTIES,
     KEYWORD_IGNORE_ABOVE,
     MAPPING_PROPERTIES,
+    TEMPLATE_REVISION,
     index_pattern,
     index_template,
 )
@@ -81,3 +83,16 @@ def test_new_documents_are_made_searchable_every_30_seconds_not_every_second() -
     """A refresh per second costs a single node much of its indexing rate."""
     settings = index_template("sarchive-jobs")["template"]["settings"]
     assert settings["index.refresh_interval"] == "30s"
+
+
+def test_modules_are_exact_keywords_in_revision_5() -> None:
+    """Exact names as written (no normalizer): `GCC/12.2.0` and `gcc/12.2.0` differ."""
+    assert TEMPLATE_REVISION == 5
+    assert index_template("p")["version"] == TEMPLATE_REVISION
+    assert MAPPING_PROPERTIES["modules"] == {"type": "keyword",
+                                             "ignore_above": KEYWORD_IGNORE_ABOVE}
+
+
+def test_fields_added_by_a_revision_are_mapped_exactly_as_in_the_template() -> None:
+    """They are put on indices created before the revision: the same mapping everywhere."""
+    assert {"modules": MAPPING_PROPERTIES["modules"]} == ADDED_PROPERTIES

@@ -20,6 +20,7 @@ import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 from elasticsearch import Elasticsearch
 
+from consumers.elastic.template import ADDED_PROPERTIES, index_template
 from infra.elasticsearch import ElasticsearchService
 from infra.service import repo_root, run_dir
 from schemas.codec import JobEventCodec
@@ -188,6 +189,22 @@ def delete_prefix(client: Elasticsearch, prefix: str) -> None:
     client.indices.delete_index_template(name=prefix)
 
 
+def _create_previous_revision_index(es: Elasticsearch, prefix: str) -> str:
+    """May 2024's index (BASE_SUBMIT_MS) as revision 4 made it, without the fields later
+    revisions added to the strict mapping, holding a job of that time; returns its name."""
+    template = index_template(prefix)["template"]
+    mappings = {**template["mappings"], "properties": {
+        name: spec for name, spec in template["mappings"]["properties"].items()
+        if name not in ADDED_PROPERTIES}}
+    index = f"{prefix}-2024.05"
+    es.indices.create(index=index, mappings=mappings, settings=template["settings"],
+                      aliases=template["aliases"])
+    es.index(index=index, id="old", document={
+        "job_key": "old", "job_id": "old", "script": "module load gcc/9\n",
+        "submit_time": BASE_SUBMIT_MS})
+    return index
+
+
 @pytest.fixture
 def index_prefix(es: Elasticsearch) -> Iterator[str]:
     """A prefix no other test uses; its indices and template are deleted afterwards."""
@@ -234,7 +251,8 @@ def writer_user(secure_es: SecureNode, secure_prefix: str) -> Iterator[NativeUse
     on this test's prefix."""
     with native_user(secure_es, f"writer-{secure_prefix}", cluster=["manage_index_templates"],
                      indices=[{"names": [f"{secure_prefix}-*"],
-                               "privileges": ["create_doc", "create_index"]}]) as user:
+                               "privileges": ["create_doc", "create_index",
+                                              "indices:admin/mapping/put"]}]) as user:
         yield user
 
 
@@ -472,6 +490,13 @@ def pipeline(  # noqa: PLR0917 -- pytest passes fixtures as positional parameter
     yield ours
     for consumer in ours.started:
         consumer.kill()
+
+
+@pytest.fixture
+def previous_revision_index() -> Callable[[Elasticsearch, str], str]:
+    """create(client, prefix): May 2024's index as template revision 4 made it, see
+    _create_previous_revision_index."""
+    return _create_previous_revision_index
 
 
 @pytest.fixture

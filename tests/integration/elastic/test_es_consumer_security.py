@@ -45,10 +45,14 @@ def test_user_without_the_template_privilege_stops_at_start_saying_what_is_missi
     assert "manage_index_templates" in log
 
 
-def test_user_with_the_documented_privileges_indexes_over_tls_with_a_password_file(
+def test_user_with_the_documented_privileges_indexes_over_tls_with_a_password_file(  # noqa: PLR0917 -- pytest passes fixtures as positional parameters
         secure_es: Any, pipeline: Any, writer_user: Any, tmp_path: Path,
-        job_events: Callable[..., list[JobEvent]]) -> None:
-    """writer_user's role is the one docs/elasticsearch.md gives, on this test's prefix."""
+        job_events: Callable[..., list[JobEvent]],
+        previous_revision_index: Callable[[Any, str], str]) -> None:
+    """writer_user's role is the one docs/elasticsearch.md gives, on this test's prefix; the
+    jobs go to an index of an earlier template revision, which it gives the new fields."""
+    admin = secure_es.client()
+    previous_revision_index(admin, pipeline.prefix)
     password_file = tmp_path / "es-password"
     password_file.write_text(writer_user.password + "\n")
     pipeline.produce(job_events(50))
@@ -57,8 +61,7 @@ def test_user_with_the_documented_privileges_indexes_over_tls_with_a_password_fi
         "--es-ca-certs", str(secure_es.ca), es_url=secure_es.url)
     consumer.wait_for_metric("sarchive_es_documents_indexed_total", lambda v: v >= 50,
                              timeout=60)
-    admin = secure_es.client()
     admin.indices.refresh(index=pipeline.prefix)
-    assert admin.count(index=pipeline.prefix)["count"] == 50
+    assert admin.count(index=pipeline.prefix)["count"] == 51  # and the earlier job
     admin.close()
     assert consumer.stop() == 0

@@ -108,6 +108,21 @@ def test_redelivery_over_an_indented_sidecar_of_an_earlier_version_is_a_duplicat
     assert len(archive.files) == 3
 
 
+def test_redelivery_over_a_sidecar_written_before_modules_were_recorded_is_a_duplicate(
+        make_event: MakeEvent) -> None:
+    """An older sidecar lacks "modules": still the same job, neither collision nor variant."""
+    archive = FakeArchive()
+    event = make_event(script=b"#!/bin/sh\nmodule load gcc/12\n")
+    archive.store(event)
+    sidecar = ArchivePath((), "job.4711_metadata.json")
+    document = json.loads(archive.files[sidecar])
+    assert document.pop("modules") == ["gcc/12"]
+    archive.files[sidecar] = json.dumps(document, sort_keys=True).encode() + b"\n"
+    again = archive.store(event)
+    assert again.duplicate and not again.collision and not again.variant
+    assert b"modules" not in archive.files[sidecar]  # the old sidecar is left as it was
+
+
 def test_foreign_file_without_sidecar_is_never_overwritten(make_event: MakeEvent) -> None:
     archive = FakeArchive()
     archive.files[ArchivePath((), "job.4711_script")] = b"written by the old sarchive"

@@ -74,3 +74,19 @@ def test_files_that_are_not_our_sidecars_have_no_job_key() -> None:
     assert sidecar_job_key(b'{"job_key": "x"}') is None  # no format marker: someone else's
     assert sidecar_job_key(b"[1, 2]") is None
     assert sidecar_job_key(b'{"format": "sarchive-archive-metadata/1", "job_key": 3}') is None
+
+
+def test_sidecar_lists_the_modules_of_the_script_and_of_the_submission(
+        make_event: MakeEvent) -> None:
+    event = make_event(script=b"#!/bin/bash\nmodule load openmpi/4.1.5-gcc-12\nml -x\n",
+                       environment=b"LOADEDMODULES=gcc/12:openmpi/4.1.5-gcc-12\0")
+    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    document = json.loads(render_sidecar(event, files))
+    assert document["modules"] == ["gcc/12", "openmpi/4.1.5-gcc-12"]
+    assert document["format"] == "sarchive-archive-metadata/1"
+
+
+def test_sidecar_of_a_job_without_modules_has_an_empty_list(make_event: MakeEvent) -> None:
+    event = make_event(script=b"#!/bin/sh\nsrun hostname\n", environment=b"HOME=/h\0")
+    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    assert json.loads(render_sidecar(event, files))["modules"] == []
