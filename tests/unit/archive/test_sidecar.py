@@ -80,7 +80,7 @@ def test_sidecar_lists_the_modules_of_the_script_and_of_the_submission(
         make_event: MakeEvent) -> None:
     event = make_event(script=b"#!/bin/bash\nmodule load openmpi/4.1.5-gcc-12\nml -x\n",
                        environment=b"LOADEDMODULES=gcc/12:openmpi/4.1.5-gcc-12\0")
-    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    files = Layout.from_setting("sarchive", Period.DAILY, UTC).place(event).files
     document = json.loads(render_sidecar(event, files))
     assert document["modules"] == ["gcc/12", "openmpi/4.1.5-gcc-12"]
     assert document["format"] == "sarchive-archive-metadata/1"
@@ -88,5 +88,5 @@ def test_sidecar_lists_the_modules_of_the_script_and_of_the_submission(
 
 def test_sidecar_of_a_job_without_modules_has_an_empty_list(make_event: MakeEvent) -> None:
     event = make_event(script=b"#!/bin/sh\nsrun hostname\n", environment=b"HOME=/h\0")
-    files = Layout.from_setting("sarchive", Period.DAILY).place(event).files
+    files = Layout.from_setting("sarchive", Period.DAILY, UTC).place(event).files
     assert json.loads(render_sidecar(event, files))["modules"] == []
