@@ -99,7 +99,7 @@ def test_job_directory_watch_reports_its_files_close_writes_until_released(
     watcher.close()
 
 
-class GatedINotify(INotify):
+class GatedINotify(INotify):  # type: ignore[misc]  # inotify_simple is untyped: INotify is Any
     """Real inotify whose watch removals wait until the test opens the gate."""
 
     def __init__(self) -> None:
