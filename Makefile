@@ -52,12 +52,15 @@ test: services-up
 	$(VENV)/bin/pytest tests -q
 	@$(MAKE) --no-print-directory lint
 
+# tests/ has no __init__.py (pytest imports it in importlib mode): --explicit-package-bases
+# names its modules by their path from the root, so its several conftest.py do not clash.
 lint: venv
 	@echo "==> lint: ruff, mypy and the layering contracts (import-linter)"
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --strict infra bench testkit
+	$(VENV)/bin/mypy --explicit-package-bases tests
 
 .PHONY: bench bench-smoke
 

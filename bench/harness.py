@@ -24,10 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not re-exported by stubs
-    AdminClient,
-    NewTopic,
-)
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.limits import MAX_MESSAGE_BYTES
 
@@ -39,6 +36,7 @@ if str(REPO) not in sys.path:
     sys.path.append(str(REPO))
 
 from testkit.processes import ServiceProcess  # noqa: E402 -- needs the root on sys.path, above
+from testkit.waiting import wait_until  # noqa: E402 -- as above
 
 VENV_BIN = REPO / ".venv" / "bin"
 TOPIC_PARTITIONS = 3
@@ -144,14 +142,15 @@ def create_topic(bootstrap: str, name: str, *, log_append_time: bool = True) -> 
         config["message.timestamp.type"] = "LogAppendTime"
     admin.create_topics([NewTopic(name, num_partitions=TOPIC_PARTITIONS, replication_factor=1,
                                   config=config)])[name].result(timeout=30)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def led() -> bool:
         meta = admin.list_topics(name, timeout=10).topics.get(name)
-        if meta is not None and meta.error is None and len(meta.partitions) == TOPIC_PARTITIONS \
-                and all(p.leader >= 0 for p in meta.partitions.values()):
-            return name
-        time.sleep(0.1)
-    raise BenchError(f"topic {name} has no leader for every partition after 30 s")
+        return meta is not None and meta.error is None \
+            and len(meta.partitions) == TOPIC_PARTITIONS \
+            and all(p.leader >= 0 for p in meta.partitions.values())
+
+    wait_until(led, 30, f"topic {name} has a leader for every partition", interval=0.1)
+    return name
 
 
 def delete_topics(bootstrap: str, names: Sequence[str]) -> None:

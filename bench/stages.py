@@ -263,10 +263,27 @@ def producer_outbox_memory(jobs: Sequence[spoolgen.SpoolJob]) -> dict[str, float
         spoolgen.write_paced(writer.write, jobs, None)
         wait_until(lambda: producer.live_metric("sarchive_producer_outbox_events") >= len(jobs),
                  300, f"{len(jobs)} events in the outbox")
-        time.sleep(1.0)  # let it settle with the full backlog in hand
+        wait_memory_steady(producer)
         return {"outbox_events": producer.metric("sarchive_producer_outbox_events"),
                 "rss_mb": producer.service.rss_mb(),
                 "peak_rss_mb": producer.service.peak_rss_mb()}
+
+
+def wait_memory_steady(producer: ProducerProcess, quiet: float = 1.0,
+                       noise_mb: float = 1.0) -> None:
+    """Until the producer's resident memory has not grown by more than `noise_mb` for `quiet`
+    s: what it holds with the whole backlog in hand, not a moment of taking it in."""
+    reference, since = producer.service.rss_mb(), time.monotonic()
+
+    def steady() -> bool:
+        nonlocal reference, since
+        producer.service.require_alive()
+        rss = producer.service.rss_mb()
+        if rss > reference + noise_mb:
+            reference, since = rss, time.monotonic()
+        return time.monotonic() - since >= quiet
+
+    wait_until(steady, 120, "the producer's memory stops growing", interval=0.1)
 
 
 def wait_settled(producer: ProducerProcess, *, had_jobs: bool, quiet: float = 1.0) -> None:
@@ -426,7 +443,7 @@ def es_backlog_drain(kafka: str, topic: str, records: Sequence[Record], es_url: 
     try:
         with scratch("drain") as workdir:
             feeder.start()
-            time.sleep(build_seconds)
+            time.sleep(build_seconds)  # the scenario: jobs arrive with no consumer running
             service = Service("sarchive-es", [
                 str(VENV_BIN / "sarchive-es"), "--brokers", kafka, "--topic", topic,
                 "--group", group, "--es-url", es_url, "--index-prefix", prefix,
@@ -450,17 +467,21 @@ def _wait_caught_up(kafka: str, group: str, topic: str, feeder: PacedFeeder,
                     service: Service) -> tuple[float, int]:
     """When the group's commits reached what had been produced by then, or else when the
     feed ran out (the consumer drains slower than jobs arrive); and what was left."""
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
+    outcome: list[tuple[float, int]] = []
+
+    def caught_up() -> bool:
         produced = feeder.sent
         if not feeder.is_alive() and produced < len(feeder.records):
             raise BenchError("the feeder stopped early")
         committed = committed_total(kafka, group, topic)
         if committed >= produced or produced >= len(feeder.records):
-            return time.time(), max(0, produced - committed)
+            outcome.append((time.time(), max(0, produced - committed)))
+            return True
         service.require_alive()
-        time.sleep(0.05)
-    raise BenchError("the ES consumer did not catch up in 600 s")
+        return False
+
+    wait_until(caught_up, 600, "the ES consumer caught up or the feed ran out")
+    return outcome[0]
 
 
 # --------------------------------------------------------------------------- spool to archive

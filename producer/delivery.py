@@ -94,17 +94,20 @@ _DIGITS = re.compile(r"\d+")
 
 class RepeatFilter(logging.Filter):
     """Passes a log message once per interval: librdkafka logs every reconnect attempt to a
-    broker that is down, which would be a line every second for the length of an outage."""
+    broker that is down, which would be a line every second for the length of an outage.
+    clock: monotonic seconds (a seam for tests)."""
 
-    def __init__(self, interval: float = ERROR_LOG_INTERVAL) -> None:
+    def __init__(self, interval: float = ERROR_LOG_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.interval = interval
+        self._clock = clock
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         key = _DIGITS.sub("#", record.getMessage())
-        now = time.monotonic()
+        now = self._clock()
         if now - self._last.get(key, -self.interval) < self.interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return False

@@ -234,8 +234,10 @@ class TopicReader:
             for message in self.consumer.consume(1000, timeout=0.2):
                 if message.error() is not None:
                     continue
+                value = message.value()
+                assert value is not None, "a job event without a value"
                 self.messages.append(message)
-                self.events.append(self.codec.decode(message.value()))
+                self.events.append(self.codec.decode(value))
         return self
 
     def job_ids(self) -> set[str]:

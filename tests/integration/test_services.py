@@ -14,8 +14,8 @@ from confluent_kafka import Consumer, KafkaError, Producer
 
 from schemas.limits import MAX_MESSAGE_BYTES
 
-if TYPE_CHECKING:  # conftest is pytest's to import; tests/ is no package to import it from
-    from conftest import KafkaControl, SlurmCluster
+if TYPE_CHECKING:  # fixtures come from pytest; their types are for mypy alone
+    from tests.integration.conftest import KafkaControl, SlurmCluster
 
 
 

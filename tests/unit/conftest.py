@@ -334,8 +334,11 @@ def runner_harness() -> Callable[..., RunnerHarness]:
         config = ConsumerSettings(**{"topic": TOPIC, "batch_max_messages": 10,
                                      "retry_backoff_initial": 1.0, "retry_backoff_max": 4.0,
                                      **settings})
+        # The scripted clients stand in for confluent_kafka's by duck typing: they have what
+        # the runner calls, not the classes' every method.
         runner = ConsumerRunner(config, sink, CollectorRegistry(), "test-consumer",
-                                consumer_factory=consumer, producer_factory=producer,
+                                consumer_factory=consumer,  # type: ignore[arg-type]
+                                producer_factory=producer,  # type: ignore[arg-type]
                                 clock=clock)
         consumer.when_idle = runner.request_stop
         return RunnerHarness(runner, consumer, producer, sink, clock, journal)

@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 from consumers.common.dlq import MAX_DETAIL_CHARS, dead_letter_headers
 
-SOURCE = {"consumer": "sarchive-archive", "topic": "jobs", "partition": 2, "offset": 41}
+
+class Source(TypedDict):
+    consumer: str
+    topic: str
+    partition: int
+    offset: int
+
+
+SOURCE: Source = {"consumer": "sarchive-archive", "topic": "jobs", "partition": 2, "offset": 41}
 
 
 def test_original_headers_come_first_then_the_dead_letter_headers() -> None:

@@ -23,6 +23,7 @@ from producer.read_outcomes import ReadEvent, ReadFailure, ReadFailureKind, Read
 from producer.reader_processes import REASON_READER_LOST, JobReaders
 from schemas.codec import JobEventCodec
 from schemas.model import JobEvent, Scheduler
+from testkit.waiting import wait_until
 
 SETTINGS = EventSettings(cluster="hydra", env_policy=EnvPolicy(None, re.compile(DEFAULT_REDACT)),
                          max_script_bytes=64, host="master01", version="1.2.3")
@@ -105,17 +106,20 @@ def readers(restarts: Counter) -> Iterator[JobReaders]:
 def collect(readers: JobReaders, expected: int,
             timeout: float = 30) -> list[tuple[JobRef, ReadOutcome]]:
     outcomes: list[tuple[JobRef, ReadOutcome]] = []
-    deadline = time.monotonic() + timeout
-    while len(outcomes) < expected:
-        assert time.monotonic() < deadline, f"{len(outcomes)} of {expected} answers"
-        outcomes += readers.results()
-        time.sleep(0.01)
+
+    def all_answered() -> bool:
+        outcomes.extend(readers.results())
+        return len(outcomes) >= expected
+
+    wait_until(all_answered, timeout, f"{expected} answers", interval=0.01,
+               context=lambda: f"{len(outcomes)} answered")
     assert readers.in_flight == 0
     return outcomes
 
 
 def reader_pids() -> set[int]:
-    """Children of this process that are multiprocessing spawn children."""
+    """Children of this process that are multiprocessing spawn children (a child shows once
+    it has exec'd the interpreter: until then its command line is this process's)."""
     children: set[int] = set()
     for task in os.listdir(f"/proc/{os.getpid()}/task"):
         text = Path(f"/proc/{os.getpid()}/task/{task}/children").read_text()
@@ -127,10 +131,8 @@ def reader_pids() -> set[int]:
 def kill_and_wait(pid: int) -> None:
     """SIGKILL a reader and wait until it is dead (a zombie, until its parent reaps it)."""
     os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-        assert time.monotonic() < deadline, "the reader did not die"
-        time.sleep(0.01)
+    wait_until(lambda: Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z",
+               10, f"reader {pid} is dead", interval=0.01)
 
 
 def test_a_reader_process_answers_exactly_as_reading_inline(
@@ -183,7 +185,10 @@ def test_a_reader_that_dies_idle_is_replaced_at_the_next_look(
     kill_and_wait(pid)
     assert readers.results() == [] and readers.in_flight == 0
     assert registry.get_sample_value("reader_restarts_total") == 1
-    assert len(reader_pids()) == 1 and pid not in reader_pids()
+    # That look started the new reader; it shows in reader_pids() once it has exec'd.
+    wait_until(lambda: len(reader_pids()) == 1, 10, "one reader process", interval=0.01,
+               context=lambda: f"readers: {reader_pids()}")
+    assert pid not in reader_pids()
     readers.submit([slurm_ref(synthetic_spool, 1)])
     assert isinstance(collect(readers, 1)[0][1], ReadEvent)
 
@@ -196,7 +201,9 @@ def test_reader_processes_ignore_the_stop_signals_the_service_handles(
     (pid,) = reader_pids()
     os.kill(pid, signal.SIGTERM)
     os.kill(pid, signal.SIGINT)
-    time.sleep(0.3)
+    # No wait needed: both signals are pending (or, ignored, discarded) before the job is
+    # sent, so the reader meets them before it reads the job. Had they stopped it, the job
+    # would come back as lost and another reader would be running.
     readers.submit([slurm_ref(synthetic_spool, 1)])
     assert isinstance(collect(readers, 1)[0][1], ReadEvent)
     assert reader_pids() == {pid}

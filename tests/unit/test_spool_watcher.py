@@ -7,7 +7,6 @@ import errno
 import logging
 import shutil
 import threading
-import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from inotify_simple import INotify
 from producer.jobs import JobRef
 from producer.watcher import SpoolChanges, SpoolWatcher
 from schemas.model import Scheduler
+from testkit.waiting import wait_until
 
 TORQUE_FIXTURE = Path(__file__).parent.parent / "fixtures" / "torque" / "server_priv" / "jobs"
 
@@ -27,15 +27,16 @@ def names(jobs: Iterable[JobRef]) -> set[str]:
 
 
 def read_until(watcher: SpoolWatcher, predicate: Any, timeout: float = 5.0) -> SpoolChanges:
-    """Accumulate changes until predicate(changes) holds (inotify delivery is asynchronous)."""
+    """The changes of successive reads, merged, once predicate(changes) holds."""
     total = SpoolChanges()
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def met() -> bool:
         total.merge(watcher.read())
-        if predicate(total):
-            return total
-        time.sleep(0.01)
-    raise AssertionError(f"condition not met; changes so far: {total}")
+        return bool(predicate(total))
+
+    wait_until(met, timeout, "the watcher reports the expected changes", interval=0.01,
+               context=lambda: f"changes so far: {total}")
+    return total
 
 
 def test_spool_missing_at_start_is_waited_for_then_scanned(synthetic_spool: Any) -> None:
@@ -97,12 +98,13 @@ def test_job_directory_watch_reports_its_files_close_writes_until_released(
     watcher.release(job)
     assert watcher.watch_count == held - 1
     synthetic_spool.write_file(directory / "script", b"x\0")
-    time.sleep(0.1)
+    # The kernel queues inotify events within the syscall that causes them: this read gets
+    # any event the write caused, and the watcher must ignore it.
     assert watcher.read().touched == []
     watcher.close()
 
 
-class GatedINotify(INotify):
+class GatedINotify(INotify):  # type: ignore[misc]  # inotify_simple is untyped: INotify is Any
     """Real inotify whose watch removals wait until the test opens the gate."""
 
     def __init__(self) -> None:
@@ -135,10 +137,8 @@ def test_job_watched_again_before_its_queued_removal_keeps_its_watch(
     assert watcher.watch_job(job)
     watcher.release(last)  # removals run in order: once this one is done, job's was due
     inotify.gate.set()
-    deadline = time.monotonic() + 5
-    while len(inotify.removed) < 2 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert len(inotify.removed) == 2
+    wait_until(lambda: len(inotify.removed) == 2, 5, "the two queued removals ran",
+               interval=0.01)
     synthetic_spool.write_file(synthetic_spool.job_dir(42) / "script", b"x\0")
     changes = read_until(watcher, lambda c: c.touched)
     assert changes.touched == [job]
@@ -164,8 +164,8 @@ def test_overflow_triggers_a_full_rescan_that_finds_jobs_whose_events_were_lost(
     inotify.drop_events()
     for job_id in range(100, 130):
         synthetic_spool.write_job(job_id, b"#!/bin/sh\n")
-    time.sleep(0.05)
-    assert watcher.read().touched == []
+    assert inotify.queued()  # the kernel queued the writes' events (within the syscalls) ...
+    assert watcher.read().touched == []  # ... and they are lost
     inotify.overflow()
     changes = watcher.read()
     assert changes.overflow and changes.full_scan

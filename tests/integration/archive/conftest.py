@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]  # not in the stubs
+from confluent_kafka.admin import AdminClient
 
 from schemas.codec import JobEventCodec
 from schemas.limits import MAX_MESSAGE_BYTES
@@ -91,7 +91,7 @@ def produce_raw(
     bootstrap: str,
     topic: str,
     messages: Sequence[tuple[bytes, bytes]],
-    headers: list[tuple[str, bytes]] | None = None,
+    headers: Sequence[tuple[str, bytes]] | None = None,
 ) -> list[tuple[int, int]]:
     """Produce (key, value) messages; their (partition, offset), in the same order."""
     producer = Producer(
@@ -105,13 +105,16 @@ def produce_raw(
             if error is not None:
                 failures.append(str(error))
             else:
-                coordinates[index] = (message.partition(), message.offset())
+                partition, offset = message.partition(), message.offset()
+                assert partition is not None and offset is not None, "delivered nowhere"
+                coordinates[index] = (partition, offset)
 
         return delivered
 
     for index, (key, value) in enumerate(messages):
         producer.produce(
-            topic, key=key, value=value, headers=headers, on_delivery=delivered_as(index)
+            topic, key=key, value=value, headers=None if headers is None else list(headers),
+            on_delivery=delivered_as(index),
         )
         producer.poll(0)
     assert producer.flush(30) == 0
@@ -260,7 +263,7 @@ class ArchiveRunner:
     def produce_raw(
         self,
         messages: Sequence[tuple[bytes, bytes]],
-        headers: list[tuple[str, bytes]] | None = None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
     ) -> list[tuple[int, int]]:
         return produce_raw(self.bootstrap, self.topic, messages, headers)
 

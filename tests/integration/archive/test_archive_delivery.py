@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import stat
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from schemas.model import JobEvent
 
+if TYPE_CHECKING:  # fixtures come from pytest; their types are for mypy alone
+    from tests.integration.archive.conftest import ArchiveRunner
+
 MakeEvent = Callable[..., JobEvent]
-# The harness type lives in conftest.py, which test modules cannot import.
-Harness = Any
 OWNS = "assigned ['"  # the runner's log line for a non-empty assignment
 
 
-def expected_archive(runner: Harness, events: list[JobEvent]) -> dict[str, bytes]:
+def expected_archive(runner: ArchiveRunner, events: list[JobEvent]) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for event in events:
         files.update(runner.expected_files(event))
@@ -39,7 +40,7 @@ def sidecars(archived: dict[str, bytes]) -> list[str]:
 
 
 def test_n_events_become_n_file_sets_byte_identical_with_modes(
-    archive_runner: Harness, make_slurm_event: MakeEvent
+    archive_runner: ArchiveRunner, make_slurm_event: MakeEvent
 ) -> None:
     runner = archive_runner
     events = [make_slurm_event(i) for i in range(40)]
@@ -65,7 +66,8 @@ def test_n_events_become_n_file_sets_byte_identical_with_modes(
 @pytest.mark.parametrize("named_temporaries", [False, True],
                          ids=["unnamed-files", "named-temporaries"])
 def test_sigkill_in_the_middle_of_a_batch_then_restart_archives_each_job_exactly_once(
-        archive_runner: Harness, make_slurm_event: MakeEvent, named_temporaries: bool) -> None:
+        archive_runner: ArchiveRunner, make_slurm_event: MakeEvent,
+        named_temporaries: bool) -> None:
     runner = archive_runner
     events = [make_slurm_event(i, script_bytes=20_000) for i in range(150)]
     runner.produce(events)
@@ -90,7 +92,7 @@ def test_sigkill_in_the_middle_of_a_batch_then_restart_archives_each_job_exactly
 
 
 def test_two_consumers_in_one_group_one_killed_the_other_takes_over(
-    archive_runner: Harness, make_slurm_event: MakeEvent
+    archive_runner: ArchiveRunner, make_slurm_event: MakeEvent
 ) -> None:
     runner = archive_runner
     first_wave = [make_slurm_event(i) for i in range(30)]
@@ -112,7 +114,7 @@ def test_two_consumers_in_one_group_one_killed_the_other_takes_over(
 
 
 def test_replay_of_the_whole_topic_from_offset_zero_leaves_the_archive_unchanged(
-    archive_runner: Harness, make_slurm_event: MakeEvent
+    archive_runner: ArchiveRunner, make_slurm_event: MakeEvent
 ) -> None:
     runner = archive_runner
     events = [make_slurm_event(i) for i in range(30)]

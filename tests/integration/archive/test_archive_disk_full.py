@@ -6,14 +6,16 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from schemas.model import JobEvent
 
+if TYPE_CHECKING:  # fixtures come from pytest; their types are for mypy alone
+    from tests.integration.archive.conftest import ArchiveRunner
+
 MakeEvent = Callable[..., JobEvent]
-Harness = Any  # the harness type lives in conftest.py, which test modules cannot import
 ARCHIVE = {"service": "sarchive-archive"}
 
 
@@ -24,7 +26,7 @@ def small_archive(archive_root: Path, tmpfs: Callable[[Path, str], Path]) -> Pat
 
 
 def test_disk_full_holds_the_commit_until_space_returns_then_archives_everything(
-        small_archive: Path, archive_runner: Harness, make_slurm_event: MakeEvent) -> None:
+        small_archive: Path, archive_runner: ArchiveRunner, make_slurm_event: MakeEvent) -> None:
     runner = archive_runner
     events = [make_slurm_event(0, script_bytes=2_000_000)] + [
         make_slurm_event(i) for i in range(1, 6)]

@@ -7,13 +7,16 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from schemas.model import JobEvent
 
-Harness = Any  # the harness types live in conftest.py files, which tests cannot import
+if TYPE_CHECKING:  # fixtures come from pytest; their types are for mypy alone
+    from tests.integration.archive.conftest import ArchiveRunner
+    from tests.integration.conftest import SlurmCluster
+
 
 SCRIPTS = [
     b"#!/bin/bash\n#SBATCH --job-name=e2e-plain\n#SBATCH --time=00:01:00\necho hello\n",
@@ -22,7 +25,7 @@ SCRIPTS = [
 
 
 @pytest.fixture
-def submitted(slurm: Harness) -> Iterator[dict[str, bytes]]:
+def submitted(slurm: SlurmCluster) -> Iterator[dict[str, bytes]]:
     """Held jobs (they stay in the spool): job id -> the script given to sbatch."""
     environment = {"USER": "e2euser", "E2E_MULTI": "a\nb=c"}
     jobs = {slurm.sbatch("--hold", script=script, env=environment): script
@@ -51,8 +54,8 @@ def layout_paths(preset: str, event: JobEvent) -> tuple[str, str | None]:
 
 
 def test_sbatch_to_archive_for_every_layout_preset(  # noqa: PLR0917 -- pytest passes fixtures as parameters
-        slurm: Harness, submitted: dict[str, bytes], producer_runner: Callable[..., Any],
-        topic_reader: Callable[..., Any], archive_runner: Harness, tmp_path: Path) -> None:
+        slurm: SlurmCluster, submitted: dict[str, bytes], producer_runner: Callable[..., Any],
+        topic_reader: Callable[..., Any], archive_runner: ArchiveRunner, tmp_path: Path) -> None:
     runner = archive_runner
     producer = producer_runner(
         "--cluster", slurm.cluster, "--scheduler", "slurm", "--spool", str(slurm.state_dir),

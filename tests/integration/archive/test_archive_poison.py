@@ -6,18 +6,29 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+from confluent_kafka import Message
 
 from schemas.codec import MAGIC, JobEventCodec
 from schemas.model import JobEvent
 from schemas.wire import message_key
 
+if TYPE_CHECKING:  # fixtures come from pytest; their types are for mypy alone
+    from tests.integration.archive.conftest import ArchiveRunner
+
 MakeEvent = Callable[..., JobEvent]
-Harness = Any  # the harness type lives in conftest.py, which test modules cannot import
+
+
+def header_values(message: Message) -> dict[str, bytes]:
+    """A consumed message's headers by name (consumed headers are (name, bytes) pairs)."""
+    pairs = message.headers() or []
+    assert isinstance(pairs, list)
+    return {name: value for name, value in pairs if isinstance(value, bytes)}
 
 
 def test_each_kind_of_poison_goes_to_the_dead_letter_topic_with_why_and_where(
-        archive_runner: Harness, make_slurm_event: MakeEvent, tmp_path: Path) -> None:
+        archive_runner: ArchiveRunner, make_slurm_event: MakeEvent, tmp_path: Path) -> None:
     runner = archive_runner
     codec = JobEventCodec()
     # A name no other test (of this or a concurrent session) writes: what a traversal could
@@ -54,11 +65,11 @@ def test_each_kind_of_poison_goes_to_the_dead_letter_topic_with_why_and_where(
 
     dead = runner.read_topic(f"{runner.topic}.dlq", len(refused))
     assert len(dead) == len(refused)
-    by_key = {m.key().decode(): m for m in dead}
+    by_key = {(m.key() or b"").decode(): m for m in dead}
     assert sorted(by_key) == sorted(refused)
     for name, value in refused.items():
         message = by_key[name]
-        headers = dict(message.headers())
+        headers = header_values(message)
         partition, offset = coordinates[1 + list(refused).index(name)]
         assert message.value() == value, name
         assert headers["sarchive-dlq-reason"].decode() == expected_reason[name], name

@@ -7,9 +7,12 @@ import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-Harness = Any  # the harness types live in conftest.py files, which tests cannot import
+if TYPE_CHECKING:  # fixtures come from pytest; their types are for mypy alone
+    from tests.integration.archive.conftest import ArchiveRunner
+    from tests.integration.conftest import SlurmCluster
+
 
 MULTILINE_NON_ASCII = (
     "#!/bin/bash\n#SBATCH --job-name=caf\u00e9\n#SBATCH --ntasks=1\n"
@@ -19,7 +22,7 @@ ARRAY = b"#!/bin/bash\n#SBATCH --array=0-9\necho task $SLURM_ARRAY_TASK_ID\n"
 
 
 def test_sbatch_jobs_arrive_in_the_dated_archive_byte_identical_while_services_run(
-        slurm: Harness, producer_runner: Callable[..., Any], archive_runner: Harness,
+        slurm: SlurmCluster, producer_runner: Callable[..., Any], archive_runner: ArchiveRunner,
         tmp_path: Path) -> None:
     producer = producer_runner(
         "--cluster", slurm.cluster, "--scheduler", "slurm", "--spool", str(slurm.state_dir),

@@ -17,7 +17,7 @@ from typing import Any
 
 import confluent_kafka
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+from confluent_kafka.admin import AdminClient, NewTopic
 from elasticsearch import Elasticsearch
 
 from consumers.elastic.template import ADDED_PROPERTIES, index_template
@@ -323,7 +323,9 @@ class EsPipeline:
                 self.topic,
                 key=message_key(event.job_key),
                 value=CODEC.encode(event),
-                headers=message_headers(CODEC),
+                # list(): a new list, which mypy types as confluent's stubs want (a list of
+                # tuple[str, bytes] is not a list of their wider tuples: lists are invariant)
+                headers=list(message_headers(CODEC)),
             )
             producer.poll(0)
         assert producer.flush(30) == 0
@@ -449,9 +451,10 @@ class EsPipeline:
                     continue
                 if message.error() is not None:
                     continue
-                headers = {
-                    k: (v or b"").decode("utf-8", "replace") for k, v in message.headers() or []
-                }
+                pairs = message.headers() or []
+                assert isinstance(pairs, list), "a consumed message's headers are (name, value)"
+                headers = {k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v or ""
+                           for k, v in pairs}
                 letters.append(DeadLetter(message.key(), message.value(), headers))
         finally:
             consumer.close()

@@ -279,7 +279,7 @@ def test_every_file_of_a_round_is_fsynced_before_the_first_link(
     real_fsync, real_link = os.fsync, os.link
 
     def slow_fsync(fd: int) -> None:
-        time.sleep(0.01)  # so that a link not waiting for the fsyncs would overtake them
+        time.sleep(0.01)  # the scenario: a slow disk, which a link not waiting would overtake
         real_fsync(fd)
         if stat.S_ISREG(os.fstat(fd).st_mode):
             events.append("fsync")
@@ -550,7 +550,7 @@ def test_a_failed_fsync_fails_the_round_only_after_every_other_fsync_returned(
         if not finished:
             finished.append(fd)
             raise OSError(errno.EIO, "Input/output error")
-        time.sleep(0.05)
+        time.sleep(0.05)  # the scenario: a slow disk, still in fsync after the failure
         real_fsync(fd)  # EBADF here if the round had closed the descriptor
         finished.append(fd)
 
