@@ -48,8 +48,11 @@ class JobRecord:
 
 
 def metadata_of(document: Mapping[str, Any]) -> dict[str, Any]:
-    """The metadata part of a sidecar or an Elasticsearch document, in METADATA_KEYS order."""
-    return {key: document.get(key) for key in METADATA_KEYS}
+    """The metadata part of a sidecar or an Elasticsearch document, in METADATA_KEYS order,
+    directives sorted by name (as the sidecar stores them; the document keeps the event's)."""
+    metadata = {key: document.get(key) for key in METADATA_KEYS}
+    metadata["directives"] = dict(sorted((metadata["directives"] or {}).items()))
+    return metadata
 
 
 def unique_environment(entries: Iterable[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
