@@ -4,7 +4,6 @@ sarchive-es, then every subcommand against both backends with the same answers."
 
 from __future__ import annotations
 
-import contextlib
 import json
 import signal
 import subprocess
@@ -65,9 +64,11 @@ def es_prefix() -> Iterator[str]:
     prefix = f"sarchive-cli-{uuid.uuid4().hex[:8]}"
     yield prefix
     url = "http://127.0.0.1:19200"
-    for path in (f"{prefix}-*", f"_index_template/{prefix}"):
-        with contextlib.suppress(OSError):
-            _es(url, "DELETE", path)
+    # By name: Elasticsearch refuses wildcard deletes.
+    names = [row["index"] for row in _es(url, "GET", f"_cat/indices/{prefix}-*?format=json")]
+    if names:
+        _es(url, "DELETE", ",".join(names))
+    _es(url, "DELETE", f"_index_template/{prefix}")
 
 
 def test_every_subcommand_gives_the_same_answers_from_both_backends(  # noqa: PLR0915, PLR0917 -- one pipeline, many checks; pytest passes fixtures positionally
