@@ -142,10 +142,25 @@ def build_parser(config_type: type[Any], prog: str, description: str) -> argpars
         prog=prog, description=description,
         # --broker must not silently mean --brokers, nor a future flag's prefix an old one.
         allow_abbrev=False,
-        epilog=f"Every setting can also be given as {ENV_PREFIX}<NAME> in the environment"
-        " (dashes as underscores) or as <name> in the --config TOML file;"
-        " precedence: flag > environment > file > default.",
+        epilog=SETTINGS_EPILOG,
     )
+    add_setting_arguments(parser, config_type)
+    return parser
+
+
+SETTINGS_EPILOG = (f"Every setting can also be given as {ENV_PREFIX}<NAME> in the environment"
+                   " (dashes as underscores) or as <name> in the --config TOML file;"
+                   " precedence: flag > environment > file > default.")
+
+
+def usage_parser(**kwargs: Any) -> argparse.ArgumentParser:
+    """An argument parser whose usage errors raise ConfigError (one line, exit 2), for
+    command-line tools that add their own arguments and subcommands (sarchive)."""
+    return _Parser(allow_abbrev=False, **kwargs)
+
+
+def add_setting_arguments(parser: argparse.ArgumentParser, config_type: type[Any]) -> None:
+    """--config and one flag per setting of config_type (on a parser or a subcommand's)."""
     parser.add_argument("--config", type=Path, metavar="FILE",
                         help="TOML configuration file (keys are the setting names, - or _)")
     for option in _options(config_type):
@@ -167,7 +182,6 @@ def build_parser(config_type: type[Any], prog: str, description: str) -> argpars
         else:
             parser.add_argument(*names, dest=option.name, default=None, help=help_text,
                                 metavar=option.name.upper(), choices=meta["choices"])
-    return parser
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -190,9 +204,15 @@ def load_config(
     environ: Mapping[str, str] | None = None,
 ) -> ConfigT:
     """Parse argv (None: sys.argv[1:]) and the environment into a validated config_type."""
-    environ = os.environ if environ is None else environ
     parser = build_parser(config_type, prog, description)
-    args = parser.parse_args(argv)
+    return config_from_arguments(config_type, parser.parse_args(argv), environ)
+
+
+def config_from_arguments(config_type: type[ConfigT], args: argparse.Namespace,
+                          environ: Mapping[str, str] | None = None) -> ConfigT:
+    """A validated config_type from parsed flags (add_setting_arguments), the environment
+    and the TOML file; other attributes of args are ignored."""
+    environ = os.environ if environ is None else environ
     config_file = args.config or (Path(environ[ENV_PREFIX + "CONFIG"])
                                   if ENV_PREFIX + "CONFIG" in environ else None)
     file_values = _read_toml(config_file) if config_file else {}

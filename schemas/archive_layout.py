@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import glob
 import hashlib
 import re
 import string
@@ -331,3 +332,49 @@ def _check_template(layout: Layout) -> None:
             if component in (".", "..") or "\0" in component:
                 raise ValueError(f"layout {template!r} must not contain '.', '..' or NUL"
                                  " as a path component")
+
+
+# -- Reading the archive: where a layout can have put a job's sidecar -----------------------
+
+_ANY = "*"
+_PERIOD_MARK = "\0period\0"
+
+
+def period_directory(period: Period, when: datetime) -> str:
+    """The {period} value of an instant, in the time zone `when` carries: readers compare
+    directory names with it to skip periods outside a date range."""
+    return when.strftime(_PERIOD_FORMATS[period])
+
+
+@dataclass(frozen=True)
+class SidecarPattern:
+    """Glob patterns (one per path component, glob.escape'd values) that match the sidecars
+    a layout can have written for the given values; period_level is the index of the
+    component that is exactly {period} (comparable with period_directory), if any.
+    A sidecar stored beside a colliding job's has the suffix ".<tag>" on its last component."""
+
+    components: tuple[str, ...]
+    period_level: int | None
+
+
+def sidecar_pattern(layout: Layout, job_id: str | None = None,
+                    cluster: str | None = None) -> SidecarPattern:
+    """Where the sidecars of job_id (any job when None) on cluster (any when None) can be:
+    every field the reader does not know (user, job name, dates) is a wildcard."""
+    escaped_id = glob.escape(job_id) if job_id is not None else _ANY
+    values = {field: _ANY for field in EVENT_FIELDS}
+    values.update({
+        "job_id": escaped_id,
+        "cluster": glob.escape(cluster) if cluster is not None else _ANY,
+        "job_id_shard": job_id_shard(job_id) if job_id is not None else f"{_ANY}/{_ANY}",
+        "period": "" if layout.period is Period.NONE else _PERIOD_MARK,
+        "name": f"job.{escaped_id}_metadata.json",
+        "ext": "json",
+    })
+    rendered = layout.template.format_map(values)
+    if not layout.per_file:
+        rendered += ".json"
+    components = [c for c in rendered.split("/") if c]
+    period_level = components.index(_PERIOD_MARK) if _PERIOD_MARK in components else None
+    cleaned = tuple(re.sub(r"\*+", _ANY, c.replace(_PERIOD_MARK, _ANY)) for c in components)
+    return SidecarPattern(cleaned, period_level)

@@ -10,9 +10,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from consumers.archive.config import ArchiveConfig, local_time_zone
+from consumers.archive.config import ArchiveConfig
 from consumers.archive.main import main
 from runtime.config import ConfigError, describe_config, load_config
+from runtime.time_zones import local_time_zone
 
 
 def load(*argv: str, environ: dict[str, str] | None = None) -> ArchiveConfig:

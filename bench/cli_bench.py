@@ -1,0 +1,123 @@
+"""`sarchive show` and `search` timed as processes, start to exit, on 100,000 generated jobs:
+a scratch file archive (daily layout, one year of directories, written by the archive
+layout and sidecar functions, without fsync) and a scratch Elasticsearch index (bulk, refresh
+off during the load). Usage: python -m bench.cli_bench [--jobs N] [--runs N] [--es-url URL]"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from elasticsearch import Elasticsearch
+
+from consumers.archive.sidecar import render_sidecar
+from consumers.elastic.documents import bulk_item
+from consumers.elastic.template import index_template
+from schemas.archive_layout import Layout, Period
+from schemas.model import JobEvent
+from testkit.events import job_event
+
+YEAR_START_MS = 1_704_067_200_000  # 2024-01-01 UTC
+YEAR_MS = 366 * 86_400_000
+USERS = 200
+
+
+def generated(count: int) -> list[JobEvent]:
+    step = YEAR_MS // count
+    return [job_event(job_id=str(1_000_000 + n), submit_time=YEAR_START_MS + n * step,
+                      user=f"user{n % USERS}", job_name=f"run{n}",
+                      script=f"#!/bin/bash\nmodule load gcc/{9 + n % 4}\nsrun ./sim {n}\n"
+                      .encode(),
+                      environment=f"USER=user{n % USERS}\0HOME=/home/u\0N={n}\0".encode())
+            for n in range(count)]
+
+
+def write_archive(root: Path, events: list[JobEvent]) -> None:
+    layout = Layout.from_setting("sarchive", Period.DAILY)
+    made: set[tuple[str, ...]] = set()
+    for event in events:
+        placement = layout.place(event)
+        for directory in {f.path.directory for f in placement.files}:
+            if directory not in made:
+                root.joinpath(*directory).mkdir(parents=True, exist_ok=True)
+                made.add(directory)
+        for placed in placement.files:
+            root.joinpath(str(placed.path)).write_bytes(placed.content)
+        root.joinpath(str(placement.metadata)).write_bytes(
+            render_sidecar(event, placement.files))
+
+
+def load_index(url: str, prefix: str, events: list[JobEvent]) -> None:
+    client = Elasticsearch(url, request_timeout=300)
+    template = index_template(prefix, shards=1, replicas=0)
+    template["template"]["settings"]["index.refresh_interval"] = "-1"
+    client.indices.put_index_template(name=prefix, body=template)
+    for start in range(0, len(events), 5000):
+        body = b"".join(bulk_item(e, prefix).lines for e in events[start:start + 5000])
+        client.bulk(operations=body)  # type: ignore[arg-type]  # bytes pass through
+    client.indices.refresh(index=prefix)
+    client.close()
+
+
+def timed(argv: list[str], runs: int) -> float:
+    """p50 seconds of the CLI as a process."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "query.cli", *argv],
+                              capture_output=True, check=False)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise SystemExit(f"{argv}: {done.stderr.decode()}")
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--jobs", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--es-url", default="http://127.0.0.1:19200")
+    args = parser.parse_args()
+    events = generated(args.jobs)
+    probe = events[len(events) // 2]
+    prefix = f"sarchive-bench-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory(prefix="sarchive-cli-bench-") as scratch:
+        root = Path(scratch)
+        started = time.perf_counter()
+        write_archive(root, events)
+        print(f"archive of {args.jobs} jobs written in {time.perf_counter() - started:.1f} s")
+        started = time.perf_counter()
+        load_index(args.es_url, prefix, events)
+        print(f"index of {args.jobs} jobs loaded in {time.perf_counter() - started:.1f} s")
+        try:
+            backends = {"archive": ["--archive", str(root), "--time-zone", "UTC"],
+                        "elasticsearch": ["--es-url", args.es_url, "--index", prefix]}
+            month = ["--user", "user7", "--since", "2024-06-01", "--until", "2024-06-30",
+                     "--limit", "0"]
+            for name, backend in backends.items():
+                show = timed(["show", probe.job_id, *backend], args.runs)
+                search = timed(["search", *month, *backend], args.runs)
+                print(f"{name:14} show p50 {show * 1000:6.0f} ms   search of one user's month"
+                      f" p50 {search * 1000:6.0f} ms")
+        finally:
+            delete_prefix(args.es_url, prefix)
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """The scratch indices by name (wildcard deletes are refused) and their template."""
+    client = Elasticsearch(url)
+    names = list(client.indices.get(index=f"{prefix}-*"))
+    if names:
+        client.indices.delete(index=",".join(names))
+    client.indices.delete_index_template(name=prefix)
+    client.close()
+
+
+if __name__ == "__main__":
+    main()

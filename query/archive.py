@@ -1,0 +1,248 @@
+"""The file-archive backend: sidecars found by the layout's own patterns
+(schemas.archive_layout.sidecar_pattern), the files they name read and checked against their
+digests. Works with no Elasticsearch at all. Sidecars are hostile input: a path that would
+leave the archive root, or pass through a symbolic link, is refused."""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from datetime import datetime, tzinfo
+from pathlib import Path
+from typing import Any
+
+from query.backend import BackendError, Progress, newest_first
+from query.criteria import (
+    Criteria,
+    contents_match,
+    metadata_matches,
+    module_matches,
+    needs_contents,
+)
+from query.jobspec import JobSpec
+from query.record import (
+    JobRecord,
+    Metadata,
+    environment_from_canonical,
+    metadata_of,
+    modules_of,
+    slurm_environment_entries,
+)
+from schemas.archive_layout import (
+    Layout,
+    Role,
+    SidecarPattern,
+    period_directory,
+    sidecar_pattern,
+)
+from schemas.model import Scheduler
+
+# consumers.archive.sidecar.FORMAT (tests/unit/query checks they agree): the query package
+# may not import the consumers.
+SIDECAR_FORMAT = "sarchive-archive-metadata/1"
+MAX_SIDECAR_BYTES = 16 * 1024 * 1024
+# A file stored beside a colliding job's: "<name>.<12 hex digits>" (consumers.archive.slots).
+_TAG_SUFFIX = re.compile(r"\.[0-9a-f]{12}\Z")
+_MAGIC = re.compile(r"[*?\[]")
+
+
+def _no_progress(scanned: int, matched: int) -> None:
+    """No progress line (not a terminal)."""
+
+
+def checked_relative_path(path: str) -> tuple[str, ...]:
+    """The components of a sidecar's file path if it stays below the root; BackendError if
+    it is absolute or has '', '.', '..' or NUL components."""
+    components = tuple(path.split("/"))
+    if path.startswith("/") or any(c in ("", ".", "..") or "\0" in c for c in components):
+        raise BackendError(f"sidecar names a file outside the archive: {path[:200]!r}")
+    return components
+
+
+class FileArchive:
+    def __init__(self, root: Path, layout: Layout, zone: tzinfo,
+                 progress: Progress = _no_progress) -> None:
+        self._root = root
+        self._layout = layout
+        self._zone = zone
+        self._progress = progress
+
+    @property
+    def description(self) -> str:
+        return f"the file archive {self._root}"
+
+    # -- the protocol ----------------------------------------------------------------------
+
+    def find(self, spec: JobSpec) -> list[JobRecord]:
+        records = []
+        for path in self._sidecars(sidecar_pattern(self._layout, spec.job_id, spec.cluster),
+                                   None):
+            document = self._sidecar(path)
+            if document is None or document.get("job_id") != spec.job_id:
+                continue
+            if spec.cluster is not None and document.get("cluster") != spec.cluster:
+                continue
+            if spec.job_key is not None and document.get("job_key") != spec.job_key:
+                continue
+            records.append(self._record(document, path))
+        return sorted(records, key=lambda r: newest_first(r.submit_time, r.job_key),
+                      reverse=True)
+
+    def search(self, criteria: Criteria, limit: int | None) -> list[Metadata]:
+        found: list[Metadata] = [metadata_of(d) for d, _ in self._matching(criteria)]
+        found.sort(key=lambda m: newest_first(m["submit_time"], m["job_key"]), reverse=True)
+        return found if limit is None else found[:limit]
+
+    def module_counts(self, criteria: Criteria) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for _, modules in self._matching(criteria):
+            for module in modules:
+                if criteria.module is None or module_matches(criteria.module, module):
+                    counts[module] = counts.get(module, 0) + 1
+        return counts
+
+    # -- scanning --------------------------------------------------------------------------
+
+    def _matching(self, criteria: Criteria) -> Iterator[tuple[dict[str, Any], tuple[str, ...]]]:
+        """(sidecar, modules) of each job matching criteria."""
+        matched = 0
+        pattern = sidecar_pattern(self._layout, None, criteria.cluster)
+        for scanned, path in enumerate(self._sidecars(pattern, self._period_bounds(criteria)),
+                                       start=1):
+            document = self._sidecar(path)
+            if document is not None and metadata_matches(criteria, document):
+                modules = document.get("modules")
+                if needs_contents(criteria) or not isinstance(modules, list):
+                    record = self._record(document, path)
+                    if contents_match(criteria, record.script, dict(record.environment),
+                                      record.modules):
+                        matched += 1
+                        yield document, record.modules
+                elif contents_match(criteria, b"", {}, modules):
+                    matched += 1
+                    yield document, tuple(modules)
+            self._progress(scanned, matched)
+
+    def _period_bounds(self, criteria: Criteria) -> tuple[str, str] | None:
+        """The first and last {period} directory names the date range can touch."""
+        period = self._layout.period
+        low = "" if criteria.since_ms is None else period_directory(
+            period, datetime.fromtimestamp(criteria.since_ms / 1000, tz=self._zone))
+        high = "\uffff" if criteria.until_ms is None else period_directory(
+            period, datetime.fromtimestamp((criteria.until_ms - 1) / 1000, tz=self._zone))
+        return None if criteria.since_ms is None and criteria.until_ms is None else (low, high)
+
+    def _sidecars(self, pattern: SidecarPattern,
+                  bounds: tuple[str, str] | None) -> Iterator[Path]:
+        """The sidecar paths the pattern matches, in name order; a name exactly as the layout
+        gives it is checked with one stat, its directory listed only where it exists (for
+        the tagged sidecars of jobs stored beside it)."""
+        directories = [self._root]
+        *levels, last = pattern.components
+        for level, component in enumerate(levels):
+            in_range = bounds if level == pattern.period_level else None
+            directories = [child for directory in directories
+                           for child in self._subdirectories(directory, component, in_range)]
+        for directory in directories:
+            if _MAGIC.search(last):
+                yield from (directory / name for name in self._names(directory)
+                            if _matches(name, last))
+            elif os.path.lexists(directory / last):
+                yield directory / last
+                yield from (directory / name for name in self._names(directory)
+                            if name.startswith(last + ".") and _matches(name, last))
+
+    def _subdirectories(self, directory: Path, component: str,
+                        bounds: tuple[str, str] | None) -> list[Path]:
+        if not _MAGIC.search(component):
+            child = directory / component
+            return [child] if child.is_dir() and not child.is_symlink() else []
+        try:
+            with os.scandir(directory) as entries:
+                names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False)
+                               and fnmatch.fnmatchcase(e.name, component))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise BackendError(f"cannot list {directory}: {exc.strerror}") from exc
+        if bounds is not None:
+            names = [n for n in names if bounds[0] <= n <= bounds[1]]
+        return [directory / name for name in names]
+
+    def _names(self, directory: Path) -> list[str]:
+        try:
+            return sorted(os.listdir(directory))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise BackendError(f"cannot list {directory}: {exc.strerror}") from exc
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read(self, path: Path, limit: int | None = None) -> bytes:
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise BackendError(f"{path} is a symbolic link: refused") from exc
+            raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
+        with os.fdopen(descriptor, "rb") as handle:
+            return handle.read() if limit is None else handle.read(limit)
+
+    def _sidecar(self, path: Path) -> dict[str, Any] | None:
+        """The sidecar's document, None if path is not one of ours."""
+        try:
+            document = json.loads(self._read(path, MAX_SIDECAR_BYTES))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        if not isinstance(document, dict) or document.get("format") != SIDECAR_FORMAT:
+            return None
+        return document
+
+    def _data_file(self, entry: dict[str, Any]) -> bytes:
+        components = checked_relative_path(str(entry.get("path", "")))
+        path = self._root.joinpath(*components)
+        real_root = os.path.realpath(self._root)
+        if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+            raise BackendError(f"{path} leads outside the archive {self._root}: refused")
+        content = self._read(path)
+        if hashlib.sha256(content).hexdigest() != entry.get("sha256"):
+            raise BackendError(f"{path} does not match the digest its sidecar records")
+        return content
+
+    def _record(self, document: dict[str, Any], sidecar: Path) -> JobRecord:
+        slurm = document.get("scheduler") == Scheduler.SLURM.value
+        script = b""
+        canonical = b""
+        spool_files = []
+        for entry in document.get("files") or ():
+            content = self._data_file(entry)
+            role = entry.get("role")
+            if role == Role.SCRIPT.value and not script:
+                script = content
+                # Slurm's spool copy ends with a NUL, which the archive leaves out.
+                content = content + b"\0" if slurm else content
+            elif role == Role.ENVIRONMENT.value:
+                canonical = slurm_environment_entries(content) if slurm else content
+            spool_files.append((str(entry.get("spool_name")), content))
+        modules = document.get("modules")
+        environment = environment_from_canonical(canonical)
+        return JobRecord(
+            metadata=metadata_of(document), script=script, environment=environment,
+            modules=tuple(modules) if isinstance(modules, list)
+            else modules_of(script, environment),
+            spool_files=tuple(spool_files), location=str(sidecar))
+
+
+def _matches(name: str, pattern: str) -> bool:
+    """name is pattern's, or pattern's with a slot tag (stored beside a colliding job)."""
+    if fnmatch.fnmatchcase(name, pattern):
+        return True
+    tag = _TAG_SUFFIX.search(name)
+    return tag is not None and fnmatch.fnmatchcase(name[:tag.start()], pattern)
+

@@ -1,0 +1,149 @@
+"""The Elasticsearch backend over the standard library's HTTP client.
+
+Not the official client: importing `elasticsearch` alone takes 0.2-0.45 s here, more than
+half of `show`'s budget as a process; urllib, json and ssl take ~0.01 s, and the CLI makes
+only `_search` requests (docs/performance.md has the measurements)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from query.backend import BackendError
+from query.criteria import Criteria, module_matches
+from query.es_query import PAGE_SIZE, modules_request, search_request, show_request
+from query.jobspec import JobSpec
+from query.record import (
+    JobRecord,
+    Metadata,
+    metadata_of,
+    modules_of,
+    rebuilt_spool_files,
+)
+
+
+def auth_headers(user: str | None, password: str | None, api_key: str | None,
+                 ) -> dict[str, str]:
+    if api_key:
+        return {"Authorization": f"ApiKey {api_key}"}
+    if user:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode("ascii")
+        return {"Authorization": f"Basic {token}"}
+    return {}
+
+
+def tls_context(ca_certs: Path | None, verify: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(ca_certs) if ca_certs else None)
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def script_of(source: Mapping[str, Any]) -> bytes:
+    """The exact script bytes of a document (script_b64 where they are not UTF-8)."""
+    encoded = source.get("script_b64")
+    if encoded is not None:
+        return base64.b64decode(encoded)
+    return str(source.get("script", "")).encode("utf-8")
+
+
+def record_of(source: Mapping[str, Any], location: str) -> JobRecord:
+    script = script_of(source)
+    environment = tuple((str(k), str(v)) for k, v in (source.get("environment") or {}).items())
+    modules = source.get("modules")
+    metadata = metadata_of(source)
+    return JobRecord(
+        metadata=metadata, script=script, environment=environment,
+        modules=tuple(modules) if isinstance(modules, list)
+        else modules_of(script, environment),
+        spool_files=rebuilt_spool_files(metadata, script, environment), location=location)
+
+
+class ElasticsearchIndex:
+    """_search requests on the index alias, tried on each URL in turn."""
+
+    def __init__(self, urls: Sequence[str], index: str, headers: Mapping[str, str],
+                 context: ssl.SSLContext | None, timeout: float) -> None:
+        self._urls = [url.rstrip("/") for url in urls]
+        self._index = index
+        self._headers = {"Content-Type": "application/json", **headers}
+        self._context = context
+        self._timeout = timeout
+
+    @property
+    def description(self) -> str:
+        return f"Elasticsearch {', '.join(self._urls)} (index {self._index})"
+
+    def find(self, spec: JobSpec) -> list[JobRecord]:
+        url, response = self._search(show_request(spec))
+        return [record_of(hit["_source"], f"{url}/{hit['_index']}/_doc/{hit['_id']}")
+                for hit in response["hits"]["hits"]]
+
+    def search(self, criteria: Criteria, limit: int | None) -> list[Metadata]:
+        found: list[Metadata] = []
+        after: list[Any] | None = None
+        while limit is None or len(found) < limit:
+            size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(found))
+            _, response = self._search(search_request(criteria, size, after))
+            hits = response["hits"]["hits"]
+            found.extend(metadata_of(hit["_source"]) for hit in hits)
+            if len(hits) < size:
+                break
+            after = hits[-1]["sort"]
+        return found
+
+    def module_counts(self, criteria: Criteria) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        after: dict[str, Any] | None = None
+        while True:
+            _, response = self._search(modules_request(criteria, after))
+            aggregation = response.get("aggregations", {}).get("modules", {})
+            for bucket in aggregation.get("buckets", []):
+                module = str(bucket["key"]["module"])
+                if criteria.module is None or module_matches(criteria.module, module):
+                    counts[module] = int(bucket["doc_count"])
+            after = aggregation.get("after_key")
+            if after is None or not aggregation.get("buckets"):
+                return counts
+
+    def _search(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """(the URL that answered, its response); BackendError once every URL failed."""
+        failures = []
+        data = json.dumps(body).encode()
+        for url in self._urls:
+            request = urllib.request.Request(f"{url}/{self._index}/_search", data=data,
+                                             headers=self._headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self._timeout,
+                                            context=self._context) as answer:
+                    return url, dict(json.load(answer))
+            except urllib.error.HTTPError as exc:
+                raise BackendError(self._refusal(url, exc)) from exc
+            except (urllib.error.URLError, OSError) as exc:
+                reason = getattr(exc, "reason", exc)
+                failures.append(f"{url}: {reason}")
+        raise BackendError(f"cannot reach Elasticsearch: {'; '.join(failures)}")
+
+    def _refusal(self, url: str, exc: urllib.error.HTTPError) -> str:
+        try:
+            error = json.loads(exc.read()).get("error", {})
+        except (ValueError, AttributeError, OSError):
+            error = {}
+        kind = error.get("type") if isinstance(error, dict) else None
+        reason = error.get("reason") if isinstance(error, dict) else str(error)
+        if kind == "index_not_found_exception":
+            return (f"Elasticsearch {url} has no index or alias {self._index!r}: has"
+                    " sarchive-es indexed anything there?")
+        if exc.code == 401:
+            return (f"Elasticsearch {url} rejected the credentials (HTTP 401): check"
+                    " --es-user and --es-password-file, or --es-api-key")
+        if exc.code == 403:
+            return f"Elasticsearch {url} denied the search (HTTP 403): {reason}"
+        return f"Elasticsearch {url} answered HTTP {exc.code}: {kind}: {reason}"

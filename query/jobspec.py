@@ -1,0 +1,56 @@
+"""What `sarchive show JOB` was asked for: a pure parse of the JOB argument."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from schemas.model import Scheduler
+
+# Slurm ids are numbers; Torque's look like 123.server or 123[].server.
+_JOB_ID = r"[0-9A-Za-z][0-9A-Za-z._\[\]-]*"
+_KEY = re.compile(rf"^(?P<cluster>[^:]+):(?P<scheduler>{'|'.join(s.value for s in Scheduler)})"
+                  rf":(?P<job_id>{_JOB_ID}):(?P<submit>[0-9]+)$")
+_ARRAY_TASK = re.compile(r"^(?P<array>[0-9]+)_(?P<task>[0-9]+)$")
+_HET_COMPONENT = re.compile(r"^(?P<leader>[0-9]+)\+(?P<offset>[0-9]+)$")
+_PLAIN = re.compile(rf"^{_JOB_ID}$")
+
+
+class JobSpecError(ValueError):
+    """JOB is none of the accepted forms: a usage error."""
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """The archived job id to look for, and what narrows it down."""
+
+    text: str  # as given, for messages
+    job_id: str
+    cluster: str | None = None
+    job_key: str | None = None
+
+
+def parse_job_spec(text: str) -> JobSpec:
+    """4711, 4711_7 (the array's record: Slurm keeps an array in one spool directory, that
+    of the array job), 4711+1 (a heterogeneous job's component: Slurm gives component N the
+    id leader+N, and each component its own spool directory), CLUSTER:4711, or a job key
+    CLUSTER:SCHEDULER:ID:SUBMIT_MS."""
+    key = _KEY.match(text)
+    if key is not None:
+        return JobSpec(text, key["job_id"], key["cluster"], text)
+    cluster: str | None = None
+    rest = text
+    if ":" in text:
+        cluster, _, rest = text.partition(":")
+        if not cluster:
+            raise JobSpecError(f"{text!r}: empty cluster name before ':'")
+    array = _ARRAY_TASK.match(rest)
+    if array is not None:
+        return JobSpec(text, array["array"], cluster)
+    het = _HET_COMPONENT.match(rest)
+    if het is not None:
+        return JobSpec(text, str(int(het["leader"]) + int(het["offset"])), cluster)
+    if _PLAIN.match(rest):
+        return JobSpec(text, rest, cluster)
+    raise JobSpecError(f"{text!r} is not a job: give an id (4711), an array task (4711_7), a"
+                       " heterogeneous component (4711+1), CLUSTER:ID or a job key")

@@ -1,0 +1,174 @@
+"""sarchive on real archived jobs: sbatch (plain, array, heterogeneous, non-UTF-8, terminal
+escapes, multi-line environment values) through sarchive-producer, Kafka, sarchive-archive and
+sarchive-es, then every subcommand against both backends with the same answers."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from testkit.processes import ServiceProcess
+from testkit.waiting import wait_until
+
+Harness = Any  # the harness types live in conftest.py files, which tests cannot import
+BIN = Path(sys.executable).parent
+ENVIRONMENT = {"USER": "cliuser", "CLI_MULTI": "first line\nsecond=line",
+               "LOADEDMODULES": "gcc/9.3.0:openmpi/4.1"}
+SCRIPTS = {
+    "plain": b"#!/bin/bash\n#SBATCH --job-name=cli-plain\nmodule load gromacs/2023.1\n"
+             b"srun gmx_mpi mdrun\n",
+    "escapes": b"#!/bin/bash\n#SBATCH --job-name=cli-escapes\n"
+               b"echo '\x1b]0;owned\x07' '\x1b[2J'\n",
+    "latin1": b"#!/bin/bash\n#SBATCH --job-name=cli-latin1\n# caf\xe9\necho bytes\n",
+    "array": b"#!/bin/bash\n#SBATCH --job-name=cli-array\n#SBATCH --array=0-3\necho task\n",
+    "het": b"#!/bin/bash\n#SBATCH --job-name=cli-het\n#SBATCH -n1\n#SBATCH hetjob\n"
+           b"#SBATCH -n1\nsrun hostname\n",
+}
+
+
+def sarchive(*argv: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "query.cli", *argv], capture_output=True,
+                          timeout=60, check=False)
+
+
+@pytest.fixture
+def submitted(slurm: Harness) -> Iterator[dict[str, str]]:
+    """Held jobs (they stay in the spool): kind -> job id; "since" is a time just before."""
+    since = (datetime.now(UTC) - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
+    jobs = {kind: slurm.sbatch("--hold", script=script, env=ENVIRONMENT)
+            for kind, script in SCRIPTS.items()}
+    yield {**jobs, "since": since}
+    slurm.scancel(*jobs.values())
+
+
+def _es(url: str, method: str, path: str, body: Any = None) -> Any:
+    request = urllib.request.Request(
+        f"{url}/{path}", method=method, headers={"Content-Type": "application/json"},
+        data=None if body is None else json.dumps(body).encode())
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.load(answer)
+
+
+@pytest.fixture
+def es_prefix() -> Iterator[str]:
+    prefix = f"sarchive-cli-{uuid.uuid4().hex[:8]}"
+    yield prefix
+    url = "http://127.0.0.1:19200"
+    # By name: Elasticsearch refuses wildcard deletes.
+    names = [row["index"] for row in _es(url, "GET", f"_cat/indices/{prefix}-*?format=json")]
+    if names:
+        _es(url, "DELETE", ",".join(names))
+    _es(url, "DELETE", f"_index_template/{prefix}")
+
+
+def test_every_subcommand_gives_the_same_answers_from_both_backends(  # noqa: PLR0915, PLR0917 -- one pipeline, many checks; pytest passes fixtures positionally
+        slurm: Harness, submitted: dict[str, str], kafka_topic: str, kafka_bootstrap: str,
+        producer_runner: Callable[..., ServiceProcess], es_prefix: str,
+        tmp_path: Path) -> None:
+    es_url = "http://127.0.0.1:19200"
+    since = ("--since", submitted.pop("since"))  # other held jobs of the shared spool
+    het_second = str(int(submitted["het"]) + 1)
+    job_ids = {*submitted.values(), het_second}
+    producer = producer_runner(
+        "--cluster", slurm.cluster, "--scheduler", "slurm", "--spool", str(slurm.state_dir),
+        "--state-dir", str(tmp_path / "producer-state"), "--brokers", kafka_bootstrap,
+        "--topic", kafka_topic, "--env-redact", "", "--env-redact-values", "")
+    root = tmp_path / "archive"
+    root.mkdir()
+    common = ["--brokers", kafka_bootstrap, "--topic", kafka_topic, "--batch-timeout", "0.2"]
+    archive = ServiceProcess("sarchive-archive", [
+        str(BIN / "sarchive-archive"), *common, "--archive", str(root),
+        "--group", f"cli-archive-{kafka_topic}"], tmp_path / "archive.log").start()
+    elastic = ServiceProcess("sarchive-es", [
+        str(BIN / "sarchive-es"), *common, "--es-url", es_url, "--index-prefix", es_prefix,
+        "--group", f"cli-es-{kafka_topic}", "--index-replicas", "0"],
+        tmp_path / "es.log").start()
+    try:
+        on_archive = ["--archive", str(root), "--time-zone", "UTC"]
+        on_es = ["--es-url", es_url, "--index", es_prefix, "--time-zone", "UTC"]
+
+        def archived() -> bool:
+            return all(list(root.glob(f"*/job.{job_id}_metadata.json")) for job_id in job_ids)
+
+        def indexed() -> bool:
+            # Other held jobs in the shared spool are archived too: count only this test's.
+            query = {"query": {"terms": {"job_id": sorted(job_ids)}}}
+            try:
+                _es(es_url, "POST", f"{es_prefix}/_refresh")
+                answer = _es(es_url, "POST", f"{es_prefix}/_count", query)
+            except OSError:
+                return False
+            return int(answer["count"]) == len(job_ids)
+
+        wait_until(archived, 90, f"{len(job_ids)} jobs archived\n{archive.log_tail()}"
+                   f"\n{producer.log()[-2000:]}")
+        wait_until(indexed, 90, f"{len(job_ids)} jobs indexed\n{elastic.log_tail()}")
+    finally:
+        for process in (producer, archive, elastic):
+            process.signal(signal.SIGTERM)
+            process.wait(30)
+
+    def both(*argv: str) -> bytes:
+        """The output of argv on the archive, after checking Elasticsearch's is the same."""
+        from_archive, from_es = sarchive(*argv, *on_archive), sarchive(*argv, *on_es)
+        assert from_archive.returncode == from_es.returncode == 0, (
+            argv, from_archive.stderr, from_es.stderr)
+        assert from_archive.stdout == from_es.stdout, argv
+        return from_archive.stdout
+
+    # show --script: Slurm's spool copy without its final NUL, byte for byte, on both.
+    for kind, job_id in submitted.items():
+        spool_script = (slurm.job_dir(job_id) / "script").read_bytes()
+        assert spool_script == SCRIPTS[kind] + b"\0"
+        assert both("show", job_id, "--script") == SCRIPTS[kind]
+    # An array task resolves to its array's record; a het component to its own.
+    array = submitted["array"]
+    assert both("show", f"{array}_2", "--script") == SCRIPTS["array"]
+    assert both("show", f"{slurm.cluster}:{array}_2", "--json") == \
+        both("show", array, "--json")
+    assert both("show", f"{submitted['het']}+1", "--json") == both("show", het_second, "--json")
+
+    # The environment: multi-line values escaped visibly; -0 is the exact entries.
+    listing = both("show", submitted["plain"], "--env").decode()
+    assert "CLI_MULTI=first line\\nsecond=line\n" in listing
+    spool_env = (slurm.job_dir(submitted["plain"]) / "environment").read_bytes()
+    assert both("show", submitted["plain"], "--env", "-0") == spool_env[4:]
+
+    # Nothing of the escapes reaches the output of the default view.
+    shown = sarchive("show", submitted["escapes"], *on_archive)
+    assert b"\x1b" not in shown.stdout and b"\x07" not in shown.stdout
+    assert b"\\e]0;owned\\x07" in shown.stdout
+
+    # --restore: the spool files, byte for byte, from both backends.
+    for backend, argv in (("archive", on_archive), ("es", on_es)):
+        for job_id in (submitted["plain"], submitted["latin1"]):
+            target = tmp_path / f"restore-{backend}-{job_id}"
+            assert sarchive("show", job_id, "--restore", str(target), *argv).returncode == 0
+            for name in ("script", "environment"):
+                assert (target / name).read_bytes() == \
+                    (slurm.job_dir(job_id) / name).read_bytes(), (backend, name)
+
+    # search, diff on both; unknown jobs are status 1 naming the backend.
+    table = both("search", "--user", "cliuser", "--limit", "0", *since).decode()
+    assert all(job_id in table for job_id in job_ids)
+    keys = both("search", "--name", "cli-*", "--format", "{job_id}", *since).decode().split()
+    assert set(keys) == job_ids
+    assert both("search", "--text", "gmx_mpi", "--format", "{job_id}", *since).split() == \
+        [submitted["plain"].encode()]
+    assert set(both("search", "--env", "CLI_MULTI", "--json", *since).splitlines()) == \
+        set(both("search", "--user", "cliuser", "--json", *since).splitlines())
+    assert b"+# caf\\xe9" in both("diff", submitted["plain"], submitted["latin1"])
+    for argv in (on_archive, on_es):
+        missing = sarchive("show", "999999", *argv)
+        assert missing.returncode == 1
+        assert b"no job 999999 in " in missing.stderr

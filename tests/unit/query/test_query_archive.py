@@ -1,0 +1,142 @@
+"""The file-archive backend on archives written by the archive consumer's own sink, and
+`sarchive show` to a pseudo-terminal versus a pipe."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import subprocess
+import sys
+from datetime import UTC
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from consumers.archive.config import ArchiveConfig
+from consumers.archive.sidecar import FORMAT
+from consumers.archive.sink import ArchiveSink
+from query.archive import SIDECAR_FORMAT, FileArchive
+from query.backend import BackendError
+from query.criteria import Criteria
+from query.jobspec import parse_job_spec
+from schemas.archive_layout import Layout, Period
+from schemas.model import JobEvent
+from testkit.events import SUBMIT_MS, job_event
+
+DAY_MS = 86_400_000
+HOSTILE = b"#!/bin/bash\necho '\x1b]0;owned\x07'\x1b[2J\nmodule load gcc/9.3.0\n"
+
+
+def archive_of(root: Path, events: list[JobEvent], layout: str = "sarchive") -> FileArchive:
+    sink = ArchiveSink(ArchiveConfig(archive=root, layout=layout, time_zone="UTC"), CollectorRegistry())
+    sink.prepare()
+    assert list(sink.write_batch(events)) == []
+    sink.close()
+    return FileArchive(root, Layout.from_setting(layout, Period.DAILY, UTC), UTC)
+
+
+def test_sidecar_format_is_the_consumers() -> None:
+    assert SIDECAR_FORMAT == FORMAT
+
+
+@pytest.mark.parametrize("layout", ["sarchive", "per-user", "sharded", "xdmod"])
+def test_a_job_is_found_by_id_in_every_layout(tmp_path: Path, layout: str) -> None:
+    event = job_event(environment=b"A=1\0MULTI=x\ny\0")
+    records = archive_of(tmp_path, [event, job_event(job_id="4712")], layout).find(
+        parse_job_spec("4711"))
+    assert [r.job_key for r in records] == [event.job_key]
+    assert records[0].script == event.script
+    if layout != "xdmod":  # xdmod's layout keeps the script alone
+        assert dict(records[0].environment) == {"A": "1", "MULTI": "x\ny"}
+        assert records[0].spool_files == tuple((f.name, f.content) for f in event.spool_files)
+
+
+def test_a_reused_id_on_the_same_day_gives_both_jobs_newest_first(tmp_path: Path) -> None:
+    first = job_event()
+    second = job_event(submit_time=SUBMIT_MS + 60_000, script=b"#!/bin/sh\necho again\n")
+    archive = archive_of(tmp_path, [first, second])
+    assert len(list(tmp_path.rglob("job.4711_metadata.json.*"))) == 1  # stored beside
+    assert [r.job_key for r in archive.find(parse_job_spec("4711"))] == [
+        second.job_key, first.job_key]
+    assert [r.job_key for r in archive.find(parse_job_spec(first.job_key))] == [first.job_key]
+
+
+def test_search_prunes_by_date_and_matches_the_contents(tmp_path: Path) -> None:
+    events = [job_event(job_id=str(100 + n), submit_time=SUBMIT_MS + n * DAY_MS,
+                        user=f"u{n % 2}", script=HOSTILE if n == 3 else b"echo\n")
+              for n in range(6)]
+    archive = archive_of(tmp_path, events)
+    found = archive.search(Criteria(since_ms=SUBMIT_MS + 2 * DAY_MS,
+                                    until_ms=SUBMIT_MS + 4 * DAY_MS), None)
+    assert [m["job_id"] for m in found] == ["103", "102"]
+    assert [m["job_id"] for m in archive.search(Criteria(module="gcc/9"), None)] == ["103"]
+    assert [m["job_id"] for m in archive.search(Criteria(user="u1"), 2)] == ["105", "103"]
+    assert archive.module_counts(Criteria()) == {"gcc/9.3.0": 1}
+
+
+def test_a_sidecar_naming_a_path_outside_the_archive_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "archive"
+    root.mkdir()
+    archive = archive_of(root, [job_event()])
+    (tmp_path / "secret").write_bytes(b"outside")
+    sidecar = next(root.rglob("job.4711_metadata.json"))
+    document = json.loads(sidecar.read_bytes())
+    document["files"][0]["path"] = "../secret"
+    sidecar.write_text(json.dumps(document))
+    with pytest.raises(BackendError, match="outside the archive"):
+        archive.find(parse_job_spec("4711"))
+    script = next(root.rglob("job.4711_script"))
+    script.unlink()
+    script.symlink_to(tmp_path / "secret")
+    document["files"][0]["path"] = str(script.relative_to(root))
+    sidecar.write_text(json.dumps(document))
+    with pytest.raises(BackendError, match=r"outside the archive|symbolic link"):
+        archive.find(parse_job_spec("4711"))
+
+
+def _sarchive(root: Path, *argv: str, terminal: bool) -> tuple[int, bytes]:
+    command = [sys.executable, "-m", "query.cli", *argv, "--archive", str(root),
+               "--time-zone", "UTC"]
+    if not terminal:
+        done = subprocess.run(command, capture_output=True, timeout=30, check=False)
+        return done.returncode, done.stdout
+    controller, follower = pty.openpty()
+    process = subprocess.Popen(command, stdout=follower, stderr=follower)
+    os.close(follower)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    return process.wait(30), output
+
+
+def test_show_script_is_exact_to_a_pipe_and_safe_on_a_terminal(tmp_path: Path) -> None:
+    archive_of(tmp_path, [job_event(script=HOSTILE)])
+    assert _sarchive(tmp_path, "show", "4711", "--script", terminal=False) == (0, HOSTILE)
+    status, shown = _sarchive(tmp_path, "show", "4711", "--script", terminal=True)
+    assert status == 0
+    assert b"\x1b" not in shown and b"\x07" not in shown
+    assert b"\\e]0;owned\\x07" in shown
+    status, raw = _sarchive(tmp_path, "show", "4711", "--script", "--raw", terminal=True)
+    assert b"\x1b[2J" in raw
+    status, shown = _sarchive(tmp_path, "show", "4711", terminal=True)
+    assert status == 0 and b"\x1b" not in shown and b"\x07" not in shown
+
+
+def test_exit_statuses_say_missing_ambiguous_and_usage(tmp_path: Path) -> None:
+    archive_of(tmp_path, [job_event(), job_event(submit_time=SUBMIT_MS + DAY_MS)])
+    assert _sarchive(tmp_path, "show", "9", terminal=False)[0] == 1
+    assert _sarchive(tmp_path, "show", "4711", terminal=False)[0] == 3
+    assert _sarchive(tmp_path, "show", "4711", "--latest", terminal=False)[0] == 0
+    assert _sarchive(tmp_path, "show", "4711", "--submitted", "2024-03-15",
+                     terminal=False)[0] == 0
+    assert _sarchive(tmp_path, "show", "47/11", terminal=False)[0] == 2
+    assert _sarchive(tmp_path, "search", "--since", "soon", terminal=False)[0] == 2

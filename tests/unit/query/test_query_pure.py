@@ -1,0 +1,167 @@
+"""The CLI's pure pieces: job specs, criteria, the Elasticsearch queries, terminal-safe
+rendering, the environment diff and the layout's sidecar patterns."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from query.criteria import (
+    Criteria,
+    CriteriaError,
+    contents_match,
+    glob_regex,
+    metadata_matches,
+    module_matches,
+    parse_when,
+    words,
+)
+from query.diff import environment_diff, script_diff
+from query.es_query import criteria_query, search_request, show_request
+from query.formatting import FormatError, check_format, environment_lines, table
+from query.jobspec import JobSpec, JobSpecError, parse_job_spec
+from query.terminal import safe_bytes, safe_line
+from schemas.archive_layout import Layout, Period, period_directory, sidecar_pattern
+
+NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("4711", JobSpec("4711", "4711")),
+    ("4711_7", JobSpec("4711_7", "4711")),
+    ("4711+1", JobSpec("4711+1", "4712")),
+    ("hydra:4711", JobSpec("hydra:4711", "4711", "hydra")),
+    ("hydra:slurm:4711:1710545400000",
+     JobSpec("hydra:slurm:4711:1710545400000", "4711", "hydra",
+             "hydra:slurm:4711:1710545400000")),
+    ("123[].server", JobSpec("123[].server", "123[].server")),
+])
+def test_job_spec_forms_resolve_to_the_archived_job_id(text: str, expected: JobSpec) -> None:
+    assert parse_job_spec(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", ":4711", "47 11", "../x", "4711;rm"])
+def test_malformed_job_specs_are_usage_errors(text: str) -> None:
+    with pytest.raises(JobSpecError):
+        parse_job_spec(text)
+
+
+def test_when_accepts_ages_dates_and_times_and_until_dates_include_their_day() -> None:
+    assert parse_when("7d", NOW, UTC) == int(datetime(2024, 6, 8, 12, tzinfo=UTC).timestamp()
+                                             * 1000)
+    assert parse_when("2024-06-01", NOW, UTC) == 1_717_200_000_000
+    assert parse_when("2024-06-01", NOW, UTC, end_of_day=True) == 1_717_286_400_000
+    assert parse_when("2024-06-01T01:00", NOW, UTC) == 1_717_203_600_000
+    with pytest.raises(CriteriaError):
+        parse_when("yesterday", NOW, UTC)
+
+
+def test_module_spec_matches_its_versions_but_not_longer_names() -> None:
+    assert module_matches("gcc", "gcc/9.3.0")
+    assert module_matches("gcc/9", "gcc/9.3.0")
+    assert module_matches("gcc/9.3.0", "gcc/9.3.0")
+    assert not module_matches("gcc/9", "gcc/90")
+    assert not module_matches("gcc", "gccgo/1")
+
+
+def test_name_globs_know_only_star_question_mark_and_escapes() -> None:
+    assert glob_regex("run-*").match("run-17")
+    assert glob_regex("run-?").match("run-1") and not glob_regex("run-?").match("run-12")
+    assert glob_regex("[ab]").match("[ab]") and not glob_regex("[ab]").match("a")
+    assert glob_regex(r"a\*").match("a*") and not glob_regex(r"a\*").match("ab")
+
+
+def test_script_words_are_cut_like_the_standard_analyzer() -> None:
+    assert words("module load GROMACS/2023.1-foss; srun gmx_mpi") == {
+        "module", "load", "gromacs", "2023.1", "foss", "srun", "gmx_mpi"}
+    assert "gcc:openmpi" in words("LOADED=gcc:openmpi")
+
+
+def test_archive_matching_applies_every_criterion() -> None:
+    meta = {"user": "alice", "cluster": "c", "account": "a", "partition": "p",
+            "job_name": "md-run", "submit_time": 1_000}
+    assert metadata_matches(Criteria(user="alice", name="md-*", since_ms=1_000,
+                                     until_ms=1_001), meta)
+    assert not metadata_matches(Criteria(until_ms=1_000), meta)
+    assert not metadata_matches(Criteria(partition="q"), meta)
+    criteria = Criteria(module="gcc/9", text="srun", env=(("A", "1"), ("B", None)))
+    assert contents_match(criteria, b"srun x", {"A": "1", "B": ""}, ["gcc/9.3"])
+    assert not contents_match(criteria, b"srun x", {"A": "2", "B": ""}, ["gcc/9.3"])
+    assert not contents_match(criteria, b"srun x", {"A": "1"}, ["gcc/9.3"])
+
+
+def test_es_queries_are_filters_of_the_criteria() -> None:
+    query = criteria_query(Criteria(user="alice", since_ms=5, env=(("K", None), ("L", "v")),
+                                    module="gcc", text="a b"))
+    filters = query["bool"]["filter"]
+    assert {"term": {"user": "alice"}} in filters
+    assert {"range": {"submit_time": {"gte": 5, "format": "epoch_millis"}}} in filters
+    assert {"exists": {"field": "environment.K"}} in filters
+    assert {"term": {"environment.L": "v"}} in filters
+    assert {"match": {"script": {"query": "a b", "operator": "and"}}} in filters
+    page = search_request(Criteria(), 10, [1, "k"])
+    assert page["search_after"] == [1, "k"] and page["size"] == 10
+    assert show_request(parse_job_spec("c:4711"))["query"]["bool"]["filter"] == [
+        {"term": {"job_id": "4711"}}, {"term": {"cluster": "c"}}]
+
+
+def test_terminal_rendering_shows_escapes_instead_of_passing_them() -> None:
+    rendered = safe_bytes(b"echo \x1b]0;title\x07 \x1b[2J \x9b caf\xe9\r\n\tok\n")
+    assert "\x1b" not in rendered and "\x07" not in rendered and "\r" not in rendered
+    assert rendered == "echo \\e]0;title\\x07 \\e[2J \\x9b caf\\xe9\\r\n\tok\n"
+    assert safe_line("a\nb\\c\u202e") == "a\\nb\\\\c\\u202e"
+    assert safe_bytes("\u009b".encode()) == "\\x9b"
+
+
+def test_environment_listing_is_one_line_per_variable() -> None:
+    assert environment_lines([("A", "x\ny"), ("B", "\x1b[2J")]) == "A=x\\ny\nB=\\e[2J\n"
+
+
+def test_environment_diff_by_key_and_safe_script_diff() -> None:
+    diff = environment_diff([("A", "1"), ("B", "2"), ("C", "3")],
+                            [("A", "1"), ("B", "4"), ("D", "5")])
+    assert diff.added == (("D", "5"),)
+    assert diff.removed == (("C", "3"),)
+    assert diff.changed == (("B", "2", "4"),)
+    text = script_diff(b"a\n", b"a\n\x1b[2J\n", "one", "two")
+    assert "+\\e[2J\n" in text and "\x1b" not in text
+
+
+def test_format_templates_name_plain_fields_only() -> None:
+    assert check_format("{job_id} {user}") == "{job_id} {user}"
+    for bad in ("{job_id.__class__}", "{nope}", "{user!r}", "{user:>9}"):
+        with pytest.raises(FormatError):
+            check_format(bad)
+
+
+def test_table_cuts_lines_to_the_terminal_width() -> None:
+    rows = [{"submit_time": 0, "cluster": "c", "job_id": "1", "user": "u",
+             "job_name": "n" * 200}]
+    assert all(len(line) <= 80 for line in table(rows, UTC, 80).splitlines())
+
+
+@pytest.mark.parametrize(("preset", "period", "components", "level"), [
+    ("sarchive", Period.DAILY, ("*", "job.4711_metadata.json"), 0),
+    ("sarchive", Period.NONE, ("job.4711_metadata.json",), None),
+    ("per-user", Period.DAILY, ("*", "*", "*", "4711-*.json"), None),
+    ("xdmod", Period.DAILY, ("*", "4711.savescript.json"), None),
+    ("sharded", Period.DAILY, ("hydra", "11", "74", "job.4711_metadata.json"), None),
+])
+def test_sidecar_patterns_follow_each_layout(preset: str, period: Period,
+                                             components: tuple[str, ...],
+                                             level: int | None) -> None:
+    pattern = sidecar_pattern(Layout.from_setting(preset, period, UTC), "4711",
+                              "hydra" if preset == "sharded" else None)
+    assert pattern.components == components
+    assert pattern.period_level == level
+
+
+def test_sidecar_pattern_escapes_glob_characters_of_ids() -> None:
+    pattern = sidecar_pattern(Layout.from_setting("sarchive", Period.DAILY, UTC), "12[3]")
+    assert pattern.components[-1] == "job.12[[]3]_metadata.json"
+
+
+def test_period_directory_is_the_instant_in_its_own_zone() -> None:
+    assert period_directory(Period.DAILY, NOW) == "20240615"
+    assert period_directory(Period.MONTHLY, NOW) == "202406"
