@@ -11,17 +11,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from testkit.secrets import LEAKED as LEAKED_IN_ENVIRONMENTS
+
 UNREACHABLE_BROKER = "127.0.0.1:9"
 SCRIPT = b"#!/bin/bash\n#SBATCH --job-name=leaky\necho leaky\n"
 
-# What sites leaked with the old defaults, each entry with the secret it holds.
+# The old defaults' leaks, and Slurm's own token (masked by its key and by its JWT shape).
 LEAKED = (
-    (b"SSHPASS=hunter2-ssh", b"hunter2-ssh"),
-    (b"MYSQL_PWD=hunter2-mysql", b"hunter2-mysql"),
-    (b"GITHUB_PAT=github_pat_11ABCDEFG0123456789_abcdefghij", b"11ABCDEFG0123456789"),
-    (b"AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE", b"AKIAIOSFODNN7EXAMPLE"),
-    (b"DATABASE_URL=postgres://user:pg-password@host/db", b"pg-password"),
-    (b"NOTE=see ghp_0123456789abcdefghij0123456789abcdef", b"0123456789abcdefghij"),
+    *LEAKED_IN_ENVIRONMENTS,
     (b"SLURM_JWT=eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJl", b"c2lnbmF0dXJl"),
 )
 ENVIRONMENT = (b"USER=alice", b"HOME=/home/alice", b"KEPT_MARKER=kept-in-the-clear",

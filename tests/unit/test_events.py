@@ -22,6 +22,7 @@ from producer.spool_io import RawJob
 from producer.torque_spool import parse_torque_jb, read_torque_job
 from schemas.codec import JobEventCodec
 from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource
+from testkit.secrets import LEAKED, LEAKED_KEYS
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
 REAL_SLURM_JOB = FIXTURES / "slurm" / "state" / "hash.8" / "job.18"
@@ -37,17 +38,6 @@ SETTINGS = EventSettings(cluster="hydra", env_policy=POLICY, max_script_bytes=1 
 DEFAULT_SETTINGS = dataclasses.replace(
     SETTINGS, env_policy=load_producer_config(["--cluster", "hydra"], environ={}).env_policy())
 
-# What sites leaked with the old defaults, each entry with the secret it holds; the URL's
-# entry keeps its URL.
-LEAKED = (
-    (b"SSHPASS=hunter2-ssh", b"hunter2-ssh"),
-    (b"MYSQL_PWD=hunter2-mysql", b"hunter2-mysql"),
-    (b"GITHUB_PAT=github_pat_11ABCDEFG0123456789_abcdefghij", b"11ABCDEFG0123456789"),
-    (b"AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE", b"AKIAIOSFODNN7EXAMPLE"),
-    (b"DATABASE_URL=postgres://user:pg-password@host/db", b"pg-password"),
-    (b"NOTE=see ghp_0123456789abcdefghij0123456789abcdef", b"0123456789abcdefghij"),
-)
-LEAKED_KEYS = ("SSHPASS", "MYSQL_PWD", "GITHUB_PAT", "AWS_ACCESS_KEY_ID", "DATABASE_URL", "NOTE")
 MASKED_URL = b"DATABASE_URL=postgres://user:<redacted>@host/db"
 
 

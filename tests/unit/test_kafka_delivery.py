@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
-from producer.config import kafka_producer_properties, load_producer_config
+from producer.config import ProducerConfig, kafka_producer_properties, load_producer_config
 from producer.delivery import (
     FailureKind,
     KafkaDelivery,
@@ -239,25 +239,40 @@ def run_in_thread(service: ProducerService) -> tuple[threading.Thread, list[int]
     return thread, exit_codes
 
 
-def test_shutdown_flushes_what_is_in_flight_and_acknowledged_events_leave_the_outbox(
-        tmp_path: Path, synthetic_spool: Any, scripted_producer: type[ScriptedProducer]) -> None:
-    """poll() gets no answer; the shutdown's flush does: every event is acknowledged."""
+def three_events_in_flight(
+        tmp_path: Path, synthetic_spool: Any, scripted_producer: type[ScriptedProducer],
+        shutdown_timeout: str,
+) -> tuple[ProducerConfig, CollectorRegistry, ProducerService,
+           tuple[threading.Thread, list[int]]]:
+    """A producer running in a thread with three jobs' events handed to a producer that
+    holds them (no delivery report yet)."""
     for job_id in range(1, 4):
         synthetic_spool.write_job(job_id, b"#!/bin/sh\n")
     config = load_producer_config(
         ["--cluster", "c", "--spool", str(synthetic_spool.root), "--state-dir",
-         str(tmp_path / "state"), "--shutdown-timeout", "5"], environ={})
+         str(tmp_path / "state"), "--shutdown-timeout", shutdown_timeout], environ={})
     registry = CollectorRegistry()
     service = ProducerService(config, registry, kafka_producer_properties(config),
                               producer_factory=scripted_producer)
     scripted_producer.start_holding = True
-    thread, exit_codes = run_in_thread(service)
+    running = run_in_thread(service)
     try:
         wait_until(lambda: bool(scripted_producer.made)
                    and len(scripted_producer.made[0].queue) == 3, 10, "3 events in flight")
-    finally:
+    except BaseException:
         service.request_stop()
-        thread.join(10)
+        running[0].join(10)
+        raise
+    return config, registry, service, running
+
+
+def test_shutdown_flushes_what_is_in_flight_and_acknowledged_events_leave_the_outbox(
+        tmp_path: Path, synthetic_spool: Any, scripted_producer: type[ScriptedProducer]) -> None:
+    """poll() gets no answer; the shutdown's flush does: every event is acknowledged."""
+    _, registry, service, (thread, exit_codes) = three_events_in_flight(
+        tmp_path, synthetic_spool, scripted_producer, shutdown_timeout="5")
+    service.request_stop()
+    thread.join(10)
     assert exit_codes == [0]
     producer = scripted_producer.made[0]
     assert producer.flushes and all(0 < t <= 5 for t in producer.flushes)
@@ -267,19 +282,9 @@ def test_shutdown_flushes_what_is_in_flight_and_acknowledged_events_leave_the_ou
 
 def test_shutdown_flush_is_bounded_by_the_shutdown_timeout_and_unanswered_events_stay(
         tmp_path: Path, synthetic_spool: Any, scripted_producer: type[ScriptedProducer]) -> None:
-    for job_id in range(1, 4):
-        synthetic_spool.write_job(job_id, b"#!/bin/sh\n")
-    config = load_producer_config(
-        ["--cluster", "c", "--spool", str(synthetic_spool.root), "--state-dir",
-         str(tmp_path / "state"), "--shutdown-timeout", "0.5"], environ={})
-    registry = CollectorRegistry()
-    service = ProducerService(config, registry, kafka_producer_properties(config),
-                              producer_factory=scripted_producer)
-    scripted_producer.start_holding = True
-    thread, exit_codes = run_in_thread(service)
+    config, registry, service, (thread, exit_codes) = three_events_in_flight(
+        tmp_path, synthetic_spool, scripted_producer, shutdown_timeout="0.5")
     try:
-        wait_until(lambda: bool(scripted_producer.made)
-                   and len(scripted_producer.made[0].queue) == 3, 10, "3 events in flight")
         scripted_producer.made[0].silent = True
     finally:
         stop_requested = time.monotonic()
