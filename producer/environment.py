@@ -234,7 +234,14 @@ def environment_index(entries: Sequence[bytes],
         keys = [entry_key(entry) for entry in entries]
     # Reversed, so that the first entry of a repeated key is the one left in the dict; built
     # in C from the keys, without splitting every entry again.
-    return dict(zip(reversed(keys), reversed(entries), strict=True))
+    index = dict(zip(reversed(keys), reversed(entries), strict=True))
+    if len(index) == len(keys) or all(len(k) < len(e) for k, e in zip(keys, entries,
+                                                                         strict=True)):
+        return index
+    # An entry without '=' is no variable (getenv looks for "KEY="): it must not hide a
+    # later KEY=VALUE. Rare, so only then is the index built again without such entries.
+    return dict((k, e) for k, e in zip(reversed(keys), reversed(entries), strict=True)
+                if len(k) < len(e))
 
 
 def environment_value(index: Mapping[bytes, bytes], key: str) -> str | None:

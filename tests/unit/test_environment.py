@@ -113,6 +113,12 @@ def test_user_comes_from_user_then_logname_then_home_directory() -> None:
     assert user([], None) == (None, UserSource.UNKNOWN)
 
 
+def test_an_entry_without_equals_sign_does_not_hide_a_later_value_of_its_key() -> None:
+    """As getenv: only KEY=VALUE entries are variables (found by Hypothesis)."""
+    assert environment_value(environment_index([b"A", b"A=\x01"]), "A") == "\x01"
+    assert environment_value(environment_index([b"A=1", b"A"]), "A") == "1"
+
+
 @given(st.lists(st.tuples(keys, st.sampled_from([b"=", b""]), values), max_size=12), keys)
 def test_environment_value_is_the_first_entry_with_exactly_that_key(
         parts: list[tuple[str, bytes, bytes]], wanted: str) -> None:
