@@ -186,6 +186,15 @@ class KafkaDelivery(Generic[TokenT]):
         self.start()
         return reports
 
+    def broker_answers(self, timeout: float) -> bool:
+        """Whether a broker answers a metadata request for the topic within timeout: safe
+        from another thread (librdkafka's client is thread-safe)."""
+        try:
+            self._producer.list_topics(self.topic, timeout=timeout)
+        except KafkaException:
+            return False
+        return True
+
     def _take_reports(self) -> list[DeliveryReport[TokenT]]:
         reports, self._reports = self._reports, []
         return reports

@@ -10,6 +10,7 @@ REASON_MALFORMED = "malformed"
 REASON_NOT_A_JOB = "not-a-job"
 REASON_SYMLINK = "symlink"
 REASON_IO = "io"
+REASON_READER_LOST = "reader-lost"  # the reader process died while reading the job
 
 
 class SpoolReadError(Exception):

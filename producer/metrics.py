@@ -4,9 +4,28 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from producer.delivery import FailureKind
+from producer.errors import (
+    REASON_INCOMPLETE,
+    REASON_IO,
+    REASON_MALFORMED,
+    REASON_NOT_A_JOB,
+    REASON_PERMISSION,
+    REASON_READER_LOST,
+    REASON_SYMLINK,
+    REASON_VANISHED,
+)
+
 # Spool-to-acknowledgement latency spans milliseconds (live) to hours (a broker outage).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
                    900.0, 3600.0, 4 * 3600.0, 24 * 3600.0)
+
+# Every label value the code can give, exported at 0 from the start: `increase(...) > 0` sees
+# the first failure after a restart only if the series existed before it.
+READ_FAILURE_REASONS = (REASON_INCOMPLETE, REASON_VANISHED, REASON_PERMISSION, REASON_MALFORMED,
+                        REASON_NOT_A_JOB, REASON_SYMLINK, REASON_IO, REASON_READER_LOST)
+RESCAN_CAUSES = ("start", "overflow", "watch-limit")
+WATCH_FAILURE_LEVELS = ("directory", "job")
 
 
 class ProducerMetrics:
@@ -73,3 +92,21 @@ class ProducerMetrics:
         self.pending_jobs = Gauge(
             prefix + "pending_jobs", "Jobs detected whose files are not complete yet, or that"
             " wait for room in the outbox", registry=registry)
+        self.outbox_oldest_age = Gauge(
+            prefix + "outbox_oldest_age_seconds", "Seconds since the submission of the job whose"
+            " event is first in the outbox, unacknowledged (0: outbox empty)",
+            registry=registry)
+        self.broker_up = Gauge(
+            prefix + "broker_up", "1 while a broker answers (a delivery acknowledged or the"
+            " periodic metadata check answered), 0 once none does", registry=registry)
+        self.spool_present = Gauge(
+            prefix + "spool_present", "1 while the spool directory exists and is watched, 0"
+            " while the producer waits for it", registry=registry)
+        for reason in READ_FAILURE_REASONS:
+            self.jobs_failed.labels(reason)
+        for kind in FailureKind:
+            self.delivery_failures.labels(kind.value)
+        for cause in RESCAN_CAUSES:
+            self.rescans.labels(cause)
+        for level in WATCH_FAILURE_LEVELS:
+            self.watch_failures.labels(level)

@@ -83,7 +83,8 @@ class _Segment:
     path: Path
     fd: int
     size: int
-    live: set[int] = field(default_factory=set)
+    # Unacknowledged records: offset -> the job's submit time (ms), in append order.
+    live: dict[int, int] = field(default_factory=dict)
     sealed: bool = True
     dirty: bool = False
     ack_fd: int | None = None
@@ -137,6 +138,15 @@ class Outbox:
         """Bytes of all segment files: what --outbox-max-bytes bounds."""
         return sum(s.size for s in self._segments.values())
 
+    def oldest_submit_time_ms(self) -> int | None:
+        """The submit time of the job whose event is first in the outbox, unacknowledged
+        (None: the outbox is empty). Segments and their records are in append order, so
+        this looks at the first live record only."""
+        for segment in self._segments.values():
+            if segment.live:
+                return next(iter(segment.live.values()))
+        return None
+
     def has_room(self) -> bool:
         return self._live_events < self.max_events and self.disk_bytes < self.max_bytes
 
@@ -162,7 +172,7 @@ class Outbox:
                 f"cannot append to outbox segment {segment.path}: {exc.strerror}") from exc
         entry = OutboxEntry(segment.number, segment.size, len(record), len(value), meta)
         segment.size += len(record)
-        segment.live.add(entry.offset)
+        segment.live[entry.offset] = meta.submit_time_ms
         segment.dirty = True
         self._live_bytes += entry.record_size
         self._live_events += 1
@@ -200,7 +210,7 @@ class Outbox:
         segment = self._segments.get(entry.segment)
         if segment is None or entry.offset not in segment.live:
             return
-        segment.live.discard(entry.offset)
+        del segment.live[entry.offset]
         self._live_bytes -= entry.record_size
         self._live_events -= 1
         if segment.sealed and not segment.live:
@@ -281,7 +291,7 @@ class Outbox:
             live = [e for e in entries if e.offset not in acked]
             fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
             segment = _Segment(number, path, fd, os.fstat(fd).st_size,
-                               live={e.offset for e in live})
+                               live={e.offset: e.meta.submit_time_ms for e in live})
             self._segments[number] = segment
             if not live:
                 self._delete(segment)

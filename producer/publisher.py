@@ -13,6 +13,7 @@ import logging
 import time
 from collections import Counter as Tally
 
+from producer.broker_check import BrokerCheck
 from producer.delivery import (
     DeliveryFailure,
     DeliveryReport,
@@ -49,9 +50,15 @@ class Publisher:
         self._queued: dict[str, int] = {}
         self._failures_unlogged: Tally[str] = Tally()
         self._last_failure_log = 0.0
+        self.broker_check = BrokerCheck(delivery.broker_answers, metrics.broker_up)
 
     def start(self) -> None:
         self.delivery.start()
+        self.broker_check.start()
+
+    def close(self) -> None:
+        """Stop the broker check."""
+        self.broker_check.stop()
 
     def replay_outbox(self) -> None:
         """Queue the events the outbox recovered at open, before any new one."""
@@ -131,11 +138,15 @@ class Publisher:
             self.dispatcher.sent(entry)
 
     def _handle_reports(self, reports: list[DeliveryReport[OutboxEntry]], now: float) -> None:
+        acknowledged = False
         for report in reports:
             if report.failure is None:
                 self._acknowledged(report.token)
+                acknowledged = True
             else:
                 self._delivery_failed(report.token, report.failure, now)
+        if acknowledged:  # an acknowledgement is a broker answering, sooner than the check
+            self.metrics.broker_up.set(1)
 
     def _acknowledged(self, entry: OutboxEntry) -> None:
         self.dispatcher.acked(entry)

@@ -32,6 +32,7 @@ from multiprocessing.process import BaseProcess
 
 from prometheus_client import Counter
 
+from producer.errors import REASON_READER_LOST
 from producer.events import EventSettings
 from producer.jobs import JobRef
 from producer.read_outcomes import ReadFailure, ReadFailureKind, ReadOutcome, read_job
@@ -39,7 +40,6 @@ from schemas.codec import JobEventCodec
 
 log = logging.getLogger(__name__)
 
-REASON_READER_LOST = "reader-lost"
 # Jobs per request: enough work to make the pipe round trip cheap per job, small enough that
 # a chunk's answer (~40 KB per job) fits the answer pipe and the service keeps the events
 # flowing while the reader reads the next chunk.

@@ -137,6 +137,7 @@ class ProducerService:
 
     def _close(self) -> None:
         self.notifier.close()
+        self.publisher.close()
         self.watcher.close()
         self.state.close()
         for fd in (self._wake_read, self._wake_write):
@@ -447,3 +448,7 @@ class ProducerService:
         self.metrics.outbox_full.set(int(self.gate.full))
         self.metrics.watches.set(self.watcher.watch_count)
         self.metrics.pending_jobs.set(len(self.pending))
+        self.metrics.spool_present.set(int(self.watcher.started))
+        oldest_ms = outbox.oldest_submit_time_ms()
+        self.metrics.outbox_oldest_age.set(
+            0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000))

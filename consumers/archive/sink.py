@@ -15,7 +15,14 @@ from consumers.archive.slots import Resolution, resolve
 from consumers.archive.writer import ArchiveWriter
 from consumers.common.metrics import LATENCY_BUCKETS
 from consumers.common.sink import Rejection, SinkFatalError, SinkUnavailableError
-from schemas.archive_layout import ArchivePath, UnsafeNameError
+from schemas.archive_layout import (
+    REASON_BAD_TIME,
+    REASON_DUPLICATE_PATH,
+    REASON_TOO_LONG,
+    REASON_UNSAFE,
+    ArchivePath,
+    UnsafeNameError,
+)
 from schemas.model import JobEvent
 
 log = logging.getLogger(__name__)
@@ -23,10 +30,18 @@ log = logging.getLogger(__name__)
 REASON_UNSAFE_ENTRY = "unsafe-archive-entry"
 # The archive root missing or not a directory is a configuration mistake, not an outage.
 _FATAL_ROOT_ERRORS = (errno.ENOENT, errno.ENOTDIR)
+REJECTION_REASONS = (REASON_UNSAFE, REASON_TOO_LONG, REASON_BAD_TIME, REASON_DUPLICATE_PATH,
+                     REASON_UNSAFE_ENTRY)
+# The errors a full, read-only or failing archive gives, exported at 0 from the start; any
+# other errno appears under its own name when it first happens.
+IO_ERRORS = ("ENOSPC", "EDQUOT", "EACCES", "EPERM", "EROFS", "EIO", "unknown")
 
 
 class ArchiveMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
+        self.jobs_archived = Counter(
+            "sarchive_archive_jobs_archived", "Jobs newly made durable in the archive, one per"
+            " event whatever its number of files (duplicates not counted)", registry=registry)
         self.files_written = Counter(
             "sarchive_archive_files_written", "Files made durable in the archive",
             registry=registry)
@@ -53,10 +68,13 @@ class ArchiveMetrics:
         self.temporary_files_swept = Counter(
             "sarchive_archive_temporary_files_swept",
             "Temporary files of an interrupted write removed at start-up", registry=registry)
+        for error in IO_ERRORS:
+            self.io_errors.labels(error)
 
 
 class ArchiveSink:
     name = "archive"
+    rejection_reasons: tuple[str, ...] = REJECTION_REASONS
 
     def __init__(self, config: ArchiveConfig, registry: CollectorRegistry) -> None:
         self.layout = config.compiled_layout()
@@ -127,6 +145,7 @@ class ArchiveSink:
             self.metrics.duplicates.inc()
             log.debug("job %s already archived at %s", event.job_key, where)
             return
+        self.metrics.jobs_archived.inc()
         if resolution.collision:
             self.metrics.collisions.inc()
             log.warning("job %s: its layout path is another job's (reused job id?); stored"

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from schemas.errors import (
+    CodecError,
+    CorruptEventError,
+    NotSingleObjectEncodedError,
+    UnknownSchemaError,
+)
 
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+# Submission to durable in the sink: seconds (live) to days (an outage, a replayed topic).
+END_TO_END_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+                      4 * 3600.0, 24 * 3600.0, 7 * 24 * 3600.0)
+# Why the runner itself dead-letters a message; the sink adds its own rejection reasons.
+DECODE_REASONS = tuple(error.reason for error in (
+    CodecError, NotSingleObjectEncodedError, UnknownSchemaError, CorruptEventError))
 
 
 class ConsumerMetrics:
-    def __init__(self, registry: CollectorRegistry, service: str) -> None:
+    """rejection_reasons: the sink's; with DECODE_REASONS they are the dead-letter reasons
+    exported at 0 from the start."""
+
+    def __init__(self, registry: CollectorRegistry, service: str,
+                 rejection_reasons: Iterable[str] = ()) -> None:
         self.service = service
         self.consumed = Counter(
             "sarchive_consumer_messages_consumed", "Messages taken from the job topic",
@@ -45,14 +64,27 @@ class ConsumerMetrics:
         self._lag = Gauge(
             "sarchive_consumer_lag", "Messages behind the partition's high watermark",
             ["service", "topic", "partition"], registry=registry)
+        self._lag_seconds = Gauge(
+            "sarchive_consumer_lag_seconds",
+            "Seconds the partition is behind: 0 when caught up, else since the later of the"
+            " newest durable message's Kafka timestamp and the moment it fell behind",
+            ["service", "topic", "partition"], registry=registry)
+        self.end_to_end = Histogram(
+            "sarchive_consumer_end_to_end_seconds",
+            "From the job's submission (its submit time) to its event being durable in the"
+            " sink", ["service"], buckets=END_TO_END_BUCKETS, registry=registry).labels(service)
         self.sink_up.set(1)
+        for reason in (*DECODE_REASONS, *rejection_reasons):
+            self.dead_lettered.labels(service, reason)
 
     def dead_letter(self, reason: str) -> None:
         self.dead_lettered.labels(self.service, reason).inc()
 
-    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+    def set_lag(self, topic: str, partition: int, lag: int, seconds: float) -> None:
         self._lag.labels(self.service, topic, str(partition)).set(lag)
+        self._lag_seconds.labels(self.service, topic, str(partition)).set(seconds)
 
     def forget_partition(self, topic: str, partition: int) -> None:
         """Stop reporting lag for a partition this instance no longer owns."""
-        self._lag.remove(self.service, topic, str(partition))
+        for gauge in (self._lag, self._lag_seconds):
+            gauge.remove(self.service, topic, str(partition))  # no-op for a series never set

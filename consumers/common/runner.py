@@ -106,7 +106,7 @@ class ConsumerRunner:
         self.sink = sink
         self.service = service
         self.codec = codec if codec is not None else JobEventCodec()
-        self.metrics = ConsumerMetrics(registry, service)
+        self.metrics = ConsumerMetrics(registry, service, sink.rejection_reasons)
         # Computed here so that a bad --kafka-property is a ConfigError before anything runs.
         self._properties = consumer_properties(settings)
         self._consumer_factory = consumer_factory
@@ -118,6 +118,10 @@ class ConsumerRunner:
         self._uncommitted: dict[Partition, int] = {}
         self._paused = False
         self._last_lag_report = 0.0
+        # Per partition: the Kafka timestamp (ms) of the newest message made durable, and
+        # the wall time since which the lag report has found it behind.
+        self._newest_durable_ms: dict[Partition, int] = {}
+        self._behind_since: dict[Partition, float] = {}
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit it and return from run(); safe from signal
@@ -214,6 +218,7 @@ class ConsumerRunner:
                     self._batch = []
                     return
         if self._batch:
+            self._note_durable(self._batch)
             self._commit(commit_positions(source_coordinates(e.message) for e in self._batch))
         self._batch = []
         if self._paused:
@@ -249,6 +254,7 @@ class ConsumerRunner:
             rejections = self.sink.write_batch([e.event for e in stored if e.event])
             self.metrics.batch_write_seconds.observe(self._clock() - started)
             dead += [(stored[r.index].message, r.reason, r.detail) for r in rejections]
+            self._observe_end_to_end(stored, {r.index for r in rejections})
         for message, reason, detail in dead:
             log.warning("dead-lettering %s[%d]@%d: %s: %s", message.topic(),
                         message.partition(), message.offset(), reason, detail)
@@ -258,6 +264,21 @@ class ConsumerRunner:
             for _, reason, _ in dead:
                 self.metrics.dead_letter(reason)
         self.metrics.sink_up.set(1)
+
+    def _observe_end_to_end(self, stored: Sequence[BatchEntry], rejected: set[int]) -> None:
+        now = time.time()
+        for index, entry in enumerate(stored):
+            if entry.event is not None and index not in rejected:
+                self.metrics.end_to_end.observe(max(0.0, now - entry.event.submit_time / 1000))
+
+    def _note_durable(self, entries: Sequence[BatchEntry]) -> None:
+        """Remember the newest timestamp made durable per partition: the lag in seconds."""
+        newest = self._newest_durable_ms
+        for entry in entries:
+            kind, timestamp_ms = entry.message.timestamp()
+            if kind != confluent_kafka.TIMESTAMP_NOT_AVAILABLE:
+                key = entry.partition
+                newest[key] = max(newest.get(key, timestamp_ms), timestamp_ms)
 
     def _wait_paused(self, delay: float) -> bool:
         """Back off for delay seconds with every assigned partition paused, still polling so
@@ -334,12 +355,18 @@ class ConsumerRunner:
         self._uncommitted = {k: v for k, v in self._uncommitted.items() if k not in partitions}
         for topic, partition in partitions:
             self.metrics.forget_partition(topic, partition)
+            self._newest_durable_ms.pop((topic, partition), None)
+            self._behind_since.pop((topic, partition), None)
         log.info("%s %s%s", how, sorted(partitions),
                  f"; {len(dropped)} unstored messages left for the new owner" if dropped else "")
 
     # -- lag -------------------------------------------------------------------------------
 
     def _report_lag(self) -> None:
+        """Messages behind the high watermark per partition, and seconds behind: 0 when caught
+        up, else the time since the later of the newest durable message's production and the
+        first report that found the partition behind (so a message arriving after a quiet
+        hour is not an hour late, while a stuck consumer's lag grows with the wall clock)."""
         now = self._clock()
         if now - self._last_lag_report < LAG_REPORT_INTERVAL:
             return
@@ -353,9 +380,22 @@ class ConsumerRunner:
                 continue  # nothing consumed yet: no position to measure from
             # cached=True reads the watermark from the last fetch response: no request.
             _, high = consumer.get_watermark_offsets(position, cached=True)
-            if high >= 0:
-                self.metrics.set_lag(position.topic, position.partition,
-                                     max(high - position.offset, 0))
+            if high < 0:
+                continue
+            lag = max(high - position.offset, 0)
+            self.metrics.set_lag(position.topic, position.partition, lag,
+                                 self._seconds_behind((position.topic, position.partition), lag))
+
+    def _seconds_behind(self, partition: Partition, lag: int) -> float:
+        if lag == 0:
+            self._behind_since.pop(partition, None)
+            return 0.0
+        wall = time.time()
+        since = self._behind_since.setdefault(partition, wall)
+        newest_ms = self._newest_durable_ms.get(partition)
+        if newest_ms is not None:
+            since = max(since, newest_ms / 1000)
+        return max(0.0, wall - since)
 
     def _require_consumer(self) -> confluent_kafka.Consumer:
         if self._consumer is None:

@@ -38,6 +38,9 @@ class Rejection:
 
 class Sink(Protocol):
     name: str
+    # Every reason write_batch's rejections may carry that is known in advance, exported at
+    # 0 from the start; a sink may give others (Elasticsearch's error types).
+    rejection_reasons: tuple[str, ...]
 
     def prepare(self) -> None:
         """Called once before consuming; may raise SinkFatalError or SinkUnavailableError."""

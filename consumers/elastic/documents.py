@@ -46,6 +46,10 @@ class SubmitTimeOutOfRangeError(DocumentError):
     reason = "submit-time-out-of-range"
 
 
+DOCUMENT_REASONS = tuple(error.reason for error in (
+    DocumentError, JobKeyTooLongError, SubmitTimeOutOfRangeError))
+
+
 def check_index_prefix(prefix: str) -> str:
     """The prefix unchanged if `<prefix>-YYYY.MM` and the alias `<prefix>` are valid names."""
     if not prefix:

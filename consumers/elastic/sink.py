@@ -14,7 +14,7 @@ from consumers.elastic.bulk_writer import BulkSettings, BulkWriter
 from consumers.elastic.config import EsConsumerConfig, es_password
 from consumers.elastic.documents import BulkItem, DocumentError, bulk_item
 from consumers.elastic.elasticsearch_api import ElasticsearchApi
-from consumers.elastic.metrics import ElasticsearchMetrics
+from consumers.elastic.metrics import REJECTION_REASONS, ElasticsearchMetrics
 from consumers.elastic.template import (
     ADDED_PROPERTIES,
     index_pattern,
@@ -31,6 +31,8 @@ class ElasticsearchSink:
     """Indexes each event as one document whose _id is its job key (see bulk_item)."""
 
     name = "elasticsearch"
+    # Elasticsearch's own error types (mapper_parsing_exception, ...) come on top.
+    rejection_reasons: tuple[str, ...] = REJECTION_REASONS
 
     def __init__(self, api: ElasticsearchApi, writer: BulkWriter, index_prefix: str,
                  template: dict[str, Any], metrics: ElasticsearchMetrics) -> None:

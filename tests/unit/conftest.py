@@ -68,9 +68,11 @@ class FakeClock:
 class FakeMessage:
     """What confluent_kafka.Consumer.consume() returns, as far as the runner reads it."""
 
-    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes,
+                 timestamp_ms: int = 0) -> None:
         self._coordinates = (topic, partition, offset)
         self._value = value
+        self._timestamp_ms = timestamp_ms
 
     def topic(self) -> str:
         return self._coordinates[0]
@@ -92,6 +94,11 @@ class FakeMessage:
 
     def error(self) -> None:
         return None
+
+    def timestamp(self) -> tuple[int, int]:
+        if not self._timestamp_ms:
+            return confluent_kafka.TIMESTAMP_NOT_AVAILABLE, 0
+        return confluent_kafka.TIMESTAMP_CREATE_TIME, self._timestamp_ms
 
 
 Step = Callable[["ScriptedConsumer"], None]
@@ -275,6 +282,7 @@ class ScriptedSink:
     writes it runs the next of during_write (e.g. a stop request)."""
 
     name = "scripted"
+    rejection_reasons = ("scripted-refusal",)
 
     def __init__(self, journal: list[str]) -> None:
         self.journal = journal

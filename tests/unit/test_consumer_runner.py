@@ -233,3 +233,15 @@ def test_a_stop_mid_batch_whose_commit_is_refused_leaves_it_for_redelivery(
     assert harness.consumer.committed == {}
     assert harness.journal == ["stored ['1']", "commit refused {('jobs', 0): 1}", "close",
                                "sink closed"]
+
+
+def test_end_to_end_latency_is_observed_once_per_event_made_durable_not_for_dead_letters(
+        runner_harness: MakeHarness) -> None:
+    harness = runner_harness()
+    harness.consumer.deliver(P0, harness.encoded("1"), b"not a job event", harness.encoded("2"))
+    assert harness.runner.run() == EXIT_OK
+    end_to_end = harness.runner.metrics.end_to_end
+    assert end_to_end._sum.get() > 0, "job_event's submit time is in the past"
+    assert sum(bucket.get() for bucket in end_to_end._buckets) == 2
+    assert harness.runner.metrics.dead_lettered.labels(
+        "test-consumer", "not-single-object")._value.get() == 1

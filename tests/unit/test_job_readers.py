@@ -16,11 +16,16 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from producer.environment import DEFAULT_REDACT, EnvPolicy
-from producer.errors import REASON_INCOMPLETE, REASON_MALFORMED, REASON_NOT_A_JOB
+from producer.errors import (
+    REASON_INCOMPLETE,
+    REASON_MALFORMED,
+    REASON_NOT_A_JOB,
+    REASON_READER_LOST,
+)
 from producer.events import EventSettings
 from producer.jobs import JobRef
 from producer.read_outcomes import ReadEvent, ReadFailure, ReadFailureKind, ReadOutcome, read_job
-from producer.reader_processes import REASON_READER_LOST, JobReaders
+from producer.reader_processes import JobReaders
 from schemas.codec import JobEventCodec
 from schemas.model import JobEvent, Scheduler
 from testkit.waiting import wait_until

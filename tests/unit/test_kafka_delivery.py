@@ -117,6 +117,9 @@ class ScriptedProducer:
             self.config["error_cb"](error)
         return len(callbacks)
 
+    def list_topics(self, topic: str, timeout: float) -> None:
+        """The broker check's metadata request: the scripted broker always answers."""
+
     def purge(self, **_flags: bool) -> None:
         self.purged = True
         callbacks, self.queue = self.queue, []

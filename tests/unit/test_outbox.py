@@ -69,6 +69,26 @@ def test_acks_survive_a_crash_without_close(tmp_path: Path) -> None:
     assert [e.meta.job_id for e in open_outbox(tmp_path).recovered] == ["1", "2"]
 
 
+def test_oldest_submit_time_is_the_first_unacknowledged_event_across_segments_and_reopen(
+        tmp_path: Path) -> None:
+    outbox = open_outbox(tmp_path, segment_bytes=100)  # a few records per segment
+    assert outbox.oldest_submit_time_ms() is None, "empty"
+    entries = [outbox.append(meta(n), b"x" * 40) for n in range(6)]
+    outbox.commit()
+    assert len(segments(tmp_path)) > 1
+    outbox.ack(entries[1])
+    assert outbox.oldest_submit_time_ms() == meta(0).submit_time_ms
+    outbox.ack(entries[0])
+    assert outbox.oldest_submit_time_ms() == meta(2).submit_time_ms
+    outbox.ack(entries[2])
+    outbox.close()
+    reopened = open_outbox(tmp_path, segment_bytes=100)
+    assert reopened.oldest_submit_time_ms() == meta(3).submit_time_ms
+    for entry in reopened.recovered:
+        reopened.ack(entry)
+    assert reopened.oldest_submit_time_ms() is None
+
+
 def test_fully_acknowledged_sealed_segments_are_deleted(tmp_path: Path) -> None:
     outbox = open_outbox(tmp_path, segment_bytes=200)
     entries = [outbox.append(meta(n), b"x" * 150) for n in range(3)]

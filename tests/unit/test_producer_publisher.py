@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
 from producer.delivery import KafkaDelivery
@@ -33,6 +33,7 @@ class FakeProducer:
         self.produced: list[bytes] = []
         self.purged = False
         self.purge_reports = True
+        self.broker_answers = True
 
     def produce(self, topic: str, value: bytes, key: bytes, headers: Any,
                 on_delivery: Any) -> None:
@@ -41,6 +42,10 @@ class FakeProducer:
 
     def poll(self, timeout: float = 0) -> int:
         return 0
+
+    def list_topics(self, topic: str, timeout: float) -> None:
+        if not self.broker_answers:
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
 
     def settle(self, error: KafkaError | None) -> None:
         held, self.held = self.held, []
@@ -88,11 +93,12 @@ def registry() -> CollectorRegistry:
 
 @pytest.fixture
 def publisher(state: StateDir, factory: FakeProducerFactory,
-              registry: CollectorRegistry) -> Publisher:
+              registry: CollectorRegistry) -> Iterator[Publisher]:
     delivery: KafkaDelivery[OutboxEntry] = KafkaDelivery({}, "jobs", factory)
     publisher = Publisher(state, delivery, RETRY_INTERVAL, ProducerMetrics(registry))
     publisher.start()
-    return publisher
+    yield publisher
+    publisher.close()
 
 
 def append(state: StateDir, publisher: Publisher, n: int) -> OutboxEntry:
@@ -180,3 +186,18 @@ def test_replay_queues_what_the_outbox_recovered_before_new_events(
         assert state.outbox.recovered == []
     finally:
         state.close()
+
+
+def test_broker_answers_follows_the_metadata_request_and_an_acknowledgement_says_up(
+        state: StateDir, publisher: Publisher, factory: FakeProducerFactory,
+        registry: CollectorRegistry) -> None:
+    producer = factory.made[0]
+    assert publisher.delivery.broker_answers(0.1)
+    producer.broker_answers = False
+    assert not publisher.delivery.broker_answers(0.1)
+    publisher.metrics.broker_up.set(0)
+    append(state, publisher, 1)
+    publisher.publish(0.0)
+    producer.settle(None)
+    publisher.publish(0.1)
+    assert registry.get_sample_value("sarchive_producer_broker_up") == 1

@@ -48,6 +48,7 @@ def test_batch_is_written_and_counted(tmp_path: Path, registry: CollectorRegistr
         f"20240315/job.{i}_{kind}" for i in "12" for kind in
         ("environment", "metadata.json", "script")]
     assert metric(registry, "sarchive_archive_files_written_total") == 6
+    assert metric(registry, "sarchive_archive_jobs_archived_total") == 2, "one per job"
     assert metric(registry, "sarchive_archive_io_seconds_count", stage="fsync") == 1
 
 
@@ -72,6 +73,7 @@ def test_the_same_job_twice_in_one_batch_is_written_once(
     sink.write_batch([make_event()])
     assert metric(registry, "sarchive_archive_duplicates_skipped_total") == 2
     assert metric(registry, "sarchive_archive_files_written_total") == 3
+    assert metric(registry, "sarchive_archive_jobs_archived_total") == 1, "duplicates not"
 
 
 def test_reused_job_id_in_one_batch_is_stored_beside_and_counted(
