@@ -9,11 +9,13 @@ from pathlib import Path
 from infra.elasticsearch import ElasticsearchService
 from infra.kafka import KafkaService
 from infra.process import file_lock
+from infra.prometheus import PrometheusService
 from infra.service import Service, repo_root, run_dir
 from infra.slurm import SlurmService
 
-# Started only when named: the security tests' own node would cost every `up` another JVM.
-ON_REQUEST = frozenset({"elasticsearch-secure"})
+# Started only when named: the security tests' own node would cost every `up` another JVM;
+# Prometheus serves the demo and an operator's look, the tests start their own.
+ON_REQUEST = frozenset({"elasticsearch-secure", "prometheus"})
 
 
 def registry(run: Path | None = None, repo: Path | None = None) -> list[Service]:
@@ -25,6 +27,7 @@ def registry(run: Path | None = None, repo: Path | None = None) -> list[Service]
         SlurmService(run, repo),
         ElasticsearchService(run, repo),
         ElasticsearchService(run, repo, secure=True),
+        PrometheusService(run, repo),
     ]
 
 
