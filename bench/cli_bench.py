@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 
 from elasticsearch import Elasticsearch
@@ -39,7 +40,7 @@ def generated(count: int) -> list[JobEvent]:
 
 
 def write_archive(root: Path, events: list[JobEvent]) -> None:
-    layout = Layout.from_setting("sarchive", Period.DAILY)
+    layout = Layout.from_setting("sarchive", Period.DAILY, UTC)
     made: set[tuple[str, ...]] = set()
     for event in events:
         placement = layout.place(event)

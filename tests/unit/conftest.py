@@ -282,7 +282,7 @@ class ScriptedSink:
     writes it runs the next of during_write (e.g. a stop request)."""
 
     name = "scripted"
-    rejection_reasons = ("scripted-refusal",)
+    rejection_reasons: tuple[str, ...] = ("scripted-refusal",)
 
     def __init__(self, journal: list[str]) -> None:
         self.journal = journal
