@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from runtime.kafka import CLIENT_ERROR_KINDS
+
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -46,9 +48,22 @@ class ConsumerMetrics:
             "sarchive_consumer_lag", "Messages behind the partition's high watermark",
             ["service", "topic", "partition"], registry=registry)
         self.sink_up.set(1)
+        self._client_errors = Counter(
+            "sarchive_consumer_kafka_client_errors", "Errors the Kafka clients reported (broker"
+            " unreachable, authentication, ...), by kind; the log shows each once a minute",
+            ["service", "kind"], registry=registry)
+        for kind in CLIENT_ERROR_KINDS:
+            self._client_errors.labels(service, kind)
+        self.dead_letter_pointers = Counter(
+            "sarchive_consumer_dead_letter_pointers", "Dead letters sent as pointer records:"
+            " the original did not fit the dead-letter topic and stays in the job topic",
+            ["service"], registry=registry).labels(service)
 
     def dead_letter(self, reason: str) -> None:
         self.dead_lettered.labels(self.service, reason).inc()
+
+    def client_error(self, kind: str) -> None:
+        self._client_errors.labels(self.service, kind).inc()
 
     def set_lag(self, topic: str, partition: int, lag: int) -> None:
         self._lag.labels(self.service, topic, str(partition)).set(lag)

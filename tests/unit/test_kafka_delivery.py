@@ -20,7 +20,6 @@ from producer.delivery import (
     KafkaDelivery,
     ProduceRejectedError,
     QueueFullError,
-    RepeatFilter,
     classify,
 )
 from producer.service import ProducerService
@@ -40,21 +39,6 @@ def test_librdkafka_errors_are_classified_into_our_failure_kinds(error: KafkaErr
     failure = classify(error)
     assert failure.kind is kind
     assert failure.code == error.name()
-
-
-def test_repeat_filter_passes_a_message_once_per_interval_then_counts_the_rest() -> None:
-    repeat = RepeatFilter(interval=0.2)
-
-    def record(message: str) -> logging.LogRecord:
-        return logging.LogRecord("k", logging.ERROR, "", 0, message, None, None)
-
-    assert repeat.filter(record("Connect to 127.0.0.1:9 failed (after 0ms)"))
-    assert not repeat.filter(record("Connect to 127.0.0.1:9 failed (after 3ms)"))
-    assert repeat.filter(record("another message"))
-    time.sleep(0.25)
-    later = record("Connect to 127.0.0.1:9 failed (after 1ms)")
-    assert repeat.filter(later)
-    assert "1 more like it" in later.getMessage()
 
 
 class ScriptedProducer:
