@@ -137,9 +137,10 @@ def pointer_record(dead: DeadLetter, refusal: str) -> tuple[bytes | None, bytes,
     size = dead.size
     where = {"topic": topic, "partition": partition, "offset": offset, "size": size,
              "reason": dead.reason, "consumer": dead.consumer}
-    detail = (f"the original ({size} bytes, dead-lettered as {dead.reason}: {dead.detail})"
-              f" was refused by the dead-letter topic ({refusal}); it stays at"
-              f" {topic}[{partition}]@{offset} until the topic's retention removes it")
+    # Where first: the detail is cut at MAX_DETAIL_CHARS.
+    detail = (f"the original stays at {topic}[{partition}]@{offset} until the topic's retention"
+              f" removes it: {size} bytes, refused by the dead-letter topic ({refusal});"
+              f" dead-lettered as {dead.reason}: {dead.detail}")
     headers = dead_letter_headers(None, reason=REASON_TOO_LARGE, detail=detail,
                                   consumer=dead.consumer, topic=topic, partition=partition,
                                   offset=offset)

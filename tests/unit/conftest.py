@@ -351,6 +351,7 @@ class RunnerHarness:
     sink: ScriptedSink
     clock: FakeClock
     journal: list[str]
+    registry: CollectorRegistry
 
     def encoded(self, job_id: str) -> bytes:
         return JobEventCodec().encode(job_event(job_id=job_id))
@@ -374,10 +375,11 @@ def runner_harness() -> Callable[..., RunnerHarness]:
         config = ConsumerSettings(**{"topic": TOPIC, "batch_max_messages": 10,
                                      "retry_backoff_initial": 1.0, "retry_backoff_max": 4.0,
                                      **settings})
-        runner = ConsumerRunner(config, sink, CollectorRegistry(), "test-consumer",
+        registry = CollectorRegistry()
+        runner = ConsumerRunner(config, sink, registry, "test-consumer",
                                 consumer_factory=consumer, producer_factory=producer,
                                 admin_factory=admin, clock=clock)
         consumer.when_idle = runner.request_stop
-        return RunnerHarness(runner, consumer, producer, admin, sink, clock, journal)
+        return RunnerHarness(runner, consumer, producer, admin, sink, clock, journal, registry)
 
     return make

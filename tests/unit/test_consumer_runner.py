@@ -10,6 +10,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
+import confluent_kafka
 import pytest
 
 from consumers.common.dlq import HEADER_REASON, HEADER_SOURCE_OFFSET
@@ -227,3 +228,30 @@ def test_a_stop_mid_batch_whose_commit_is_refused_leaves_it_for_redelivery(
     assert harness.consumer.committed == {}
     assert harness.journal == ["stored ['1']", "commit refused {('jobs', 0): 1}", "close",
                                "sink closed"]
+
+
+def test_the_dead_letter_topic_is_prepared_before_consuming(runner_harness: MakeHarness) -> None:
+    harness = runner_harness()
+    assert harness.runner.run() == EXIT_OK
+    assert [topic for topic, _, _ in harness.admin.created] == [f"{TOPIC}.dlq"]
+    assert harness.admin.properties["bootstrap.servers"] == "127.0.0.1:9092"
+
+
+def test_client_errors_are_counted_by_kind_every_kind_exported_from_the_start(
+        runner_harness: MakeHarness) -> None:
+    harness = runner_harness()
+
+    def count(kind: str) -> float:
+        return harness.registry.get_sample_value(
+            "sarchive_consumer_kafka_client_errors_total",
+            {"service": "test-consumer", "kind": kind})
+
+    assert [count(kind) for kind in ("transport", "all-brokers-down", "other")] == [0, 0, 0]
+    harness.consumer.deliver(P0, b"poison")  # so that the dead-letter producer exists
+    assert harness.runner.run() == EXIT_OK
+    error_cb = harness.consumer.properties["error_cb"]
+    assert harness.dead_letters.properties["error_cb"] == error_cb
+    for _ in range(3):
+        error_cb(confluent_kafka.KafkaError(confluent_kafka.KafkaError._TRANSPORT))
+    error_cb(confluent_kafka.KafkaError(confluent_kafka.KafkaError._ALL_BROKERS_DOWN))
+    assert [count(kind) for kind in ("transport", "all-brokers-down", "other")] == [3, 1, 0]
