@@ -66,7 +66,7 @@ def _translated(exc: BaseException, what: str) -> TopicAdminError:
         if error.code() == confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS:
             return TopicExistsError(detail)
         return TopicAdminError(detail)
-    return TopicAdminError(f"{what}: {exc or type(exc).__name__}")
+    return TopicAdminError(f"{what}: {str(exc) or 'no answer in time'}")
 
 
 def _is_unknown_topic(exc: BaseException) -> bool:
