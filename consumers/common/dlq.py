@@ -201,6 +201,7 @@ class DeadLetterPublisher:
         self._failures: list[str] = []
         self._refused: list[tuple[DeadLetter, str]] = []
         self._pointers = 0
+        self._producer_fatal = False
 
     def _client(self) -> confluent_kafka.Producer:
         if self._producer is None:
@@ -255,8 +256,7 @@ class DeadLetterPublisher:
 
     def _unusable(self, error: confluent_kafka.KafkaError) -> None:
         if error.fatal():
-            # A fatal producer refuses everything from now on: the retry gets a new one.
-            self._producer = None
+            self._producer = None  # as in flush(): the retry gets a new one
 
     def _delivered(self, dead: DeadLetter, error: confluent_kafka.KafkaError | None,
                    message: confluent_kafka.Message) -> None:
@@ -266,6 +266,7 @@ class DeadLetterPublisher:
             self._refused.append((dead, error.str()))
         else:
             self._failures.append(str(error))
+            self._producer_fatal = self._producer_fatal or error.fatal()
 
     def _delivered_pointer(self, error: confluent_kafka.KafkaError | None,
                            message: confluent_kafka.Message) -> None:
@@ -286,6 +287,9 @@ class DeadLetterPublisher:
             remaining = self._client().flush(timeout)
         failures, self._failures = self._failures, []
         pointers, self._pointers = self._pointers, 0
+        if self._producer_fatal:
+            # A fatal producer refuses everything from now on: the retry gets a new one.
+            self._producer, self._producer_fatal = None, False
         if remaining or failures:
             raise DeadLetterUnavailableError(
                 f"dead-letter topic {self.topic!r}: {remaining} message(s) not acknowledged"

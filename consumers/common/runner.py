@@ -124,7 +124,7 @@ class ConsumerRunner:
         self._dead_letters = DeadLetterPublisher(settings, producer_factory, client_callbacks)
         self._admin_factory = admin_factory
         self._admin_properties = {**admin_properties(settings), **client_callbacks}
-        self._client_callbacks = client_callbacks
+        self._fatal_error: confluent_kafka.KafkaError | None = None
         self._clock = clock
         self._stop = threading.Event()
         self._consumer: confluent_kafka.Consumer | None = None
@@ -153,7 +153,8 @@ class ConsumerRunner:
             prepare_dead_letter_topic(admin, self.settings.topic,
                                       self.settings.dead_letter_topic)
             consumer = create_client(self._consumer_factory,
-                                     {**self._properties, **self._client_callbacks},
+                                     {**self._properties, "logger": kafka_log,
+                                      "error_cb": self._on_consumer_error},
                                      "consumer")
         except ConfigError:
             self.sink.close()
@@ -166,6 +167,8 @@ class ConsumerRunner:
             while not self._stop.is_set():
                 messages = take_batch(consumer.consume, self.settings.batch_max_messages,
                                       self.settings.batch_timeout)
+                if self._fatal_error is not None:
+                    raise KafkaFatalError(self._fatal_error.str())
                 if messages:
                     self._handle_batch(messages)
                 elif self._uncommitted:
@@ -186,7 +189,9 @@ class ConsumerRunner:
 
     def _shutdown(self, consumer: confluent_kafka.Consumer) -> None:
         try:
-            consumer.close()  # leaves the group so the partitions move on at once
+            # A dynamic member leaves the group so the partitions move on at once; a static
+            # one stays, to get them back at once when it returns.
+            consumer.close()
         except (confluent_kafka.KafkaException, RuntimeError) as exc:
             log.warning("closing the Kafka consumer: %s", exc)
         self._consumer = None
@@ -323,6 +328,14 @@ class ConsumerRunner:
         if not failed:
             self.metrics.commits.inc()
             self.metrics.last_commit.set(time.time())
+
+    def _on_consumer_error(self, error: confluent_kafka.KafkaError) -> None:
+        """The consumer's error_cb: with one set, librdkafka reports a fatal error (such as
+        a static member fenced by another with its group.instance.id) here, not from
+        consume(); the loop then stops the service."""
+        if error.fatal():
+            self._fatal_error = error
+        self._on_client_error(error)
 
     def _on_client_error(self, error: confluent_kafka.KafkaError) -> None:
         """error_cb of every client, and consume()'s error events: counted, logged through

@@ -18,7 +18,7 @@ from consumers.common.runner import commit_positions, take_batch
 from consumers.common.sink import SinkUnavailableError
 from runtime.backoff import backoff_delays
 from runtime.config import ConfigError
-from runtime.exits import EXIT_OK
+from runtime.exits import EXIT_FAILURE, EXIT_OK
 
 TOPIC = "jobs"  # the harness's topic
 P0, P1 = (TOPIC, 0), (TOPIC, 1)
@@ -250,8 +250,24 @@ def test_client_errors_are_counted_by_kind_every_kind_exported_from_the_start(
     harness.consumer.deliver(P0, b"poison")  # so that the dead-letter producer exists
     assert harness.runner.run() == EXIT_OK
     error_cb = harness.consumer.properties["error_cb"]
-    assert harness.dead_letters.properties["error_cb"] == error_cb
     for _ in range(3):
         error_cb(confluent_kafka.KafkaError(confluent_kafka.KafkaError._TRANSPORT))
     error_cb(confluent_kafka.KafkaError(confluent_kafka.KafkaError._ALL_BROKERS_DOWN))
-    assert [count(kind) for kind in ("transport", "all-brokers-down", "other")] == [3, 1, 0]
+    harness.dead_letters.properties["error_cb"](
+        confluent_kafka.KafkaError(confluent_kafka.KafkaError._TRANSPORT))
+    assert [count(kind) for kind in ("transport", "all-brokers-down", "other")] == [4, 1, 0]
+
+
+def test_a_fatal_error_reported_to_the_consumers_error_callback_stops_the_service(
+        runner_harness: MakeHarness) -> None:
+    """librdkafka reports e.g. a static member fenced by another with its group.instance.id
+    to error_cb, not from consume(): the runner must not go on as a fenced zombie."""
+    harness = runner_harness()
+
+    def fenced(consumer: Any) -> None:
+        consumer.properties["error_cb"](confluent_kafka.KafkaError(
+            confluent_kafka.KafkaError.FENCED_INSTANCE_ID, fatal=True))
+
+    harness.consumer.idle_steps.append(fenced)
+    assert harness.runner.run() == EXIT_FAILURE
+    assert harness.consumer.closed and harness.sink.closed
