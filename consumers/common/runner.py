@@ -102,6 +102,12 @@ class KafkaFatalError(Exception):
     """librdkafka reported a fatal error: the consumer instance cannot continue."""
 
 
+def is_fatal(error: confluent_kafka.KafkaError) -> bool:
+    """A fatal error (such as a static member fenced by another with its group.instance.id)
+    comes with the code _FATAL and without the fatal flag set."""
+    return error.fatal() or error.code() == confluent_kafka.KafkaError._FATAL
+
+
 class ConsumerRunner:
     """clock: seconds for back-off deadlines and timings (time.monotonic; a seam for tests,
     whose scripted consumer moves a fake clock on as it waits)."""
@@ -247,7 +253,7 @@ class ConsumerRunner:
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.fatal():
+                if is_fatal(error):
                     raise KafkaFatalError(str(error))
                 self._on_client_error(error)
                 continue
@@ -330,10 +336,9 @@ class ConsumerRunner:
             self.metrics.last_commit.set(time.time())
 
     def _on_consumer_error(self, error: confluent_kafka.KafkaError) -> None:
-        """The consumer's error_cb: with one set, librdkafka reports a fatal error (such as
-        a static member fenced by another with its group.instance.id) here, not from
-        consume(); the loop then stops the service."""
-        if error.fatal():
+        """The consumer's error_cb: a fatal error may come here rather than from consume();
+        the loop then stops the service."""
+        if is_fatal(error):
             self._fatal_error = error
         self._on_client_error(error)
 

@@ -265,9 +265,19 @@ def test_a_fatal_error_reported_to_the_consumers_error_callback_stops_the_servic
     harness = runner_harness()
 
     def fenced(consumer: Any) -> None:
+        # As librdkafka reports it: the code _FATAL, without the fatal flag.
         consumer.properties["error_cb"](confluent_kafka.KafkaError(
-            confluent_kafka.KafkaError.FENCED_INSTANCE_ID, fatal=True))
+            confluent_kafka.KafkaError._FATAL, "Static consumer fenced by other consumer"))
 
     harness.consumer.idle_steps.append(fenced)
+    assert harness.runner.run() == EXIT_FAILURE
+    assert harness.consumer.closed and harness.sink.closed
+
+
+def test_a_fatal_error_event_from_consume_stops_the_service(runner_harness: MakeHarness) -> None:
+    """As a fenced static member gets it: the code _FATAL, without the fatal flag."""
+    harness = runner_harness()
+    fatal = harness.consumer.deliver(P0, b"")[0]
+    fatal.error = lambda: confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "fenced")
     assert harness.runner.run() == EXIT_FAILURE
     assert harness.consumer.closed and harness.sink.closed
