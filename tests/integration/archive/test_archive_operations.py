@@ -1,11 +1,14 @@
 """Operating a consumer: a broker that cannot be reached fills neither the log nor hides in
-it (repeated client errors logged once a minute, all of them counted), and a consumer
-restarted after a crash gets its partitions back at once (static group membership)."""
+it (repeated client errors logged once a minute, all of them counted), a consumer restarted
+after a crash gets its partitions back at once (static group membership), and logrotate's
+SIGHUP reopens the log file safely."""
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from schemas.model import JobEvent
@@ -16,6 +19,7 @@ Harness = Any  # the harness type lives in conftest.py, which test modules canno
 UNREACHABLE = "127.0.0.1:9"  # discard: nothing listens, every connection is refused
 # The session timeout of the default (45 s) a crashed dynamic member held its partitions for.
 DEFAULT_SESSION_TIMEOUT_MS = 45_000
+ROTATIONS = 200
 
 
 def test_an_unreachable_broker_is_counted_every_time_and_logged_once_per_message(
@@ -69,3 +73,32 @@ def test_a_consumer_killed_mid_stream_and_restarted_consumes_again_within_second
     assert recovery < 15, f"{recovery:.1f} s: as long as waiting for the session timeout"
     runner.wait_committed_to_end()
     assert restarted.stop() == 0
+
+
+def test_log_rotations_with_sighup_during_heavy_logging_keep_the_consumer_writing_whole_lines(
+        archive_runner: Harness, tmp_path: Path) -> None:
+    """The consumer logs a line per poison message it dead-letters (20,000 of them); 200
+    rotations (rename, SIGHUP; most while it writes) reopen the file each time, never inside a write
+    (`reentrant call`), and no line is lost."""
+    poison = 20_000
+    archive_runner.produce_raw([(b"k%d" % n, b"poison") for n in range(poison)])
+    log_file = tmp_path / "archive.log"
+    process = archive_runner.start("--log-file", str(log_file))
+    process.wait_until(lambda: log_file.exists() and "dead-lettering" in log_file.read_text(),
+                       60, "the consumer dead-letters and logs")
+    for number in range(ROTATIONS):
+        process.wait_until(log_file.exists, 10, f"the log file is reopened after {number}",
+                           interval=0.001)
+        log_file.rename(tmp_path / f"archive.log.{number}")
+        process.signal(signal.SIGHUP)
+    process.wait_until(lambda: log_file.exists() and log_file.stat().st_size > 0, 10,
+                       "the consumer writes to the new file after the last rotation")
+    archive_runner.wait_committed_to_end()
+    assert process.stop() == 0
+    logs = [log_file, *tmp_path.glob("archive.log.*")]
+    text = "\n".join(path.read_text(errors="replace") for path in logs)
+    assert "reentrant call" not in text
+    assert "Traceback" not in text
+    assert "stop requested" in log_file.read_text()
+    assert text.count("log file reopened (SIGHUP)") >= 1
+    assert text.count("dead-lettering ") == poison
