@@ -169,7 +169,9 @@ class ConsumerRunner:
         try:
             consumer.subscribe([self.settings.topic], on_assign=self._on_assign,
                                on_revoke=self._on_revoke, on_lost=self._on_lost)
-            log.info("consuming %s as group %s", self.settings.topic, self.settings.group)
+            log.info("consuming %s as group %s, %s", self.settings.topic, self.settings.group,
+                     f"static member {self.settings.instance_id}" if self.settings.instance_id
+                     else "dynamic member")
             while not self._stop.is_set():
                 messages = take_batch(consumer.consume, self.settings.batch_max_messages,
                                       self.settings.batch_timeout)
@@ -181,7 +183,7 @@ class ConsumerRunner:
                     # A commit refused during a rebalance must not wait for the next message.
                     self._commit({})
                 self._report_lag()
-            log.info("stop requested: leaving the group")
+            log.info("stop requested: closing the consumer")
             return EXIT_OK
         except SinkFatalError as exc:
             log.error("%s sink failed for good, nothing of the batch committed: %s",
