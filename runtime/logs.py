@@ -80,22 +80,31 @@ class LogReopener:
         self._previous: Any = None
 
     def __enter__(self) -> LogReopener:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+    def install(self) -> None:
+        """Start the thread and handle SIGHUP (from the main thread: Python's rule)."""
         self._read_fd, self._write_fd = os.pipe()
         os.set_blocking(self._write_fd, False)
         self._thread = threading.Thread(target=self._serve, name="log-reopener", daemon=True)
         self._thread.start()
         self._previous = signal.signal(signal.SIGHUP, self._on_hangup)
-        return self
 
-    def __exit__(self, *exc: object) -> None:
+    def uninstall(self) -> None:
+        """Restore the previous SIGHUP handler and end the thread."""
         signal.signal(signal.SIGHUP, self._previous)
-        if self._write_fd is not None:
-            os.close(self._write_fd)  # the thread reads end-of-file and ends
+        write_fd, self._write_fd = self._write_fd, None
+        if write_fd is not None:
+            os.close(write_fd)  # the thread reads end-of-file and ends
         if self._thread is not None:
             self._thread.join()
         if self._read_fd is not None:
             os.close(self._read_fd)
-        self._read_fd = self._write_fd = self._thread = None
+        self._read_fd = self._thread = None
 
     def _on_hangup(self, _number: int, _frame: FrameType | None) -> None:
         if self._write_fd is not None:
