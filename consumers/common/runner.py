@@ -103,8 +103,9 @@ class KafkaFatalError(Exception):
 
 
 def is_fatal(error: confluent_kafka.KafkaError) -> bool:
-    """A fatal error (such as a static member fenced by another with its group.instance.id)
-    comes with the code _FATAL and without the fatal flag set."""
+    """Whether the consumer instance is unusable. librdkafka reports a fatal error (such as a
+    static member fenced by another with its group.instance.id) with the code _FATAL, and
+    confluent-kafka does not set the fatal flag on that one."""
     return error.fatal() or error.code() == confluent_kafka.KafkaError._FATAL
 
 
