@@ -11,8 +11,6 @@ from __future__ import annotations
 import enum
 import functools
 import logging
-import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -20,12 +18,12 @@ from typing import Any, Generic, TypeVar
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from runtime.kafka import create_client
+from runtime.logs import RepeatFilter
 
 log = logging.getLogger(__name__)
 kafka_log = logging.getLogger("producer.librdkafka")
 
 TokenT = TypeVar("TokenT")
-ERROR_LOG_INTERVAL = 60.0
 
 
 class FailureKind(enum.StrEnum):
@@ -89,34 +87,6 @@ def classify(error: KafkaError) -> DeliveryFailure:
 
 
 ProducerFactory = Callable[[dict[str, Any]], Any]
-_DIGITS = re.compile(r"\d+")
-
-
-class RepeatFilter(logging.Filter):
-    """Passes a log message once per interval: librdkafka logs every reconnect attempt to a
-    broker that is down, which would be a line every second for the length of an outage.
-    clock: monotonic seconds (a seam for tests)."""
-
-    def __init__(self, interval: float = ERROR_LOG_INTERVAL,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
-        self.interval = interval
-        self._clock = clock
-        self._last: dict[str, float] = {}
-        self._suppressed: dict[str, int] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = _DIGITS.sub("#", record.getMessage())
-        now = self._clock()
-        if now - self._last.get(key, -self.interval) < self.interval:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
-            return False
-        self._last[key] = now
-        suppressed = self._suppressed.pop(key, 0)
-        if suppressed:
-            record.msg = f"{record.getMessage()} ({suppressed} more like it in the last minute)"
-            record.args = None
-        return True
 
 
 kafka_log.addFilter(RepeatFilter())

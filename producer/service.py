@@ -53,7 +53,7 @@ from producer.state_dir import StateDir
 from producer.tracker import PendingJobs
 from producer.watcher import InotifyLike, SpoolChanges, SpoolWatcher
 from runtime.backoff import backoff_delays
-from runtime.logs import ReopenableFileHandler
+from runtime.logs import LogReopener, ReopenableFileHandler
 from runtime.systemd_notify import SystemdNotifier
 from schemas.model import Scheduler
 from schemas.version import VERSION
@@ -104,7 +104,6 @@ class ProducerService:
         self._log_handler = log_handler
         self._signals = 0
         self._last_signal = 0
-        self._hangup = False
         self._wake_read: int | None = None
         self._wake_write: int | None = None
         self._next_spool_check = 0.0
@@ -146,27 +145,25 @@ class ProducerService:
         self._wake_read = self._wake_write = None
 
     def _install_signals(self) -> Callable[[], None]:
-        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT,
-                                                     signal.SIGHUP)}
+        previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
         signal.signal(signal.SIGTERM, self._on_stop_signal)
         signal.signal(signal.SIGINT, self._on_stop_signal)
-        signal.signal(signal.SIGHUP, self._on_hangup)
+        reopener = LogReopener(self._log_handler)  # SIGHUP, outside the handler
+        reopener.install()
         assert self._wake_write is not None
         previous_wakeup = signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
 
         def restore() -> None:
             signal.set_wakeup_fd(previous_wakeup)
+            reopener.uninstall()
             for number, handler in previous.items():
                 signal.signal(number, handler)
         return restore
 
-    # Signal handlers only set flags; set_wakeup_fd wakes the loop's select().
+    # The stop signals' handler only sets flags; set_wakeup_fd wakes the loop's select().
     def _on_stop_signal(self, number: int, _frame: FrameType | None) -> None:
         self._signals += 1
         self._last_signal = number
-
-    def _on_hangup(self, _number: int, _frame: FrameType | None) -> None:
-        self._hangup = True
 
     def _wake(self) -> None:
         if self._wake_write is not None:
@@ -177,7 +174,6 @@ class ProducerService:
 
     def _loop(self) -> int:
         while self._signals == 0:
-            self._reopen_log_if_asked()
             now = time.monotonic()
             self.notifier.watchdog(now)
             self._start_watcher_if_due(now)
@@ -274,14 +270,6 @@ class ProducerService:
         if self._wake_read in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_read, 4096)
-
-    def _reopen_log_if_asked(self) -> None:
-        if not self._hangup:
-            return
-        self._hangup = False
-        if self._log_handler is not None:
-            self._log_handler.reopen()
-            log.info("log file reopened (SIGHUP)")
 
     # ------------------------------------------------------------------ spool side
 

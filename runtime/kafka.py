@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from runtime.config import ConfigError, secret_value, setting
 from schemas.wire import DEFAULT_TOPIC
@@ -94,3 +94,24 @@ def create_client(factory: Callable[..., ClientT], properties: Mapping[str, obje
         detail = error.str() if hasattr(error, "str") else str(error)
         raise ConfigError(f"kafka_property: the Kafka {role} refuses its configuration:"
                           f" {detail}") from exc
+
+
+# What a client error (error_cb, or an error event from consume()) is about, for a metric
+# with a bounded label set; every kind is exported from the start.
+CLIENT_ERROR_KINDS = ("transport", "all-brokers-down", "resolve", "authentication", "timed-out",
+                      "other")
+_CLIENT_ERROR_KIND = {
+    KafkaError._TRANSPORT: "transport",
+    KafkaError._ALL_BROKERS_DOWN: "all-brokers-down",
+    KafkaError._RESOLVE: "resolve",
+    KafkaError._AUTHENTICATION: "authentication",
+    KafkaError.SASL_AUTHENTICATION_FAILED: "authentication",
+    KafkaError._SSL: "authentication",
+    KafkaError._TIMED_OUT: "timed-out",
+    KafkaError.REQUEST_TIMED_OUT: "timed-out",
+}
+
+
+def client_error_kind(error: KafkaError) -> str:
+    """One of CLIENT_ERROR_KINDS for a librdkafka error."""
+    return _CLIENT_ERROR_KIND.get(error.code(), "other")

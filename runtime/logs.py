@@ -1,13 +1,22 @@
-"""Logging for every service: text or JSON lines, to stderr or a file reopened on SIGHUP."""
+"""Logging for every service: text or JSON lines, to stderr or a file reopened on SIGHUP;
+repeated client errors passed once per interval."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
+import re
+import signal
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from runtime.config import setting
@@ -51,6 +60,100 @@ class ReopenableFileHandler(logging.FileHandler):
             if self.stream is not None:
                 self.stream.close()
             self.stream = self._open()
+
+
+class LogReopener:
+    """Reopens a log file on SIGHUP outside the signal handler.
+
+    A handler that reopened the file itself ran between two bytecodes of whatever the main
+    thread was doing, possibly a write to that same stream: `RuntimeError: reentrant call`,
+    and the old file kept. Here the handler only writes a byte to a pipe (async-signal-safe,
+    never blocks); a thread reads it and reopens under the handler's lock, which waits for a
+    write in progress to finish.
+    """
+
+    def __init__(self, handler: ReopenableFileHandler | None) -> None:
+        self.handler = handler
+        self._read_fd: int | None = None
+        self._write_fd: int | None = None
+        self._thread: threading.Thread | None = None
+        self._previous: Any = None
+
+    def __enter__(self) -> LogReopener:
+        self.install()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.uninstall()
+
+    def install(self) -> None:
+        """Start the thread and handle SIGHUP (from the main thread: Python's rule)."""
+        self._read_fd, self._write_fd = os.pipe()
+        os.set_blocking(self._write_fd, False)
+        self._thread = threading.Thread(target=self._serve, name="log-reopener", daemon=True)
+        self._thread.start()
+        self._previous = signal.signal(signal.SIGHUP, self._on_hangup)
+
+    def uninstall(self) -> None:
+        """Restore the previous SIGHUP handler and end the thread."""
+        signal.signal(signal.SIGHUP, self._previous)
+        write_fd, self._write_fd = self._write_fd, None
+        if write_fd is not None:
+            os.close(write_fd)  # the thread reads end-of-file and ends
+        if self._thread is not None:
+            self._thread.join()
+        if self._read_fd is not None:
+            os.close(self._read_fd)
+        self._read_fd = self._thread = None
+
+    def _on_hangup(self, _number: int, _frame: FrameType | None) -> None:
+        if self._write_fd is not None:
+            with contextlib.suppress(BlockingIOError):  # a reopen is already pending
+                os.write(self._write_fd, b"\0")
+
+    def _serve(self) -> None:
+        assert self._read_fd is not None
+        while os.read(self._read_fd, 4096):
+            if self.handler is not None:
+                self.handler.reopen()
+                logging.getLogger(__name__).info("log file reopened (SIGHUP)")
+
+
+# Repeated client messages are passed once per this many seconds.
+REPEAT_LOG_INTERVAL = 60.0
+_DIGITS = re.compile(r"\d+")
+
+
+class RepeatFilter(logging.Filter):
+    """Passes a log message once per interval, then says how many like it it held back:
+    librdkafka logs every reconnect attempt to a broker that is down (a consumer about 19
+    lines a second), which would flood the log for the length of an outage. Messages that
+    differ only in their numbers (timings, counts) are the same message here."""
+
+    def __init__(self, interval: float = REPEAT_LOG_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+        self._lock = threading.Lock()  # librdkafka's and the service's threads both log
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = _DIGITS.sub("#", record.getMessage())
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.interval:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
+                return False
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
+        if suppressed:
+            record.msg = (f"{record.getMessage()} ({suppressed} more like it in the last"
+                          f" {self.interval:g}s)")
+            record.args = None
+        return True
 
 
 class _NullContext:

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from runtime.kafka import CLIENT_ERROR_KINDS
 from schemas.errors import (
     CodecError,
     CorruptEventError,
@@ -76,9 +77,22 @@ class ConsumerMetrics:
         self.sink_up.set(1)
         for reason in (*DECODE_REASONS, *rejection_reasons):
             self.dead_lettered.labels(service, reason)
+        self._client_errors = Counter(
+            "sarchive_consumer_kafka_client_errors", "Errors the Kafka clients reported (broker"
+            " unreachable, authentication, ...), by kind; the log shows each once a minute",
+            ["service", "kind"], registry=registry)
+        for kind in CLIENT_ERROR_KINDS:
+            self._client_errors.labels(service, kind)
+        self.dead_letter_pointers = Counter(
+            "sarchive_consumer_dead_letter_pointers", "Dead letters sent as pointer records:"
+            " the original did not fit the dead-letter topic and stays in the job topic",
+            ["service"], registry=registry).labels(service)
 
     def dead_letter(self, reason: str) -> None:
         self.dead_lettered.labels(self.service, reason).inc()
+
+    def client_error(self, kind: str) -> None:
+        self._client_errors.labels(self.service, kind).inc()
 
     def set_lag(self, topic: str, partition: int, lag: int, seconds: float) -> None:
         self._lag.labels(self.service, topic, str(partition)).set(lag)

@@ -22,20 +22,27 @@ from consumers.common.dlq import (
     DeadLetterPublisher,
     DeadLetterUnavailableError,
     ProducerFactory,
+    prepare_dead_letter_topic,
     source_coordinates,
 )
 from consumers.common.metrics import ConsumerMetrics
-from consumers.common.settings import ConsumerSettings, consumer_properties
+from consumers.common.settings import ConsumerSettings, admin_properties, consumer_properties
 from consumers.common.sink import Sink, SinkFatalError, SinkUnavailableError
+from consumers.common.topic_admin import KafkaTopicAdmin, TopicAdmin
 from runtime.backoff import backoff_delays
 from runtime.config import ConfigError
 from runtime.exits import EXIT_FAILURE, EXIT_OK
-from runtime.kafka import create_client
+from runtime.kafka import client_error_kind, create_client
+from runtime.logs import RepeatFilter
 from schemas.codec import JobEventCodec
 from schemas.errors import CodecError
 from schemas.model import JobEvent
 
 log = logging.getLogger(__name__)
+# What the Kafka clients log, and their errors: a broker that is down makes librdkafka log
+# every reconnect attempt (about 19 lines a second per consumer); each passes once a minute.
+kafka_log = logging.getLogger("consumers.librdkafka")
+kafka_log.addFilter(RepeatFilter())
 
 # While backing off, the consumer keeps polling in slices this long, so that it stays in
 # its group (max.poll.interval.ms) and notices a stop request promptly.
@@ -74,6 +81,8 @@ Consume = Callable[[int, float], list[confluent_kafka.Message]]
 # Makes the Kafka consumer from its librdkafka properties: confluent_kafka.Consumer, or a
 # scripted stand-in in unit tests.
 ConsumerFactory = Callable[[dict[str, object]], confluent_kafka.Consumer]
+# Makes the topic admin from librdkafka properties: KafkaTopicAdmin, or a fake in unit tests.
+AdminFactory = Callable[[dict[str, object]], TopicAdmin]
 
 
 def take_batch(consume: Consume, max_messages: int, wait: float) -> list[confluent_kafka.Message]:
@@ -93,6 +102,13 @@ class KafkaFatalError(Exception):
     """librdkafka reported a fatal error: the consumer instance cannot continue."""
 
 
+def is_fatal(error: confluent_kafka.KafkaError) -> bool:
+    """Whether the consumer instance is unusable. librdkafka reports a fatal error (such as a
+    static member fenced by another with its group.instance.id) with the code _FATAL, and
+    confluent-kafka does not set the fatal flag on that one."""
+    return error.fatal() or error.code() == confluent_kafka.KafkaError._FATAL
+
+
 class ConsumerRunner:
     """clock: seconds for back-off deadlines and timings (time.monotonic; a seam for tests,
     whose scripted consumer moves a fake clock on as it waits)."""
@@ -101,6 +117,7 @@ class ConsumerRunner:
                  service: str, codec: JobEventCodec | None = None, *,
                  consumer_factory: ConsumerFactory = confluent_kafka.Consumer,
                  producer_factory: ProducerFactory = confluent_kafka.Producer,
+                 admin_factory: AdminFactory = KafkaTopicAdmin,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.sink = sink
@@ -110,7 +127,11 @@ class ConsumerRunner:
         # Computed here so that a bad --kafka-property is a ConfigError before anything runs.
         self._properties = consumer_properties(settings)
         self._consumer_factory = consumer_factory
-        self._dead_letters = DeadLetterPublisher(settings, producer_factory)
+        client_callbacks = {"logger": kafka_log, "error_cb": self._on_client_error}
+        self._dead_letters = DeadLetterPublisher(settings, producer_factory, client_callbacks)
+        self._admin_factory = admin_factory
+        self._admin_properties = {**admin_properties(settings), **client_callbacks}
+        self._fatal_error: confluent_kafka.KafkaError | None = None
         self._clock = clock
         self._stop = threading.Event()
         self._consumer: confluent_kafka.Consumer | None = None
@@ -139,8 +160,13 @@ class ConsumerRunner:
             self.sink.close()
             return EXIT_FAILURE
         try:
+            admin = self._admin_factory(self._admin_properties)
+            prepare_dead_letter_topic(admin, self.settings.topic,
+                                      self.settings.dead_letter_topic)
             consumer = create_client(self._consumer_factory,
-                                     {**self._properties, "logger": log}, "consumer")
+                                     {**self._properties, "logger": kafka_log,
+                                      "error_cb": self._on_consumer_error},
+                                     "consumer")
         except ConfigError:
             self.sink.close()
             raise
@@ -148,17 +174,21 @@ class ConsumerRunner:
         try:
             consumer.subscribe([self.settings.topic], on_assign=self._on_assign,
                                on_revoke=self._on_revoke, on_lost=self._on_lost)
-            log.info("consuming %s as group %s", self.settings.topic, self.settings.group)
+            log.info("consuming %s as group %s, %s", self.settings.topic, self.settings.group,
+                     f"static member {self.settings.instance_id}" if self.settings.instance_id
+                     else "dynamic member")
             while not self._stop.is_set():
                 messages = take_batch(consumer.consume, self.settings.batch_max_messages,
                                       self.settings.batch_timeout)
+                if self._fatal_error is not None:
+                    raise KafkaFatalError(self._fatal_error.str())
                 if messages:
                     self._handle_batch(messages)
                 elif self._uncommitted:
                     # A commit refused during a rebalance must not wait for the next message.
                     self._commit({})
                 self._report_lag()
-            log.info("stop requested: leaving the group")
+            log.info("stop requested: closing the consumer")
             return EXIT_OK
         except SinkFatalError as exc:
             log.error("%s sink failed for good, nothing of the batch committed: %s",
@@ -172,7 +202,9 @@ class ConsumerRunner:
 
     def _shutdown(self, consumer: confluent_kafka.Consumer) -> None:
         try:
-            consumer.close()  # leaves the group so the partitions move on at once
+            # A dynamic member leaves the group so the partitions move on at once; a static
+            # one stays, to get them back at once when it returns.
+            consumer.close()
         except (confluent_kafka.KafkaException, RuntimeError) as exc:
             log.warning("closing the Kafka consumer: %s", exc)
         self._consumer = None
@@ -229,9 +261,9 @@ class ConsumerRunner:
         for message in messages:
             error = message.error()
             if error is not None:
-                if error.fatal():
+                if is_fatal(error):
                     raise KafkaFatalError(str(error))
-                log.warning("consumer error: %s", error)
+                self._on_client_error(error)
                 continue
             entries.append(self._decode(message))
         self.metrics.consumed.inc(len(entries))
@@ -260,9 +292,10 @@ class ConsumerRunner:
                         message.partition(), message.offset(), reason, detail)
             self._dead_letters.publish(message, reason, detail, self.service)
         if dead:
-            self._dead_letters.flush(self.settings.commit_timeout)
+            pointers = self._dead_letters.flush(self.settings.commit_timeout)
             for _, reason, _ in dead:
                 self.metrics.dead_letter(reason)
+            self.metrics.dead_letter_pointers.inc(pointers)
         self.metrics.sink_up.set(1)
 
     def _observe_end_to_end(self, stored: Sequence[BatchEntry], rejected: set[int]) -> None:
@@ -325,6 +358,19 @@ class ConsumerRunner:
         if not failed:
             self.metrics.commits.inc()
             self.metrics.last_commit.set(time.time())
+
+    def _on_consumer_error(self, error: confluent_kafka.KafkaError) -> None:
+        """The consumer's error_cb: a fatal error may come here rather than from consume();
+        the loop then stops the service."""
+        if is_fatal(error):
+            self._fatal_error = error
+        self._on_client_error(error)
+
+    def _on_client_error(self, error: confluent_kafka.KafkaError) -> None:
+        """error_cb of every client, and consume()'s error events: counted, logged through
+        the repeat filter. librdkafka recovers from these itself (fatal ones aside)."""
+        self.metrics.client_error(client_error_kind(error))
+        kafka_log.warning("Kafka client error: %s", error)
 
     # -- rebalance callbacks (run inside consume()) ------------------------------------
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from consumers.common.runner import ConsumerRunner
 from consumers.common.settings import ConsumerSettings
 from consumers.common.sink import Sink
-from runtime.logs import ReopenableFileHandler
+from runtime.logs import LogReopener, ReopenableFileHandler
 from runtime.startup import ConsoleScript, StartupContext, run_console_script
 
 log = logging.getLogger(__name__)
@@ -23,18 +23,19 @@ ConfigT = TypeVar("ConfigT", bound=ConsumerSettings)
 
 class ConsumerService:
     """The runner, stopped by SIGTERM/SIGINT after the batch in hand; SIGHUP reopens the log
-    file. The constructor does no I/O."""
+    file (outside the signal handler: runtime.logs.LogReopener). The constructor does no
+    I/O."""
 
     def __init__(self, runner: ConsumerRunner, log_file: ReopenableFileHandler | None) -> None:
         self.runner = runner
         self.log_file = log_file
 
     def run(self) -> int:
-        previous = {sig: signal.signal(sig, handler) for sig, handler in
-                    ((signal.SIGTERM, self._stop), (signal.SIGINT, self._stop),
-                     (signal.SIGHUP, self._reopen))}
+        previous = {sig: signal.signal(sig, self._stop)
+                    for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            return self.runner.run()
+            with LogReopener(self.log_file):
+                return self.runner.run()
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -42,10 +43,6 @@ class ConsumerService:
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         log.info("received %s: finishing the current batch", signal.Signals(signum).name)
         self.runner.request_stop()
-
-    def _reopen(self, signum: int, frame: FrameType | None) -> None:
-        if self.log_file is not None:
-            self.log_file.reopen()
 
 
 def run_service(

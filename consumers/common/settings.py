@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 
 from runtime.config import ConfigError, setting
 from runtime.kafka import (
@@ -49,6 +50,13 @@ class ConsumerSettings(KafkaSettings, ServiceSettings):
         60.0, help="longest wait between retries while the sink stays unavailable")
     commit_timeout: float = setting(
         30.0, help="seconds to wait for dead-letter acknowledgements before a commit")
+    static_membership: bool = setting(
+        True, help="join the group as a static member (group.instance.id): a consumer"
+        " restarted after a crash gets its partitions back at once instead of after the"
+        " session timeout")
+    group_instance_id: str | None = setting(
+        None, help="the static member's id, unique in the group and stable across restarts"
+        " (default: <group>-<hostname>; give each instance on one host its own)")
 
     def __post_init__(self) -> None:
         if not self.group:
@@ -63,6 +71,13 @@ class ConsumerSettings(KafkaSettings, ServiceSettings):
             raise ConfigError("retry_backoff_max must not be smaller than retry_backoff_initial")
         if self.dead_letter_topic == self.topic:
             raise ConfigError(f"dlq_topic must differ from topic {self.topic!r}")
+
+    @property
+    def instance_id(self) -> str | None:
+        """group.instance.id: None for dynamic membership."""
+        if not self.static_membership:
+            return None
+        return self.group_instance_id or f"{self.group}-{socket.gethostname()}"
 
     @property
     def dead_letter_topic(self) -> str:
@@ -88,9 +103,16 @@ def consumer_properties(settings: ConsumerSettings) -> dict[str, str]:
         "fetch.queue.backoff.ms": str(FETCH_QUEUE_BACKOFF_MS),
         "receive.message.max.bytes": str(MAX_RESPONSE_BYTES),
     }
+    if settings.instance_id is not None:
+        props["group.instance.id"] = settings.instance_id
     props.update(kafka_client_properties(settings))
     return with_guarantees(props, _GUARANTEED, "offsets are stored and committed only after"
                            " the sink is durable")
+
+
+def admin_properties(settings: ConsumerSettings) -> dict[str, str]:
+    """librdkafka properties for the admin client that prepares the dead-letter topic."""
+    return kafka_client_properties(settings)
 
 
 def dead_letter_producer_properties(settings: ConsumerSettings) -> dict[str, str]:

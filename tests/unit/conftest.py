@@ -15,6 +15,12 @@ from prometheus_client import CollectorRegistry
 from consumers.common.runner import ConsumerRunner
 from consumers.common.settings import ConsumerSettings
 from consumers.common.sink import Rejection
+from consumers.common.topic_admin import (
+    TopicAdminError,
+    TopicAuthorizationError,
+    TopicDescription,
+    TopicExistsError,
+)
 from schemas.codec import JobEventCodec
 from schemas.model import JobEvent, Scheduler, SpoolFile
 from testkit.events import job_event
@@ -277,6 +283,38 @@ class FakeDeadLetterProducer:
         return 0
 
 
+class FakeTopicAdmin:
+    """A TopicAdmin over a dict of topics; create() may be refused (not authorized) or
+    find the topic created by someone else first."""
+
+    def __init__(self, topics: dict[str, TopicDescription] | None = None) -> None:
+        self.topics = dict(topics or {})
+        self.created: list[tuple[str, int, int]] = []
+        self.refuse_create = False
+        self.unreachable = False
+        self.created_meanwhile: TopicDescription | None = None
+        self.properties: dict[str, object] = {}
+
+    def __call__(self, properties: dict[str, object]) -> FakeTopicAdmin:
+        """The factory: the runner's admin_factory."""
+        self.properties = properties
+        return self
+
+    def describe(self, topic: str) -> TopicDescription | None:
+        if self.unreachable:
+            raise TopicAdminError("describing: _TRANSPORT: broker down")
+        return self.topics.get(topic)
+
+    def create(self, topic: str, partitions: int, max_message_bytes: int) -> None:
+        if self.refuse_create:
+            raise TopicAuthorizationError("creating: TOPIC_AUTHORIZATION_FAILED")
+        if self.created_meanwhile is not None:
+            self.topics[topic] = self.created_meanwhile
+            raise TopicExistsError("creating: TOPIC_ALREADY_EXISTS")
+        self.created.append((topic, partitions, max_message_bytes))
+        self.topics[topic] = TopicDescription(partitions, max_message_bytes)
+
+
 class ScriptedSink:
     """A Sink whose write_batch raises the scripted failures in turn, then stores; during
     writes it runs the next of during_write (e.g. a stop request)."""
@@ -317,9 +355,11 @@ class RunnerHarness:
     runner: ConsumerRunner
     consumer: ScriptedConsumer
     dead_letters: FakeDeadLetterProducer
+    admin: FakeTopicAdmin
     sink: ScriptedSink
     clock: FakeClock
     journal: list[str]
+    registry: CollectorRegistry
 
     def encoded(self, job_id: str) -> bytes:
         return JobEventCodec().encode(job_event(job_id=job_id))
@@ -339,16 +379,18 @@ def runner_harness() -> Callable[..., RunnerHarness]:
         consumer = ScriptedConsumer(clock, journal, partitions or [(TOPIC, 0)])
         producer = FakeDeadLetterProducer(journal)
         sink = ScriptedSink(journal)
+        admin = FakeTopicAdmin()
         config = ConsumerSettings(**{"topic": TOPIC, "batch_max_messages": 10,
                                      "retry_backoff_initial": 1.0, "retry_backoff_max": 4.0,
                                      **settings})
+        registry = CollectorRegistry()
         # The scripted clients stand in for confluent_kafka's by duck typing: they have what
         # the runner calls, not the classes' every method.
-        runner = ConsumerRunner(config, sink, CollectorRegistry(), "test-consumer",
+        runner = ConsumerRunner(config, sink, registry, "test-consumer",
                                 consumer_factory=consumer,  # type: ignore[arg-type]
                                 producer_factory=producer,  # type: ignore[arg-type]
-                                clock=clock)
+                                admin_factory=admin, clock=clock)
         consumer.when_idle = runner.request_stop
-        return RunnerHarness(runner, consumer, producer, sink, clock, journal)
+        return RunnerHarness(runner, consumer, producer, admin, sink, clock, journal, registry)
 
     return make

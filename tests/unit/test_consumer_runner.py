@@ -10,6 +10,7 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any
 
+import confluent_kafka
 import pytest
 
 from consumers.common.dlq import HEADER_REASON, HEADER_SOURCE_OFFSET
@@ -17,7 +18,7 @@ from consumers.common.runner import commit_positions, take_batch
 from consumers.common.sink import SinkUnavailableError
 from runtime.backoff import backoff_delays
 from runtime.config import ConfigError
-from runtime.exits import EXIT_OK
+from runtime.exits import EXIT_FAILURE, EXIT_OK
 
 TOPIC = "jobs"  # the harness's topic
 P0, P1 = (TOPIC, 0), (TOPIC, 1)
@@ -245,3 +246,57 @@ def test_end_to_end_latency_is_observed_once_per_event_made_durable_not_for_dead
     assert sum(bucket.get() for bucket in end_to_end._buckets) == 2
     assert harness.runner.metrics.dead_lettered.labels(
         "test-consumer", "not-single-object")._value.get() == 1
+
+
+def test_the_dead_letter_topic_is_prepared_before_consuming(runner_harness: MakeHarness) -> None:
+    harness = runner_harness()
+    assert harness.runner.run() == EXIT_OK
+    assert [topic for topic, _, _ in harness.admin.created] == [f"{TOPIC}.dlq"]
+    assert harness.admin.properties["bootstrap.servers"] == "127.0.0.1:9092"
+
+
+def test_client_errors_are_counted_by_kind_every_kind_exported_from_the_start(
+        runner_harness: MakeHarness) -> None:
+    harness = runner_harness()
+
+    def count(kind: str) -> float | None:
+        value: float | None = harness.registry.get_sample_value(
+            "sarchive_consumer_kafka_client_errors_total",
+            {"service": "test-consumer", "kind": kind})
+        return value
+
+    assert [count(kind) for kind in ("transport", "all-brokers-down", "other")] == [0, 0, 0]
+    harness.consumer.deliver(P0, b"poison")  # so that the dead-letter producer exists
+    assert harness.runner.run() == EXIT_OK
+    error_cb = harness.consumer.properties["error_cb"]
+    for _ in range(3):
+        error_cb(confluent_kafka.KafkaError(confluent_kafka.KafkaError._TRANSPORT))
+    error_cb(confluent_kafka.KafkaError(confluent_kafka.KafkaError._ALL_BROKERS_DOWN))
+    harness.dead_letters.properties["error_cb"](
+        confluent_kafka.KafkaError(confluent_kafka.KafkaError._TRANSPORT))
+    assert [count(kind) for kind in ("transport", "all-brokers-down", "other")] == [4, 1, 0]
+
+
+def test_a_fatal_error_reported_to_the_consumers_error_callback_stops_the_service(
+        runner_harness: MakeHarness) -> None:
+    """librdkafka reports e.g. a static member fenced by another with its group.instance.id
+    to error_cb, not from consume(): the runner must not go on as a fenced zombie."""
+    harness = runner_harness()
+
+    def fenced(consumer: Any) -> None:
+        # As librdkafka reports it: the code _FATAL, without the fatal flag.
+        consumer.properties["error_cb"](confluent_kafka.KafkaError(
+            confluent_kafka.KafkaError._FATAL, "Static consumer fenced by other consumer"))
+
+    harness.consumer.idle_steps.append(fenced)
+    assert harness.runner.run() == EXIT_FAILURE
+    assert harness.consumer.closed and harness.sink.closed
+
+
+def test_a_fatal_error_event_from_consume_stops_the_service(runner_harness: MakeHarness) -> None:
+    """As a fenced static member gets it: the code _FATAL, without the fatal flag."""
+    harness = runner_harness()
+    fatal = harness.consumer.deliver(P0, b"")[0]
+    fatal.error = lambda: confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "fenced")
+    assert harness.runner.run() == EXIT_FAILURE
+    assert harness.consumer.closed and harness.sink.closed

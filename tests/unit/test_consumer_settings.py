@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from consumers.common.settings import (
@@ -21,6 +23,17 @@ def load(*argv: str, environ: dict[str, str] | None = None) -> ConsumerSettings:
 def test_dead_letter_topic_defaults_to_the_topic_plus_dlq() -> None:
     assert load("--topic", "jobs").dead_letter_topic == "jobs.dlq"
     assert load("--topic", "jobs", "--dlq-topic", "poison").dead_letter_topic == "poison"
+
+
+def test_a_consumer_is_a_static_member_named_after_its_group_and_host_by_default() -> None:
+    host = socket.gethostname()
+    assert consumer_properties(load("--group", "g"))["group.instance.id"] == f"g-{host}"
+    given = load("--group", "g", "--group-instance-id", "g-2")
+    assert consumer_properties(given)["group.instance.id"] == "g-2"
+    dynamic = load("--group", "g", "--no-static-membership")
+    assert "group.instance.id" not in consumer_properties(dynamic)
+    from_environment = load(environ={"SARCHIVE_GROUP_INSTANCE_ID": "host-b"})
+    assert from_environment.instance_id == "host-b"
 
 
 def test_consumer_commits_manually_from_the_earliest_offset() -> None:

@@ -23,7 +23,6 @@ from producer.delivery import (
     KafkaDelivery,
     ProduceRejectedError,
     QueueFullError,
-    RepeatFilter,
     classify,
 )
 from producer.service import ProducerService
@@ -45,24 +44,6 @@ def test_librdkafka_errors_are_classified_into_our_failure_kinds(error: KafkaErr
     failure = classify(error)
     assert failure.kind is kind
     assert failure.code == error.name()
-
-
-def test_repeat_filter_passes_a_message_once_per_interval_then_counts_the_rest() -> None:
-    now = [1_000.0]
-    repeat = RepeatFilter(interval=60, clock=lambda: now[0])
-
-    def record(message: str) -> logging.LogRecord:
-        return logging.LogRecord("k", logging.ERROR, "", 0, message, None, None)
-
-    assert repeat.filter(record("Connect to 127.0.0.1:9 failed (after 0ms)"))
-    assert not repeat.filter(record("Connect to 127.0.0.1:9 failed (after 3ms)"))
-    assert repeat.filter(record("another message"))
-    now[0] += 59.5  # still within the minute
-    assert not repeat.filter(record("Connect to 127.0.0.1:9 failed (after 2ms)"))
-    now[0] += 0.5  # a minute after the first
-    later = record("Connect to 127.0.0.1:9 failed (after 1ms)")
-    assert repeat.filter(later)
-    assert "2 more like it" in later.getMessage()
 
 
 class ScriptedProducer:

@@ -210,16 +210,20 @@ class ArchiveRunner:
 
     def start(self, *extra: str, group: str | None = None, archive: Path | None = None,
               crash_at_link: int | None = None, named_temporaries: bool = False,
-              metrics: bool = False) -> ServiceProcess:
+              metrics: bool = False, instance_id: str | None = None,
+              brokers: str | None = None) -> ServiceProcess:
         """sarchive-archive on the topic; archive defaults to the runner's root.
         named_temporaries (with crash_at_link): as on a file system without O_TMPFILE.
-        metrics: it serves /metrics on a free port (ServiceProcess.metric reads it)."""
+        metrics: it serves /metrics on a free port (ServiceProcess.metric reads it).
+        instance_id: its static group membership id; by default one of its own, as two
+        instances on one host must have (the same id is a restart of the same member)."""
         port = free_port() if metrics else None
+        instance_id = instance_id or f"{group or self.group}-{len(self.started)}"
         if port is not None:
             extra = (*extra, "--metrics-address", "127.0.0.1", "--metrics-port", str(port))
         args = [
             "--brokers",
-            self.bootstrap,
+            brokers or self.bootstrap,
             "--topic",
             self.topic,
             "--archive",
@@ -240,6 +244,8 @@ class ArchiveRunner:
             "session.timeout.ms=6000",
             "--kafka-property",
             "heartbeat.interval.ms=500",
+            "--group-instance-id",
+            instance_id,
             *extra,
         ]
         command = ([ARCHIVE_COMMAND] if crash_at_link is None else

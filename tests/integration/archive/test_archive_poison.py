@@ -3,14 +3,18 @@ consumer moves on, and nothing is written outside the archive root."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
 from confluent_kafka import Message
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from schemas.codec import MAGIC, JobEventCodec
+from schemas.limits import MAX_MESSAGE_BYTES, MIB
 from schemas.model import JobEvent
 from schemas.wire import message_key
 
@@ -88,3 +92,57 @@ def test_each_kind_of_poison_goes_to_the_dead_letter_topic_with_why_and_where(
     outside = [p for p in tmp_path.parent.rglob("*") if escape in p.name]
     assert outside == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["archive", "logs"]
+
+
+def pointed_at(record: Message) -> dict[str, object]:
+    """The pointer record's JSON value, checked against its headers."""
+    headers = header_values(record)
+    assert headers["sarchive-dlq-reason"] == b"too-large-for-dlq"
+    value = record.value()
+    assert value is not None
+    where: dict[str, object] = json.loads(value)
+    assert int(headers["sarchive-dlq-source-offset"]) == where["offset"]
+    assert int(headers["sarchive-dlq-original-size"]) == where["size"]
+    return where
+
+
+@pytest.mark.parametrize(("poison_bytes", "dlq_limit"), [
+    # Just under the job topic's limit: with the dead-letter headers it exceeds the
+    # dead-letter producer's (equal) limit, in the topic the consumer created at start.
+    (MAX_MESSAGE_BYTES - 256, None),
+    # The broker's default limit of an auto-created topic (10 MiB): the broker refuses it.
+    (12 * MIB, 10 * MIB),
+], ids=["just-under-the-limit", "dlq-with-the-brokers-10-mib-default"])
+def test_a_poison_message_too_large_for_the_dead_letter_topic_leaves_a_pointer_and_never_stalls(
+        archive_runner: ArchiveRunner, make_slurm_event: MakeEvent, poison_bytes: int,
+        dlq_limit: int | None) -> None:
+    runner = archive_runner
+    dlq = f"{runner.topic}.dlq"
+    if dlq_limit is not None:
+        admin = AdminClient({"bootstrap.servers": runner.bootstrap})
+        admin.create_topics([NewTopic(dlq, num_partitions=1, replication_factor=1,
+                                      config={"max.message.bytes": str(dlq_limit)})]
+                            )[dlq].result(timeout=30)
+    valid = make_slurm_event(1)
+    key = message_key(valid.job_key)  # same key: the same partition, behind the poison
+    coordinates = runner.produce_raw([(key, b"\xff" * poison_bytes),
+                                      (key, JobEventCodec().encode(valid))])
+    process = runner.start(metrics=True)
+    runner.wait_committed_to_end()
+    assert process.alive()
+    assert runner.expected_files(valid).items() <= runner.archived().items()
+    assert process.metric("sarchive_consumer_dead_letter_pointers_total",
+                          {"service": "sarchive-archive"}) == 1
+    assert process.stop() == 0
+
+    [pointer] = runner.read_topic(dlq, 1)
+    partition, offset = coordinates[0]
+    assert pointed_at(pointer) == {
+        "topic": runner.topic, "partition": partition, "offset": offset,
+        "size": len(key) + poison_bytes, "reason": "not-single-object",
+        "consumer": "sarchive-archive"}
+    log = process.log()
+    if dlq_limit is None:
+        assert f"created dead-letter topic {dlq}: 3 partitions" in log
+    else:
+        assert f"dead-letter topic {dlq} has max.message.bytes {dlq_limit}" in log
