@@ -30,7 +30,8 @@ HOSTILE = b"#!/bin/bash\necho '\x1b]0;owned\x07'\x1b[2J\nmodule load gcc/9.3.0\n
 
 
 def archive_of(root: Path, events: list[JobEvent], layout: str = "sarchive") -> FileArchive:
-    sink = ArchiveSink(ArchiveConfig(archive=root, layout=layout, time_zone="UTC"), CollectorRegistry())
+    sink = ArchiveSink(ArchiveConfig(archive=root, layout=layout, time_zone="UTC"),
+                       CollectorRegistry())
     sink.prepare()
     assert list(sink.write_batch(events)) == []
     sink.close()
