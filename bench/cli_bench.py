@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--es-url", default="http://127.0.0.1:19200")
     args = parser.parse_args()
+    if args.runs < 2:
+        parser.error("--runs: at least 2 (a p95 needs two runs)")
     events = generated(args.jobs)
     probe = events[len(events) // 2]
     prefix = f"sarchive-bench-{uuid.uuid4().hex[:8]}"
