@@ -5,7 +5,8 @@ Run as `python -m infra.demo` from the repository root, with the project's virtu
 Runs the three sarchive services as subprocesses with their logs under .run/demo/, submits a
 multi-line job with non-ASCII bytes, a --wrap job and an array job with sbatch, waits until
 each is archived and indexed, then prints where the archived scripts are, checks them byte for
-byte against what Slurm stored, and shows a search.
+byte against what Slurm stored, shows a search, and ends with `sarchive show` on the first job
+(read back from the file archive).
 
 On a fresh machine the services are up before the sarchive index exists and before its shards
 are ready: every wait takes "not there yet" (connection refused, HTTP 404 or 503, too few hits
@@ -170,6 +171,21 @@ def wait_for(what: str, probe: Callable[[], T],
         time.sleep(POLL_SECONDS)
 
 
+def show_with_sarchive(archive: Path, job_id: str, env: Mapping[str, str]) -> None:
+    """`sarchive show` of the job as read back from the file archive, printed as it prints it.
+    --latest: the demo's archive outlives a reset Slurm that gives the same job id again."""
+    argv = ["sarchive", "show", "--backend", "archive", "--archive", str(archive), "--latest",
+            job_id]
+    say(f"what did job {job_id} run? `{' '.join(argv)}`:")
+    result = subprocess.run([str(VENV_BIN / argv[0]), *argv[1:]], capture_output=True,
+                            env=env, check=False)
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    if result.returncode != 0:
+        raise DemoError(f"sarchive show exited with code {result.returncode}:"
+                        f" {one_line(result.stderr.decode(errors='replace'))}")
+
+
 def main() -> int:
     try:
         return run_demo()
@@ -235,6 +251,7 @@ def run_demo() -> int:
             say("Elasticsearch: jobs whose script mentions 'gromacs':")
             for hit in hits:
                 say(f"  {hit['_id']}: {hit['_source']}")
+        show_with_sarchive(archive, submitted[0], env)
         say(f"done; logs in {DEMO_DIR}; stop the local services with `make services-down`")
         return 0
     finally:

@@ -11,7 +11,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, tzinfo
 from pathlib import Path
 from typing import Any
@@ -19,10 +19,13 @@ from typing import Any
 from query.backend import BackendError, Progress, newest_first
 from query.criteria import (
     Criteria,
+    RawNeedles,
     contents_match,
+    may_match_raw,
     metadata_matches,
     module_matches,
     needs_contents,
+    raw_needles,
 )
 from query.jobspec import JobSpec
 from query.record import (
@@ -49,6 +52,7 @@ MAX_SIDECAR_BYTES = 16 * 1024 * 1024
 # A file stored beside a colliding job's: "<name>.<12 hex digits>" (consumers.archive.slots).
 _TAG_SUFFIX = re.compile(r"\.[0-9a-f]{12}\Z")
 _MAGIC = re.compile(r"[*?\[]")
+_READ_SIZE = 64 * 1024  # below malloc's mmap threshold: no mmap per read
 
 
 def _no_progress(scanned: int, matched: int) -> None:
@@ -111,10 +115,11 @@ class FileArchive:
     def _matching(self, criteria: Criteria) -> Iterator[tuple[dict[str, Any], tuple[str, ...]]]:
         """(sidecar, modules) of each job matching criteria."""
         matched = 0
+        needles = raw_needles(criteria)
         pattern = sidecar_pattern(self._layout, None, criteria.cluster)
         for scanned, path in enumerate(self._sidecars(pattern, self._period_bounds(criteria)),
                                        start=1):
-            document = self._sidecar(path)
+            document = self._sidecar(path, needles)
             if document is not None and metadata_matches(criteria, document):
                 modules = document.get("modules")
                 if needs_contents(criteria) or not isinstance(modules, list):
@@ -138,24 +143,27 @@ class FileArchive:
         return None if criteria.since_ms is None and criteria.until_ms is None else (low, high)
 
     def _sidecars(self, pattern: SidecarPattern,
-                  bounds: tuple[str, str] | None) -> Iterator[Path]:
+                  bounds: tuple[str, str] | None) -> Iterator[str]:
         """The sidecar paths the pattern matches, in name order; a name exactly as the layout
         gives it is checked with one stat, its directory listed only where it exists (for
-        the tagged sidecars of jobs stored beside it)."""
+        the tagged sidecars of jobs stored beside it). Strings, not Paths: a search goes
+        through thousands."""
         directories = [self._root]
         *levels, last = pattern.components
         for level, component in enumerate(levels):
             in_range = bounds if level == pattern.period_level else None
             directories = [child for directory in directories
                            for child in self._subdirectories(directory, component, in_range)]
+        matches = _name_matcher(last)
         for directory in directories:
+            base = str(directory)
             if _MAGIC.search(last):
-                yield from (directory / name for name in self._names(directory)
-                            if _matches(name, last))
-            elif os.path.lexists(directory / last):
-                yield directory / last
-                yield from (directory / name for name in self._names(directory)
-                            if name.startswith(last + ".") and _matches(name, last))
+                yield from (os.path.join(base, name) for name in self._names(directory)
+                            if matches(name))
+            elif os.path.lexists(os.path.join(base, last)):
+                yield os.path.join(base, last)
+                yield from (os.path.join(base, name) for name in self._names(directory)
+                            if name.startswith(last + ".") and matches(name))
 
     def _subdirectories(self, directory: Path, component: str,
                         bounds: tuple[str, str] | None) -> list[Path]:
@@ -184,20 +192,38 @@ class FileArchive:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def _read(self, path: Path, limit: int | None = None) -> bytes:
+    def _read(self, path: str | Path, limit: int | None = None) -> bytes:
+        """The file's bytes (its first limit bytes); plain os.read, no file object: a search
+        reads thousands of sidecars of about 1 KiB."""
         try:
             descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 raise BackendError(f"{path} is a symbolic link: refused") from exc
             raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
-        with os.fdopen(descriptor, "rb") as handle:
-            return handle.read() if limit is None else handle.read(limit)
-
-    def _sidecar(self, path: Path) -> dict[str, Any] | None:
-        """The sidecar's document, None if path is not one of ours."""
+        chunks = []
+        left = limit
         try:
-            document = json.loads(self._read(path, MAX_SIDECAR_BYTES))
+            while left is None or left > 0:
+                chunk = os.read(descriptor, _READ_SIZE if left is None else min(_READ_SIZE, left))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                left = None if left is None else left - len(chunk)
+        except OSError as exc:
+            raise BackendError(f"cannot read {path}: {exc.strerror}") from exc
+        finally:
+            os.close(descriptor)
+        return b"".join(chunks)
+
+    def _sidecar(self, path: str, needles: RawNeedles = ()) -> dict[str, Any] | None:
+        """The sidecar's document, None if path is not one of ours or, by its bytes alone,
+        not a job the needles' criteria want."""
+        raw = self._read(path, MAX_SIDECAR_BYTES)
+        if not may_match_raw(needles, raw):
+            return None
+        try:
+            document = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError):
             return None
         if not isinstance(document, dict) or document.get("format") != SIDECAR_FORMAT:
@@ -215,7 +241,7 @@ class FileArchive:
             raise BackendError(f"{path} does not match the digest its sidecar records")
         return content
 
-    def _record(self, document: dict[str, Any], sidecar: Path) -> JobRecord:
+    def _record(self, document: dict[str, Any], sidecar: str) -> JobRecord:
         slurm = document.get("scheduler") == Scheduler.SLURM.value
         script = b""
         canonical = b""
@@ -236,13 +262,19 @@ class FileArchive:
             metadata=metadata_of(document), script=script, environment=environment,
             modules=tuple(modules) if isinstance(modules, list)
             else modules_of(script, environment),
-            spool_files=tuple(spool_files), location=str(sidecar))
+            spool_files=tuple(spool_files), location=sidecar)
 
 
-def _matches(name: str, pattern: str) -> bool:
-    """name is pattern's, or pattern's with a slot tag (stored beside a colliding job)."""
-    if fnmatch.fnmatchcase(name, pattern):
-        return True
-    tag = _TAG_SUFFIX.search(name)
-    return tag is not None and fnmatch.fnmatchcase(name[:tag.start()], pattern)
+def _name_matcher(pattern: str) -> Callable[[str], bool]:
+    """Whether a name is pattern's, or pattern's with a slot tag (stored beside a colliding
+    job); the pattern compiled once for a whole scan."""
+    plain = re.compile(fnmatch.translate(pattern)).match
+
+    def matches(name: str) -> bool:
+        if plain(name):
+            return True
+        tag = _TAG_SUFFIX.search(name)
+        return tag is not None and plain(name[:tag.start()]) is not None
+
+    return matches
 

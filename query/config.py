@@ -1,5 +1,7 @@
 """The settings of `sarchive` (flags, SARCHIVE_* variables, TOML keys via runtime.config):
-which backend to read and how to reach it."""
+which backend to read and how to reach it. The Elasticsearch connection settings are
+sarchive-es's own (runtime.es_settings): the same flags, variables and keys, checked alike;
+with no --es-url, sarchive reads the --archive."""
 
 from __future__ import annotations
 
@@ -7,9 +9,9 @@ import dataclasses
 import os
 from datetime import tzinfo
 from pathlib import Path
-from urllib.parse import urlsplit
 
-from runtime.config import ConfigError, secret_value, setting
+from runtime.config import ConfigError, setting
+from runtime.es_settings import EsConnectionSettings
 from runtime.time_zones import LOCAL_ZONE, time_zone
 from schemas.archive_layout import DEFAULT_PRESET, Layout, Period
 
@@ -17,19 +19,7 @@ BACKENDS = ("auto", "elasticsearch", "archive")
 
 
 @dataclasses.dataclass(frozen=True)
-class QueryConfig:
-    es_url: tuple[str, ...] = setting(
-        (), help="Elasticsearch node URL, http:// or https:// (repeatable: nodes of one"
-        " cluster); with it sarchive reads Elasticsearch, without it the --archive")
-    es_api_key: str | None = setting(None, secret=True,
-                                     help="Elasticsearch API key (base64 id:key)")
-    es_user: str | None = setting(None, help="Elasticsearch user for basic authentication")
-    es_password: str | None = setting(None, secret=True, help="password of --es-user")
-    es_password_file: Path | None = setting(
-        None, help="file holding the password of --es-user (first line)")
-    es_ca_certs: Path | None = setting(
-        None, help="CA certificate file (PEM) for the nodes' TLS certificates")
-    es_verify_certs: bool = setting(True, help="verify the nodes' TLS certificates")
+class QueryConfig(EsConnectionSettings):
     es_timeout: float = setting(10.0, help="seconds to wait for one Elasticsearch request")
     index: str = setting("sarchive-jobs", help="the index alias sarchive-es writes")
     archive: Path | None = setting(None, help="root directory of the file archive")
@@ -45,14 +35,7 @@ class QueryConfig:
                            " else the archive")
 
     def __post_init__(self) -> None:
-        for url in self.es_url:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError(f"es_url {url!r} is not an http:// or https:// URL")
-        if self.es_api_key and self.es_user:
-            raise ConfigError("give either es_api_key or es_user, not both")
-        if self.es_password is not None and self.es_password_file is not None:
-            raise ConfigError("give either es_password or es_password_file, not both")
+        self.check_es_connection()
         self.zone()
         self.archive_layout()
 
@@ -82,6 +65,3 @@ class QueryConfig:
             return Layout.from_setting(self.layout, Period(self.period), self.zone())
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
-
-    def es_password_value(self) -> str | None:
-        return secret_value(self.es_password, self.es_password_file, "es_password_file")

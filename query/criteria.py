@@ -3,6 +3,7 @@ one job against it: pure functions, the same rules as es_query's Elasticsearch q
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -102,9 +103,29 @@ def words(text: str) -> set[str]:
     return {word.lower() for word in _WORD.findall(text)}
 
 
+_EXACT_FIELDS = ("cluster", "user", "account", "partition")
+# For each exact criterion, the byte strings one of which a matching sidecar holds.
+RawNeedles = tuple[tuple[bytes, ...], ...]
+
+
+def raw_needles(criteria: Criteria) -> RawNeedles:
+    """Each wanted cluster, user, account or partition as a JSON string: as the archive
+    consumer writes it (json.dumps, ensure_ascii=False, UTF-8) and \\u-escaped."""
+    return tuple((json.dumps(wanted, ensure_ascii=False).encode("utf-8"),
+                  json.dumps(wanted).encode("ascii"))
+                 for wanted in (getattr(criteria, f) for f in _EXACT_FIELDS)
+                 if wanted is not None)
+
+
+def may_match_raw(needles: RawNeedles, raw: bytes) -> bool:
+    """False when a sidecar's bytes cannot be a job the exact criteria want: the quick test
+    that spares parsing the JSON of most sidecars of a user's or an account's search."""
+    return all(any(needle in raw for needle in forms) for forms in needles)
+
+
 def metadata_matches(criteria: Criteria, metadata: Metadata) -> bool:
     """The criteria the metadata alone answers (the cheap first pass over sidecars)."""
-    for field in ("cluster", "user", "account", "partition"):
+    for field in _EXACT_FIELDS:
         wanted = getattr(criteria, field)
         if wanted is not None and metadata.get(field) != wanted:
             return False

@@ -1,39 +1,23 @@
-"""The configuration of sarchive-es: the shared consumer settings plus Elasticsearch's."""
+"""The configuration of sarchive-es: the shared consumer settings, the Elasticsearch connection
+settings it shares with `sarchive` (runtime.es_settings), and its index and bulk settings."""
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from consumers.common.settings import ConsumerSettings
 from consumers.elastic.documents import check_index_prefix
 from consumers.elastic.template import DEFAULT_SHARDS
-from runtime.config import ConfigError, secret_value, setting
+from runtime.config import ConfigError, setting
+from runtime.es_settings import ES_URL_HELP, EsConnectionSettings
 
 _SHARED_GROUP_FIELD = next(f for f in dataclasses.fields(ConsumerSettings) if f.name == "group")
 
 
 @dataclasses.dataclass(frozen=True)
-class EsConsumerConfig(ConsumerSettings):
+class EsConsumerConfig(ConsumerSettings, EsConnectionSettings):
     group: str = setting("sarchive-es", help=_SHARED_GROUP_FIELD.metadata["help"])
-    es_url: tuple[str, ...] = setting(
-        ("http://127.0.0.1:9200",),
-        help="Elasticsearch node URL, http:// or https:// (repeatable: several nodes of one"
-        " cluster)")
-    es_api_key: str | None = setting(None, secret=True,
-                                     help="Elasticsearch API key (base64 id:key), instead of"
-                                     " a user and password")
-    es_user: str | None = setting(None, help="Elasticsearch user for basic authentication")
-    es_password: str | None = setting(None, secret=True, help="password of --es-user")
-    es_password_file: Path | None = setting(
-        None, help="file holding the password of --es-user (first line), instead of"
-        " --es-password")
-    es_ca_certs: Path | None = setting(
-        None, help="CA certificate file (PEM) to verify the Elasticsearch nodes' TLS"
-        " certificates (default: the system's CAs)")
-    es_verify_certs: bool = setting(True, help="verify the nodes' TLS certificates;"
-                                    " --no-es-verify-certs only for throw-away test nodes")
+    es_url: tuple[str, ...] = setting(("http://127.0.0.1:9200",), help=ES_URL_HELP)
     index_prefix: str = setting("sarchive-jobs", help="monthly indices are"
                                 " <prefix>-YYYY.MM (UTC month of submission); the alias"
                                 " <prefix> covers them all")
@@ -53,8 +37,9 @@ class EsConsumerConfig(ConsumerSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_urls()
-        self._check_credentials()
+        if not self.es_url:
+            raise ConfigError("es_url: give at least one Elasticsearch URL")
+        self.check_es_connection()
         try:
             check_index_prefix(self.index_prefix)
         except ValueError as exc:
@@ -68,40 +53,3 @@ class EsConsumerConfig(ConsumerSettings):
             raise ConfigError(f"es_timeout must be positive, got {self.es_timeout}")
         if self.es_max_retries < 0:
             raise ConfigError(f"es_max_retries must not be negative, got {self.es_max_retries}")
-
-    def _check_urls(self) -> None:
-        if not self.es_url:
-            raise ConfigError("es_url: give at least one Elasticsearch URL")
-        for url in self.es_url:
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ConfigError(f"es_url {url!r} is not an http:// or https:// URL")
-            if parts.username or parts.password:
-                raise ConfigError(f"es_url {parts.hostname!r}: give credentials with"
-                                  " --es-user/--es-password or --es-api-key, not in the URL")
-        if self.es_ca_certs is not None and not any(u.startswith("https://")
-                                                    for u in self.es_url):
-            raise ConfigError("es_ca_certs is given but no es_url is https://")
-
-    def _check_credentials(self) -> None:
-        if self.es_api_key and self.es_user:
-            raise ConfigError("give either es_api_key or es_user, not both")
-        if self.es_password is not None and self.es_password_file is not None:
-            raise ConfigError("give either es_password or es_password_file, not both")
-        if (self.es_password is not None or self.es_password_file is not None) \
-                and not self.es_user:
-            raise ConfigError("es_password needs es_user")
-
-    @property
-    def identity(self) -> str:
-        """Who the consumer is to Elasticsearch, for error messages (never the secret)."""
-        if self.es_api_key:
-            return "with an API key"
-        if self.es_user:
-            return f"as user {self.es_user!r}"
-        return "without credentials"
-
-
-def es_password(config: EsConsumerConfig) -> str | None:
-    """The password from --es-password or the first line of --es-password-file."""
-    return secret_value(config.es_password, config.es_password_file, "es_password_file")

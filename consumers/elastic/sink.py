@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from consumers.common.sink import Rejection
 from consumers.elastic.bulk_writer import BulkSettings, BulkWriter
-from consumers.elastic.config import EsConsumerConfig, es_password
+from consumers.elastic.config import EsConsumerConfig
 from consumers.elastic.documents import BulkItem, DocumentError, bulk_item
 from consumers.elastic.elasticsearch_api import ElasticsearchApi
 from consumers.elastic.metrics import REJECTION_REASONS, ElasticsearchMetrics
@@ -84,7 +84,7 @@ def elasticsearch_client(config: EsConsumerConfig) -> elasticsearch.Elasticsearc
     if config.es_api_key:
         options["api_key"] = config.es_api_key
     elif config.es_user:
-        options["basic_auth"] = (config.es_user, es_password(config) or "")
+        options["basic_auth"] = (config.es_user, config.es_password_value() or "")
     if any(url.startswith("https://") for url in config.es_url):
         options["verify_certs"] = config.es_verify_certs
         if config.es_ca_certs is not None:

@@ -81,3 +81,17 @@ def test_smoke_run_measures_every_stage_and_baseline_and_writes_them_as_json(
     verdicts = {t["verdict"] for row in document["rows"] for t in row["targets"]}
     assert verdicts <= {"pass", "FAIL", "skipped"}, verdicts
     assert "producer: spool -> broker ack" in result.stdout  # the table was printed
+
+
+def test_cli_bench_times_show_and_search_on_both_backends() -> None:
+    """bench/cli_bench.py on a few hundred jobs: exits 0 and prints p50 and p95 of show and
+    search for the archive and Elasticsearch, and the load average around them."""
+    done = subprocess.run([sys.executable, "-m", "bench.cli_bench", "--jobs", "400", "--runs",
+                           "3", "--es-url", elasticsearch_url()], capture_output=True,
+                          text=True, timeout=SMOKE_TIMEOUT, cwd=REPO, check=False)
+    assert done.returncode == 0, done.stderr
+    for backend in ("archive", "elasticsearch"):
+        assert re.search(rf"^{backend} +show p50 +\d+ ms, p95 +\d+ ms +search of one user's"
+                         r" month p50 +\d+ ms, p95 +\d+ ms$", done.stdout, re.MULTILINE), \
+            done.stdout
+    assert re.search(r"^load average before: [\d.]+ [\d.]+ [\d.]+$", done.stdout, re.MULTILINE)

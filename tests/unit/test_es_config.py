@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from consumers.elastic.config import EsConsumerConfig, es_password
+from consumers.elastic.config import EsConsumerConfig
 from consumers.elastic.sink import config_template
 from consumers.elastic.template import DEFAULT_SHARDS
 from runtime.config import ConfigError, describe_config, load_config
@@ -67,14 +67,14 @@ def test_password_file_gives_its_first_line(tmp_path: Path) -> None:
     secret = tmp_path / "pw"
     secret.write_text("s3cret\nignored\n")
     config = load("--es-user", "u", "--es-password-file", str(secret))
-    assert es_password(config) == "s3cret"
+    assert config.es_password_value() == "s3cret"
     assert config.identity == "as user 'u'"
 
 
 def test_unreadable_password_file_is_a_configuration_error(tmp_path: Path) -> None:
     config = load("--es-user", "u", "--es-password-file", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="cannot read es_password_file"):
-        es_password(config)
+        config.es_password_value()
 
 
 def test_password_and_api_key_are_masked_in_the_start_up_line() -> None:

@@ -1,6 +1,8 @@
 """sarchive on real archived jobs: sbatch (plain, array, heterogeneous, non-UTF-8, terminal
 escapes, multi-line environment values) through sarchive-producer, Kafka, sarchive-archive and
-sarchive-es, then every subcommand against both backends with the same answers."""
+sarchive-es, then every subcommand against both backends with the same answers. A job id reused
+after a Slurm reset is two events of one id and cluster, submitted a minute apart, produced to
+the same topic (Slurm gives an id again only after its state is wiped)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -16,7 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import Producer
 
+from schemas import JobEvent, JobEventCodec
+from schemas.wire import message_headers, message_key
+from testkit.events import job_event
 from testkit.processes import ServiceProcess
 from testkit.waiting import wait_until
 
@@ -36,6 +43,11 @@ SCRIPTS = {
 }
 
 
+# query.cli.EXIT_AMBIGUOUS: several jobs match one JOB.
+EXIT_AMBIGUOUS = 3
+REUSED_ID = "987654"
+
+
 def sarchive(*argv: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run([sys.executable, "-m", "query.cli", *argv], capture_output=True,
                           timeout=60, check=False)
@@ -49,6 +61,29 @@ def submitted(slurm: Harness) -> Iterator[dict[str, str]]:
             for kind, script in SCRIPTS.items()}
     yield {**jobs, "since": since}
     slurm.scancel(*jobs.values())
+
+
+def reused_id_events(cluster: str) -> list[JobEvent]:
+    """Two jobs of one id and cluster, the second a minute after the first (both in the
+    future of the test's --since)."""
+    first = int(time.time() * 1000) + 60_000
+    return [job_event(job_id=REUSED_ID, cluster=cluster, user="reuser", job_name="reused",
+                      submit_time=submit, read_time=submit + 100,
+                      script=f"#!/bin/bash\necho run {run}\n".encode(),
+                      environment=b"USER=reuser\0LOADEDMODULES=gcc/9.3.0\0")
+            for run, submit in ((1, first), (2, first + 60_000))]
+
+
+def produce(bootstrap: str, topic: str, events: list[JobEvent]) -> None:
+    """Produce events as sarchive-producer does: key, Avro value and headers."""
+    codec = JobEventCodec()
+    headers: list[tuple[str, str | bytes | None]] = list(message_headers(codec))
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all"})
+    for event in events:
+        producer.produce(topic, key=message_key(event.job_key), value=codec.encode(event),
+                         headers=headers)
+        producer.poll(0)
+    assert producer.flush(30) == 0
 
 
 def _es(url: str, method: str, path: str, body: Any = None) -> Any:
@@ -79,6 +114,7 @@ def test_every_subcommand_gives_the_same_answers_from_both_backends(  # noqa: PL
     since = ("--since", submitted.pop("since"))  # other held jobs of the shared spool
     het_second = str(int(submitted["het"]) + 1)
     job_ids = {*submitted.values(), het_second}
+    reused = reused_id_events(slurm.cluster)
     producer = producer_runner(
         "--cluster", slurm.cluster, "--scheduler", "slurm", "--spool", str(slurm.state_dir),
         "--state-dir", str(tmp_path / "producer-state"), "--brokers", kafka_bootstrap,
@@ -93,26 +129,28 @@ def test_every_subcommand_gives_the_same_answers_from_both_backends(  # noqa: PL
         str(BIN / "sarchive-es"), *common, "--es-url", es_url, "--index-prefix", es_prefix,
         "--group", f"cli-es-{kafka_topic}", "--index-replicas", "0"],
         tmp_path / "es.log").start()
+    produce(kafka_bootstrap, kafka_topic, reused)
     try:
         on_archive = ["--archive", str(root), "--time-zone", "UTC"]
         on_es = ["--es-url", es_url, "--index", es_prefix, "--time-zone", "UTC"]
 
         def archived() -> bool:
-            return all(list(root.glob(f"*/job.{job_id}_metadata.json")) for job_id in job_ids)
+            return all(list(root.glob(f"*/job.{job_id}_metadata.json")) for job_id in job_ids) \
+                and len(list(root.glob(f"*/job.{REUSED_ID}_metadata.json*"))) == len(reused)
 
         def indexed() -> bool:
             # Other held jobs in the shared spool are archived too: count only this test's.
-            query = {"query": {"terms": {"job_id": sorted(job_ids)}}}
+            query = {"query": {"terms": {"job_id": sorted({*job_ids, REUSED_ID})}}}
             try:
                 _es(es_url, "POST", f"{es_prefix}/_refresh")
                 answer = _es(es_url, "POST", f"{es_prefix}/_count", query)
             except OSError:
                 return False
-            return int(answer["count"]) == len(job_ids)
+            return int(answer["count"]) == len(job_ids) + len(reused)
 
-        wait_until(archived, 90, f"{len(job_ids)} jobs archived\n{archive.log_tail()}"
+        wait_until(archived, 90, f"{len(job_ids) + len(reused)} jobs archived\n{archive.log_tail()}"
                    f"\n{producer.log()[-2000:]}")
-        wait_until(indexed, 90, f"{len(job_ids)} jobs indexed\n{elastic.log_tail()}")
+        wait_until(indexed, 90, f"{len(job_ids) + len(reused)} jobs indexed\n{elastic.log_tail()}")
     finally:
         for process in (producer, archive, elastic):
             process.signal(signal.SIGTERM)
@@ -172,3 +210,29 @@ def test_every_subcommand_gives_the_same_answers_from_both_backends(  # noqa: PL
         missing = sarchive("show", "999999", *argv)
         assert missing.returncode == 1
         assert b"no job 999999 in " in missing.stderr
+
+    # modules and search --module: the ES field and the sidecar key give the same answers.
+    counts = [json.loads(line) for line in
+              both("modules", "--user", "cliuser", "--json", *since).splitlines()]
+    assert {"module": "gromacs/2023.1", "jobs": 1} in counts
+    assert {"module": "gcc/9.3.0", "jobs": len(job_ids)} in counts
+    assert both("modules", "--user", "cliuser", "--module", "gromacs", *since) == \
+        both("modules", "--user", "cliuser", "--module", "gromacs/2023", *since)
+    assert both("search", "--user", "cliuser", "--module", "gromacs/2023.1", "--format",
+                "{job_id}", *since).split() == [submitted["plain"].encode()]
+    assert sorted(both("search", "--user", "cliuser", "--module", "openmpi", "--format",
+                       "{job_id}", *since).split()) == sorted(i.encode() for i in job_ids)
+
+    # A reused id: both jobs listed with the distinct status; --latest or --submitted picks.
+    older, newer = reused
+    for argv in (on_archive, on_es):
+        ambiguous = sarchive("show", REUSED_ID, *argv)
+        assert ambiguous.returncode == EXIT_AMBIGUOUS, ambiguous.stderr
+        assert older.job_key.encode() in ambiguous.stderr
+        assert newer.job_key.encode() in ambiguous.stderr
+        assert ambiguous.stdout == b""
+    assert both("show", REUSED_ID, "--latest", "--script") == newer.script
+    older_second = datetime.fromtimestamp(older.submit_time // 1000, UTC)
+    assert both("show", f"{slurm.cluster}:{REUSED_ID}", "--submitted",
+                older_second.strftime("%Y-%m-%dT%H:%M:%S"), "--script") == older.script
+    assert both("show", older.job_key, "--script") == older.script

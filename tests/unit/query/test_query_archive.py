@@ -141,3 +141,16 @@ def test_exit_statuses_say_missing_ambiguous_and_usage(tmp_path: Path) -> None:
                      terminal=False)[0] == 0
     assert _sarchive(tmp_path, "show", "47/11", terminal=False)[0] == 2
     assert _sarchive(tmp_path, "search", "--since", "soon", terminal=False)[0] == 2
+
+
+def test_search_by_user_finds_users_whose_names_json_escapes(tmp_path: Path) -> None:
+    """The raw-bytes first test (criteria.may_match_raw) passes the sidecars the consumer
+    writes for any name: non-ASCII, quotes, backslashes."""
+    users = ["jos\u00e9", 'a"b', "c\\d", "\u00e9\u00e8", "plain"]
+    archive = archive_of(tmp_path, [job_event(job_id=str(100 + n), user=user)
+                                    for n, user in enumerate(users)])
+    for n, user in enumerate(users):
+        assert [m["job_id"] for m in archive.search(Criteria(user=user), None)] == [
+            str(100 + n)]
+    assert archive.search(Criteria(user="jos"), None) == []
+    assert len(archive.search(Criteria(), None)) == len(users)
