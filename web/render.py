@@ -82,7 +82,9 @@ def side_by_side(old: bytes, new: bytes) -> list[DiffRow]:
     for kind, i1, i2, j1, j2 in matcher.get_opcodes():
         for offset in range(max(i2 - i1, j2 - j1)):
             i, j = i1 + offset, j1 + offset
-            rows.append(DiffRow(kind, i + 1 if i < i2 else None,
+            # A replaced run longer on one side: its extra lines are deleted or inserted.
+            shown = kind if (i < i2) == (j < j2) else ("delete" if i < i2 else "insert")
+            rows.append(DiffRow(shown, i + 1 if i < i2 else None,
                                 before[i] if i < i2 else None,
                                 j + 1 if j < j2 else None, after[j] if j < j2 else None))
     return rows

@@ -101,6 +101,9 @@ def test_side_by_side_pairs_changed_lines() -> None:
     assert [(r.kind, r.old_text, r.new_text) for r in rows] == [
         ("equal", "a", "a"), ("replace", "b", "B"), ("equal", "c", "c"),
         ("insert", None, "d")]
+    uneven = side_by_side(b"a\nb\n", b"x\ny\nz\n")
+    assert [(r.kind, r.old_text, r.new_text) for r in uneven] == [
+        ("replace", "a", "x"), ("replace", "b", "y"), ("insert", None, "z")]
 
 
 def test_download_names_and_cursors_are_safe() -> None:
