@@ -20,6 +20,9 @@ LOOPBACK_ADDRESSES = ("127.0.0.1", "::1", "localhost")
 class WebConfig(ServiceSettings, QueryConfig):
     listen_address: str = setting("127.0.0.1", help="address the pages are served on")
     port: int = setting(8080, help="port the pages are served on")
+    url_prefix: str = setting(
+        "", help="the path the proxy serves the pages under and passes on unchanged"
+        " (/sarchive): links are made under it")
     threads: int = setting(8, help="requests served at once (waitress worker threads)")
     trusted_proxy: tuple[str, ...] = setting(
         (), help="address or network (CIDR) of the authenticating reverse proxy whose"
@@ -53,6 +56,10 @@ class WebConfig(ServiceSettings, QueryConfig):
             raise ConfigError(f"dev_user needs a loopback listen_address, not"
                               f" {self.listen_address!r}")
         self.proxy_networks()
+        if self.url_prefix and (not self.url_prefix.startswith("/")
+                                or self.url_prefix.endswith("/")):
+            raise ConfigError(f"url_prefix {self.url_prefix!r}: give /path, without a"
+                              " trailing /")
         self.coordinated_accounts()
         if not 1 <= self.page_size <= 1000:
             raise ConfigError(f"page_size {self.page_size} is not between 1 and 1000")

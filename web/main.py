@@ -37,7 +37,7 @@ class WebService:
         try:
             server = create_server(self._app, host=self._config.listen_address,
                                    port=self._config.port, threads=self._config.threads,
-                                   ident="sarchive-web")
+                                   url_prefix=self._config.url_prefix, ident="sarchive-web")
         except OSError as exc:
             raise ConfigError(f"cannot listen on {self._config.listen_address}:"
                               f"{self._config.port}: {exc.strerror or exc}") from exc

@@ -71,7 +71,8 @@ def test_configuration_is_checked_up_front() -> None:
     assert config.coordinated_accounts() == {"carol": ("proj1", "proj2")}
     assert config.trusted_user_source == ("SPOOL",)
     for bad in (["--coordinator", "carol"], ["--trusted-proxy", "not-an-address"],
-                ["--dev-user", "demo", "--listen-address", "0.0.0.0"]):
+                ["--dev-user", "demo", "--listen-address", "0.0.0.0"],
+                ["--url-prefix", "sarchive/"]):
         with pytest.raises(ConfigError):
             _config(*bad)
     with pytest.raises(ConfigError, match="Elasticsearch only"):
