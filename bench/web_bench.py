@@ -30,6 +30,7 @@ from testkit.waiting import wait_until
 
 STEP_RATES = (50, 100, 150, 200, 300, 400, 600)
 STEP_SECONDS = 20.0
+SEQUENTIAL = 100
 WORKERS = 256  # enough that the load is never limited by the client's threads
 
 
@@ -107,6 +108,11 @@ def main() -> None:
                 return f"/?module={quote(module)}&text=srun", user
 
             for name, request in (("job page", job_page), ("search page", search_page)):
+                # One at a time first: the service time, without queueing.
+                alone = [_timed_fetch(port, *request()) for _ in range(SEQUENTIAL)]
+                print(f"{name:12} one at a time ({SEQUENTIAL}): p50"
+                      f" {percentile(alone, 0.5) * 1000:6.1f} ms  p95"
+                      f" {percentile(alone, 0.95) * 1000:6.1f} ms")
                 latencies, failed = open_loop(port, args.rate, args.duration, request)
                 print(f"{name:12} at {args.rate:g}/s for {args.duration:g} s:"
                       f" p50 {percentile(latencies, 0.5) * 1000:6.1f} ms"
@@ -125,6 +131,12 @@ def main() -> None:
             server.wait(30)
             log.close()
             delete_prefix(args.es_url, prefix)
+
+
+def _timed_fetch(port: int, path: str, user: str) -> float:
+    started = time.perf_counter()
+    fetch(port, path, user)
+    return time.perf_counter() - started
 
 
 def _answers(port: int) -> bool:
