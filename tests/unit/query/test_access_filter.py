@@ -29,7 +29,7 @@ def test_coordinators_also_see_their_accounts() -> None:
 
 
 def test_a_reader_allowed_nothing_matches_nothing() -> None:
-    nothing = {"bool": {"must_not": [{"match_all": {}}]}}
+    nothing: dict[str, object] = {"bool": {"must_not": [{"match_all": {}}]}}
     assert access_filter(Access(user="alice")) == nothing
     assert access_filter(Access(trusted_user_sources=("SPOOL",))) == nothing
 
