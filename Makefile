@@ -10,7 +10,7 @@ VENV := .venv
 # pip reinstalls only when pyproject.toml is newer than this stamp (or the venv is gone).
 VENV_STAMP := $(VENV)/.sarchive-installed
 SERVICES := infra/services
-LINT_PATHS := producer consumers schemas runtime query tests infra bench testkit
+LINT_PATHS := producer consumers schemas runtime query web tests infra bench testkit
 
 .PHONY: setup venv services-up services-down demo test test-unit test-integration lint
 

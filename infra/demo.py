@@ -15,6 +15,7 @@ before a refresh) as a reason to ask again until its deadline, then fails with o
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -41,6 +42,10 @@ POLL_SECONDS = 0.5
 # or its shards are not assigned yet (503); 429: the node is too busy to take the search now.
 NOT_YET_HTTP_STATUSES = frozenset({404, 429, 503})
 LOGS = f"see the logs in {DEMO_DIR} and `infra/services logs`"
+# The demo's sarchive-web stays up after the demo (on loopback, development mode); the next
+# demo replaces it.
+WEB_PORT = int(os.environ.get("SARCHIVE_DEMO_WEB_PORT", "18080"))
+WEB_PID = DEMO_DIR / "sarchive-web.pid"
 
 T = TypeVar("T")
 
@@ -81,6 +86,34 @@ def start(name: str, argv: list[str], env: dict[str, str]) -> subprocess.Popen[b
     say(f"starting {name}: {' '.join(argv)}  (log: {DEMO_DIR / (name + '.log')})")
     return subprocess.Popen([str(VENV_BIN / argv[0]), *argv[1:]], stdout=log,
                             stderr=subprocess.STDOUT, env=env)
+
+
+def start_web(es_url: str, env: dict[str, str]) -> str:
+    """sarchive-web on loopback in development mode as the demo's user, left running; its
+    address. The demo's jobs name their owner only in USER, which a real site must not
+    trust (docs/web.md): the demo trusts it, for its user to see them."""
+    if WEB_PID.exists():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(WEB_PID.read_text()), signal.SIGTERM)
+        WEB_PID.unlink()
+    log = (DEMO_DIR / "web.log").open("ab")
+    web = subprocess.Popen(
+        [str(VENV_BIN / "sarchive-web"), "--es-url", es_url, "--port", str(WEB_PORT),
+         "--dev-user", env["USER"], "--trusted-user-source", "USER"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    WEB_PID.write_text(str(web.pid))
+    address = f"http://127.0.0.1:{WEB_PORT}/"
+    wait_for(f"sarchive-web at {address}", functools.partial(web_answers, address), [web])
+    return address
+
+
+def web_answers(address: str) -> None:
+    """Returns once the search page answers 200; NotReadyError before."""
+    try:
+        with urllib.request.urlopen(address, timeout=5):
+            return
+    except (urllib.error.URLError, OSError) as exc:
+        raise NotReadyError(f"{address}: {exc}") from exc
 
 
 def sbatch(env: dict[str, str], *args: str, script: bytes | None = None) -> str:
@@ -251,6 +284,9 @@ def run_demo() -> int:
             say("Elasticsearch: jobs whose script mentions 'gromacs':")
             for hit in hits:
                 say(f"  {hit['_id']}: {hit['_source']}")
+            address = start_web(es_url, env)
+            say(f"sarchive-web (development mode, as {env['USER']}) at {address};"
+                f" stop it with `kill $(cat {WEB_PID})`")
         show_with_sarchive(archive, submitted[0], env)
         say(f"done; logs in {DEMO_DIR}; stop the local services with `make services-down`")
         return 0

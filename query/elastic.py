@@ -17,7 +17,13 @@ from typing import Any
 
 from query.backend import BackendError
 from query.criteria import Criteria, module_matches
-from query.es_query import PAGE_SIZE, modules_request, search_request, show_request
+from query.es_query import (
+    PAGE_SIZE,
+    Access,
+    modules_request,
+    search_request,
+    show_request,
+)
 from query.jobspec import JobSpec
 from query.record import (
     JobRecord,
@@ -67,22 +73,30 @@ def record_of(source: Mapping[str, Any], location: str) -> JobRecord:
 
 
 class ElasticsearchIndex:
-    """_search requests on the index alias, tried on each URL in turn."""
+    """_search requests on the index alias, tried on each URL in turn; with access, every
+    request is restricted to the jobs it allows (es_query.access_filter)."""
 
     def __init__(self, urls: Sequence[str], index: str, headers: Mapping[str, str],
-                 context: ssl.SSLContext | None, timeout: float) -> None:
+                 context: ssl.SSLContext | None, timeout: float, *,
+                 access: Access | None = None) -> None:
         self._urls = [url.rstrip("/") for url in urls]
         self._index = index
         self._headers = {"Content-Type": "application/json", **headers}
         self._context = context
         self._timeout = timeout
+        self._access = access
+
+    def restricted(self, access: Access) -> ElasticsearchIndex:
+        """The same index, seen by a reader with access."""
+        return ElasticsearchIndex(self._urls, self._index, self._headers, self._context,
+                                  self._timeout, access=access)
 
     @property
     def description(self) -> str:
         return f"Elasticsearch {', '.join(self._urls)} (index {self._index})"
 
     def find(self, spec: JobSpec) -> list[JobRecord]:
-        url, response = self._search(show_request(spec))
+        url, response = self._search(show_request(spec, self._access))
         return [record_of(hit["_source"], f"{url}/{hit['_index']}/_doc/{hit['_id']}")
                 for hit in response["hits"]["hits"]]
 
@@ -91,7 +105,7 @@ class ElasticsearchIndex:
         after: list[Any] | None = None
         while limit is None or len(found) < limit:
             size = PAGE_SIZE if limit is None else min(PAGE_SIZE, limit - len(found))
-            _, response = self._search(search_request(criteria, size, after))
+            _, response = self._search(search_request(criteria, size, after, self._access))
             hits = response["hits"]["hits"]
             found.extend(metadata_of(hit["_source"]) for hit in hits)
             if len(hits) < size:
@@ -99,11 +113,21 @@ class ElasticsearchIndex:
             after = hits[-1]["sort"]
         return found
 
+    def search_page(self, criteria: Criteria, size: int, after: list[Any] | None = None, *,
+                    oldest_first: bool = False) -> tuple[list[Metadata], list[Any] | None]:
+        """One page of matching jobs' metadata and the position after its last hit (None
+        when no page follows)."""
+        _, response = self._search(search_request(criteria, size, after, self._access,
+                                                  oldest_first=oldest_first))
+        hits = response["hits"]["hits"]
+        following = hits[-1]["sort"] if len(hits) == size and hits else None
+        return [metadata_of(hit["_source"]) for hit in hits], following
+
     def module_counts(self, criteria: Criteria) -> dict[str, int]:
         counts: dict[str, int] = {}
         after: dict[str, Any] | None = None
         while True:
-            _, response = self._search(modules_request(criteria, after))
+            _, response = self._search(modules_request(criteria, after, self._access))
             aggregation = response.get("aggregations", {}).get("modules", {})
             for bucket in aggregation.get("buckets", []):
                 module = str(bucket["key"]["module"])

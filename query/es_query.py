@@ -3,6 +3,7 @@ asked (docs/elasticsearch.md has the mapping they run against)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from query.criteria import MODULE_SEPARATORS, Criteria
@@ -12,6 +13,7 @@ from query.record import METADATA_KEYS
 # Newest first; job_key breaks ties (and makes search_after's position unique: _id cannot
 # be sorted on without field data).
 SORT: list[dict[str, str]] = [{"submit_time": "desc"}, {"job_key": "desc"}]
+OLDEST_FIRST: list[dict[str, str]] = [{"submit_time": "asc"}, {"job_key": "asc"}]
 # Enough for every job of one id, however often a scheduler reused it on however many clusters.
 SHOW_SIZE = 1000
 PAGE_SIZE = 1000
@@ -19,19 +21,55 @@ PAGE_SIZE = 1000
 _NOT_SHOWN = ["environment_text"]
 
 
-def show_request(spec: JobSpec) -> dict[str, Any]:
-    """Every document of the job SPEC names, whole."""
+@dataclass(frozen=True)
+class Access:
+    """Which jobs a reader may see, as data: every job (administrators), or the jobs owned by
+    `user` according to one of `trusted_user_sources` (a job whose owner is unknown, or known
+    only from a source the submitter controls, is nobody's), and every job of `accounts`
+    (account coordinators)."""
+
+    all_jobs: bool = False
+    user: str | None = None
+    accounts: tuple[str, ...] = ()
+    trusted_user_sources: tuple[str, ...] = ()
+
+
+def access_filter(access: Access) -> dict[str, Any] | None:
+    """The filter clause restricting a query to what access allows; None for every job. A
+    reader allowed nothing gets a clause that matches nothing."""
+    if access.all_jobs:
+        return None
+    allowed: list[dict[str, Any]] = []
+    if access.user is not None and access.trusted_user_sources:
+        allowed.append({"bool": {"filter": [
+            {"term": {"user": access.user}},
+            {"terms": {"user_source": list(access.trusted_user_sources)}}]}})
+    if access.accounts:
+        allowed.append({"terms": {"account": list(access.accounts)}})
+    if not allowed:
+        return {"bool": {"must_not": [{"match_all": {}}]}}
+    return {"bool": {"minimum_should_match": 1, "should": allowed}}
+
+
+def _restricted(filters: list[dict[str, Any]], access: Access | None) -> list[dict[str, Any]]:
+    clause = None if access is None else access_filter(access)
+    return filters if clause is None else [*filters, clause]
+
+
+def show_request(spec: JobSpec, access: Access | None = None) -> dict[str, Any]:
+    """Every document of the job SPEC names, whole (of those access allows)."""
     if spec.job_key is not None:
         filters: list[dict[str, Any]] = [{"term": {"job_key": spec.job_key}}]
     else:
         filters = [{"term": {"job_id": spec.job_id}}]
         if spec.cluster is not None:
             filters.append({"term": {"cluster": spec.cluster}})
+    filters = _restricted(filters, access)
     return {"size": SHOW_SIZE, "query": {"bool": {"filter": filters}}, "sort": SORT,
             "_source": {"excludes": _NOT_SHOWN}, "track_total_hits": False}
 
 
-def criteria_query(criteria: Criteria) -> dict[str, Any]:
+def criteria_query(criteria: Criteria, access: Access | None = None) -> dict[str, Any]:
     filters: list[dict[str, Any]] = []
     for field in ("cluster", "user", "account", "partition"):
         value = getattr(criteria, field)
@@ -57,14 +95,17 @@ def criteria_query(criteria: Criteria) -> dict[str, Any]:
         field = f"environment.{key}"
         filters.append({"exists": {"field": field}} if value is None
                        else {"term": {field: value}})
-    return {"bool": {"filter": filters}}
+    return {"bool": {"filter": _restricted(filters, access)}}
 
 
-def search_request(criteria: Criteria, size: int,
-                   search_after: list[Any] | None = None) -> dict[str, Any]:
-    """One page of matching jobs' metadata, newest first; the next page starts after the
-    last hit's sort values (search_after), so paging has no 10,000-hit window."""
-    body: dict[str, Any] = {"size": size, "query": criteria_query(criteria), "sort": SORT,
+def search_request(criteria: Criteria, size: int, search_after: list[Any] | None = None,
+                   access: Access | None = None, *, oldest_first: bool = False,
+                   ) -> dict[str, Any]:
+    """One page of matching jobs' metadata, newest first (or oldest first); the next page
+    starts after the last hit's sort values (search_after), so paging has no 10,000-hit
+    window."""
+    body: dict[str, Any] = {"size": size, "query": criteria_query(criteria, access),
+                            "sort": OLDEST_FIRST if oldest_first else SORT,
                             "_source": list(METADATA_KEYS), "track_total_hits": False}
     if search_after is not None:
         body["search_after"] = search_after
@@ -72,12 +113,12 @@ def search_request(criteria: Criteria, size: int,
 
 
 def modules_request(criteria: Criteria, after: dict[str, Any] | None = None,
-                    ) -> dict[str, Any]:
+                    access: Access | None = None) -> dict[str, Any]:
     """One page of the modules' job counts: a composite aggregation, paged by after_key, so
     that any number of distinct modules is counted exactly."""
     composite: dict[str, Any] = {"size": PAGE_SIZE,
                                  "sources": [{"module": {"terms": {"field": "modules"}}}]}
     if after is not None:
         composite["after"] = after
-    return {"size": 0, "query": criteria_query(criteria), "track_total_hits": False,
+    return {"size": 0, "query": criteria_query(criteria, access), "track_total_hits": False,
             "aggs": {"modules": {"composite": composite}}}

@@ -25,7 +25,7 @@ from infra.elasticsearch import ElasticsearchService
 from infra.service import repo_root, run_dir
 from schemas.codec import JobEventCodec
 from schemas.limits import MAX_MESSAGE_BYTES
-from schemas.model import JobEvent
+from schemas.model import JobEvent, UserSource
 from schemas.wire import message_headers, message_key
 from testkit.events import job_event
 from testkit.processes import ServiceProcess, free_port
@@ -506,3 +506,88 @@ def previous_revision_index() -> Callable[[Elasticsearch, str], str]:
 def job_events() -> Callable[..., list[JobEvent]]:
     """make_events(count, cluster=..., first_id=...): distinct jobs, see make_events."""
     return make_events
+
+
+# --------------------------------------------------------------------------- sarchive-web
+
+WEB_CLUSTER = "webtest"
+HOSTILE_SCRIPT = (b"#!/bin/bash\n#SBATCH --job-name=hostile\n"
+                  b"echo '</script><script>alert(1)</script>'\n"
+                  b"# <img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script>\n")
+HOSTILE_NAME = "say \"hi\" & <b>'bye'</b>"
+
+
+def _web_event(name: str, n: int, **fields: Any) -> tuple[str, JobEvent]:
+    user = fields.pop("user", "alice")
+    defaults: dict[str, Any] = {
+        "cluster": WEB_CLUSTER, "job_id": str(7000 + n),
+        "submit_time": BASE_SUBMIT_MS + n * HOUR_MS,
+        "read_time": BASE_SUBMIT_MS + n * HOUR_MS + 40, "user": user,
+        "user_source": UserSource.SPOOL, "account": "proj1", "partition": "batch",
+        "environment": f"USER={user}\0HOME=/home/{user}\0PATH=/usr/bin:/bin\0".encode()}
+    event = job_event(**{**defaults, **fields})
+    return name, event
+
+
+def web_job_events() -> dict[str, JobEvent]:
+    """The jobs of the sarchive-web tests: alice's own (two of one name, a Python script, a
+    hostile one), bob's, one that claims alice only through USER in its environment (a
+    spoof) and one whose owner is unknown."""
+    return dict([
+        _web_event("sim1", 0, job_name="sim",
+                   script=b"#!/bin/bash\n#SBATCH --job-name=sim\nmodule load gcc/9\n"
+                          b"srun ./sim --steps 10\n"),
+        _web_event("sim2", 1, job_name="sim",
+                   script=b"#!/bin/bash\n#SBATCH --job-name=sim\nmodule load gcc/12\n"
+                          b"srun ./sim --steps 20\necho done\n"),
+        _web_event("python", 2, job_name="analyse",
+                   script=b"#!/usr/bin/env python3\nimport sys\nprint(sys.argv)\n"),
+        _web_event("hostile", 3, job_name=HOSTILE_NAME, script=HOSTILE_SCRIPT,
+                   environment=b"USER=alice\0HTML=<img src=x onerror=alert(2)>\0"
+                               b"SECRET_TOKEN=<redacted>\0",
+                   redacted_keys=("SECRET_TOKEN",)),
+        _web_event("bob", 4, user="bob", account="proj9", job_name="sim",
+                   script=b"#!/bin/bash\nsrun ./bobs-secret-model\n"),
+        _web_event("spoofed", 5, user="alice", user_source=UserSource.USER, account="proj9",
+                   job_name="sim", script=b"#!/bin/bash\nsrun ./submitted-by-bob\n"),
+        _web_event("unknown", 6, user=None, user_source=UserSource.UNKNOWN, account="proj9",
+                   job_name="sim", script=b"#!/bin/bash\nsrun ./nobody\n"),
+    ])
+
+
+@pytest.fixture
+def web_jobs(pipeline: EsPipeline) -> dict[str, JobEvent]:
+    """web_job_events(), indexed by a real sarchive-es from this test's topic."""
+    events = web_job_events()
+    pipeline.produce(list(events.values()))
+    consumer = pipeline.start_consumer()
+    pipeline.wait_for_count(len(events), 90, consumer)
+    return events
+
+
+@dataclass
+class WebServer:
+    url: str
+    process: ServiceProcess
+
+
+@pytest.fixture
+def web_server(pipeline: EsPipeline, tmp_path: Path) -> Iterator[Callable[..., WebServer]]:
+    """start(*flags): sarchive-web (`python -m web.main`) on this test's index, loopback, a
+    free port; it answers before start returns. Every one started is stopped afterwards."""
+    started: list[ServiceProcess] = []
+
+    def start(*flags: str) -> WebServer:
+        port = free_port()
+        process = ServiceProcess(
+            "sarchive-web", [sys.executable, "-m", "web.main", "--es-url", pipeline.es_url,
+                             "--index", pipeline.prefix, "--port", str(port),
+                             "--time-zone", "UTC", *flags],
+            tmp_path / f"sarchive-web-{len(started)}.log", cwd=REPO).start()
+        started.append(process)
+        process.wait_for_log("sarchive-web serving on", timeout=30)
+        return WebServer(f"http://127.0.0.1:{port}", process)
+
+    yield start
+    for process in started:
+        process.stop()

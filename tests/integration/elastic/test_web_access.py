@@ -1,0 +1,121 @@
+"""sarchive-web's access control over HTTP, on jobs a real sarchive-es indexed: a user reaches
+exactly their own jobs by every route and cannot learn that another's exists; the user header
+counts only from a trusted proxy; administrators (by Unix group) and coordinators see more."""
+
+from __future__ import annotations
+
+import grp
+import http.client
+import json
+import os
+import pwd
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+from schemas.model import JobEvent
+
+WebServer = Any  # conftest's type; tests cannot import conftest
+HEADER = "X-Remote-User"
+MISSING_KEY = "webtest:slurm:9999:1716163200000"
+
+
+def get(url: str, path: str, user: str | None = "alice",
+        source: str | None = None) -> tuple[int, bytes, dict[str, str]]:
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30,
+                                            source_address=(source, 0) if source else None)
+    try:
+        connection.request("GET", path, headers={HEADER: user} if user else {})
+        response = connection.getresponse()
+        return response.status, response.read(), dict(response.getheaders())
+    finally:
+        connection.close()
+
+
+def api_keys(url: str, query: str, user: str) -> set[str]:
+    status, body, _ = get(url, f"/api/jobs?{query}", user)
+    assert status == 200, body
+    return {job["job_key"] for job in json.loads(body)["jobs"]}
+
+
+def test_a_user_reaches_only_their_own_jobs_by_any_route_and_learns_nothing_of_others(
+        web_jobs: dict[str, JobEvent], web_server: Callable[..., WebServer]) -> None:
+    server = web_server("--trusted-proxy", "127.0.0.1")
+    own = web_jobs["sim2"].job_key
+    others = [web_jobs[name] for name in ("bob", "spoofed", "unknown")]
+    assert get(server.url, f"/jobs/{quote(own)}")[0] == 200
+    assert get(server.url, f"/jobs/{quote(own)}/spool/script")[0] == 200
+
+    def routes(key: str, job_id: str) -> list[str]:
+        return [f"/jobs/{quote(key)}", f"/jobs/{quote(key)}/spool/script",
+                f"/jobs/{quote(key)}/spool/environment", f"/api/jobs/{quote(key)}",
+                f"/diff?a={quote(own)}&b={quote(key)}", f"/diff?a={quote(key)}&b={quote(own)}",
+                f"/diff?a={quote(own)}&b={job_id}", f"/api/diff?a={quote(key)}&b={quote(own)}",
+                f"/api/diff?a={quote(own)}&b={quote(key)}"]
+
+    for route in routes(MISSING_KEY, "9999"):
+        assert get(server.url, route)[0] == 404, route
+    for event in others:
+        for forbidden, missing in zip(routes(event.job_key, event.job_id),
+                                      routes(MISSING_KEY, "9999"), strict=True):
+            status, body, _ = get(server.url, forbidden)
+            # The same answer as for a job that does not exist: no existence oracle.
+            assert (status, body) == get(server.url, missing)[:2], forbidden
+            assert event.script not in body
+        status, body, _ = get(server.url, f"/?job={event.job_id}")
+        assert status == 200 and event.job_key.encode() not in body
+    alices = {web_jobs[name].job_key for name in ("sim1", "sim2", "python", "hostile")}
+    assert api_keys(server.url, "", "alice") == alices
+    assert api_keys(server.url, "user=bob", "alice") == set()
+    assert api_keys(server.url, "text=bobs-secret-model", "alice") == set()
+    assert api_keys(server.url, "name=sim", "alice") == {web_jobs["sim1"].job_key, own}
+    assert api_keys(server.url, "", "bob") == {web_jobs["bob"].job_key}
+    # Every view is audited: who, which job.
+    assert f"alice viewed {own} (job)" in server.process.log()
+
+
+def test_the_user_header_counts_only_from_a_trusted_proxy(
+        web_jobs: dict[str, JobEvent], web_server: Callable[..., WebServer]) -> None:
+    server = web_server("--trusted-proxy", "127.0.0.1/32")
+    own = quote(web_jobs["sim1"].job_key)
+    assert get(server.url, f"/jobs/{own}")[0] == 200
+    # No user: refused, never anonymous.
+    assert get(server.url, f"/jobs/{own}", user=None)[0] == 401
+    assert get(server.url, "/api/jobs", user=None)[0] == 401
+    # The same header from an address that is not the proxy: ignored, so refused.
+    status, body, _ = get(server.url, f"/jobs/{own}", source="127.0.0.2")
+    assert status == 401, body
+    assert web_jobs["sim1"].script not in body
+
+
+def test_administrators_see_every_job_and_coordinators_their_accounts(
+        web_jobs: dict[str, JobEvent], web_server: Callable[..., WebServer]) -> None:
+    admin = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(pwd.getpwuid(os.getuid()).pw_gid).gr_name
+    server = web_server("--trusted-proxy", "127.0.0.1", "--admin-group", group,
+                        "--coordinator", "dave=proj9")
+    every = {event.job_key for event in web_jobs.values()}
+    assert api_keys(server.url, "", admin) == every
+    unknown = web_jobs["unknown"].job_key
+    assert get(server.url, f"/jobs/{quote(unknown)}", admin)[0] == 200
+    proj9 = {web_jobs[name].job_key for name in ("bob", "spoofed", "unknown")}
+    assert api_keys(server.url, "", "dave") == proj9
+    assert api_keys(server.url, "", "alice") == every - proj9
+
+
+def test_every_page_sets_a_script_free_content_security_policy_and_escapes(
+        web_jobs: dict[str, JobEvent], web_server: Callable[..., WebServer]) -> None:
+    server = web_server("--trusted-proxy", "127.0.0.1")
+    hostile = web_jobs["hostile"]
+    status, body, headers = get(server.url, f"/jobs/{quote(hostile.job_key)}")
+    assert status == 200
+    assert "script-src" not in headers["Content-Security-Policy"]
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert b"<script" not in body
+    assert b"<img" not in body
+    assert b"&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in body
+    assert b"say &#34;hi&#34; &amp; &lt;b&gt;&#39;bye&#39;&lt;/b&gt;" in body
+    status, body, headers = get(server.url, f"/jobs/{quote(hostile.job_key)}/spool/script")
+    assert status == 200 and body == hostile.spool_files[0].content
+    assert headers["Content-Disposition"] == 'attachment; filename="webtest-7003-script"'

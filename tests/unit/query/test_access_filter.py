@@ -1,0 +1,50 @@
+"""The access rules as data become one filter clause added to every query (pure)."""
+
+from __future__ import annotations
+
+from query.criteria import Criteria
+from query.es_query import Access, access_filter, modules_request, search_request, show_request
+from query.jobspec import JobSpec
+
+OWNER = Access(user="alice", trusted_user_sources=("SPOOL", "SCHEDULER"))
+
+
+def test_administrators_are_not_restricted() -> None:
+    assert access_filter(Access(all_jobs=True, user="root")) is None
+    assert search_request(Criteria(), 10, access=Access(all_jobs=True)) == search_request(
+        Criteria(), 10)
+
+
+def test_a_user_sees_jobs_they_own_by_a_trusted_source_only() -> None:
+    assert access_filter(OWNER) == {"bool": {"minimum_should_match": 1, "should": [
+        {"bool": {"filter": [{"term": {"user": "alice"}},
+                             {"terms": {"user_source": ["SPOOL", "SCHEDULER"]}}]}}]}}
+
+
+def test_coordinators_also_see_their_accounts() -> None:
+    clause = access_filter(Access(user="carol", trusted_user_sources=("SPOOL",),
+                                  accounts=("proj1", "proj2")))
+    assert clause is not None
+    assert {"terms": {"account": ["proj1", "proj2"]}} in clause["bool"]["should"]
+
+
+def test_a_reader_allowed_nothing_matches_nothing() -> None:
+    nothing: dict[str, object] = {"bool": {"must_not": [{"match_all": {}}]}}
+    assert access_filter(Access(user="alice")) == nothing
+    assert access_filter(Access(trusted_user_sources=("SPOOL",))) == nothing
+
+
+def test_every_request_carries_the_clause() -> None:
+    clause = access_filter(OWNER)
+    spec = JobSpec("4711", "4711")
+    assert clause in show_request(spec, OWNER)["query"]["bool"]["filter"]
+    assert clause in search_request(Criteria(user="bob"), 5, access=OWNER)[
+        "query"]["bool"]["filter"]
+    assert clause in modules_request(Criteria(), access=OWNER)["query"]["bool"]["filter"]
+    assert clause not in show_request(spec)["query"]["bool"]["filter"]
+
+
+def test_oldest_first_pages_sort_ascending() -> None:
+    body = search_request(Criteria(), 1, [5, "k"], oldest_first=True)
+    assert body["sort"] == [{"submit_time": "asc"}, {"job_key": "asc"}]
+    assert body["search_after"] == [5, "k"]

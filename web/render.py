@@ -1,0 +1,118 @@
+"""What the pages show, computed from records: highlighted scripts, environment rows, side-by-
+side diffs, download names and paging cursors (pure; Jinja2 escapes everything else)."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pygments import highlight
+from pygments.formatters import HtmlFormatter
+from pygments.lexer import Lexer
+from pygments.lexers import BashLexer, PerlLexer, PythonLexer, TextLexer
+
+from query.terminal import decode
+from schemas.model import REDACTED_MARKER
+
+_INTERPRETER = re.compile(rb"^#!\s*(?:\S*/)?(?:env\s+(?:-\S+\s+)*)?(?P<name>[A-Za-z]+)")
+_LEXERS: dict[str, type[Lexer]] = {
+    "sh": BashLexer, "bash": BashLexer, "zsh": BashLexer, "ksh": BashLexer, "dash": BashLexer,
+    "csh": BashLexer, "tcsh": BashLexer, "python": PythonLexer, "perl": PerlLexer}
+_FORMATTER = HtmlFormatter(linenos="table", lineanchors="L", anchorlinenos=True,
+                           cssclass="highlight")
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+REDACTED = REDACTED_MARKER.decode()
+
+
+def script_language(script: bytes) -> str:
+    """The interpreter its shebang names (python3 -> python), or text."""
+    shebang = _INTERPRETER.match(script)
+    if shebang is None:
+        return "text"
+    name = shebang["name"].decode().rstrip("0123456789").lower()
+    return name if name in _LEXERS else "text"
+
+
+def highlighted_script(script: bytes) -> str:
+    """The script as escaped HTML with numbered, anchored lines (Pygments escapes every
+    character of it)."""
+    lexer = _LEXERS.get(script_language(script), TextLexer)(stripnl=False, ensurenl=False)
+    return str(highlight(decode(script), lexer, _FORMATTER))
+
+
+def highlight_css() -> str:
+    return str(_FORMATTER.get_style_defs(".highlight"))
+
+
+@dataclass(frozen=True)
+class EnvironmentRow:
+    key: str
+    value: str
+    redacted: bool
+
+
+def environment_rows(environment: Iterable[tuple[str, str]], redacted_keys: Iterable[str],
+                     needle: str = "") -> list[EnvironmentRow]:
+    """The variables whose name or value contains needle (case-insensitive), each marked if
+    the producer redacted its value."""
+    redacted = set(redacted_keys)
+    wanted = needle.casefold()
+    return [EnvironmentRow(key, value, key in redacted or value == REDACTED)
+            for key, value in environment
+            if wanted in key.casefold() or wanted in value.casefold()]
+
+
+@dataclass(frozen=True)
+class DiffRow:
+    kind: str  # equal, replace, delete, insert
+    old_number: int | None
+    old_text: str | None
+    new_number: int | None
+    new_text: str | None
+
+
+def side_by_side(old: bytes, new: bytes) -> list[DiffRow]:
+    """The two scripts line against line: equal runs, and changed lines paired."""
+    before, after = decode(old).splitlines(), decode(new).splitlines()
+    rows: list[DiffRow] = []
+    matcher = difflib.SequenceMatcher(a=before, b=after, autojunk=False)
+    for kind, i1, i2, j1, j2 in matcher.get_opcodes():
+        for offset in range(max(i2 - i1, j2 - j1)):
+            i, j = i1 + offset, j1 + offset
+            # A replaced run longer on one side: its extra lines are deleted or inserted.
+            shown = kind if (i < i2) == (j < j2) else ("delete" if i < i2 else "insert")
+            rows.append(DiffRow(shown, i + 1 if i < i2 else None,
+                                before[i] if i < i2 else None,
+                                j + 1 if j < j2 else None, after[j] if j < j2 else None))
+    return rows
+
+
+def download_name(cluster: str, job_id: str, name: str) -> str:
+    """A file name safe on every file system and in a header: CLUSTER-ID-NAME, anything but
+    letters, digits, '.', '_' and '-' replaced, no leading dot."""
+    return _UNSAFE_NAME.sub("_", f"{cluster}-{job_id}-{name}").lstrip(".") or "download"
+
+
+def name_glob(job_name: str) -> str:
+    """A glob matching exactly job_name (query.criteria's glob: \\ escapes)."""
+    return re.sub(r"([\\*?])", r"\\\1", job_name)
+
+
+def cursor_text(position: Sequence[Any] | None) -> str | None:
+    """A search_after position (submit time, job key) as a URL parameter."""
+    if position is None:
+        return None
+    return f"{int(position[0])}:{position[1]}"
+
+
+def cursor_position(text: str | None) -> list[Any] | None:
+    """The position a cursor_text names; None for none or a malformed one (the first page)."""
+    if not text:
+        return None
+    submitted, colon, key = text.partition(":")
+    if not (colon and submitted.isdigit() and key):
+        return None
+    return [int(submitted), key]
