@@ -8,12 +8,14 @@ from pathlib import Path
 
 from infra.elasticsearch import ElasticsearchService
 from infra.kafka import KafkaService
+from infra.kafka_secure import SecureKafkaService
 from infra.process import file_lock
 from infra.service import Service, repo_root, run_dir
 from infra.slurm import SlurmService
 
-# Started only when named: the security tests' own node would cost every `up` another JVM.
-ON_REQUEST = frozenset({"elasticsearch-secure"})
+# Started only when named: the security and failover tests' own nodes would cost every `up`
+# more JVMs.
+ON_REQUEST = frozenset({"elasticsearch-secure", "kafka-secure"})
 
 
 def registry(run: Path | None = None, repo: Path | None = None) -> list[Service]:
@@ -25,6 +27,7 @@ def registry(run: Path | None = None, repo: Path | None = None) -> list[Service]
         SlurmService(run, repo),
         ElasticsearchService(run, repo),
         ElasticsearchService(run, repo, secure=True),
+        SecureKafkaService(run, repo),
     ]
 
 

@@ -1,0 +1,101 @@
+"""The secured test broker of infra ("kafka-secure") as the tests use it: client settings per
+principal and listener, the flags that give a service those settings, and ACLs granted and
+revoked through the admin super user, exactly the bindings docs/operations.md lists."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in the stubs
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
+
+ADMIN = "admin"
+
+
+class Listener(enum.StrEnum):
+    SASL_SSL = "sasl_ssl"  # SCRAM-SHA-512 user name and password over TLS
+    MTLS = "mtls"  # TLS with a client certificate
+
+
+@dataclass(frozen=True)
+class SecureKafka:
+    sasl_bootstrap: str
+    mtls_bootstrap: str
+    ca: Path
+    credentials: Path
+
+    def bootstrap(self, listener: Listener) -> str:
+        return self.sasl_bootstrap if listener is Listener.SASL_SSL else self.mtls_bootstrap
+
+    def password_file(self, principal: str) -> Path:
+        return self.credentials / f"{principal}.password"
+
+    def flags(self, principal: str, listener: Listener) -> list[str]:
+        """The command-line flags of a sarchive service connecting as principal."""
+        common = ["--brokers", self.bootstrap(listener), "--ssl-ca", str(self.ca)]
+        if listener is Listener.SASL_SSL:
+            return [*common, "--security-protocol", "SASL_SSL", "--sasl-mechanism",
+                    "SCRAM-SHA-512", "--sasl-username", principal, "--sasl-password-file",
+                    str(self.password_file(principal))]
+        return [*common, "--security-protocol", "SSL", "--ssl-cert",
+                str(self.credentials / f"{principal}.pem"), "--ssl-key",
+                str(self.credentials / f"{principal}.key")]
+
+    def client_properties(self, principal: str = ADMIN,
+                          listener: Listener = Listener.SASL_SSL) -> dict[str, str]:
+        """librdkafka properties of a client connecting as principal."""
+        common = {"bootstrap.servers": self.bootstrap(listener), "ssl.ca.location": str(self.ca)}
+        if listener is Listener.SASL_SSL:
+            return {**common, "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+                    "sasl.username": principal,
+                    "sasl.password": self.password_file(principal).read_text().strip()}
+        return {**common, "security.protocol": "SSL",
+                "ssl.certificate.location": str(self.credentials / f"{principal}.pem"),
+                "ssl.key.location": str(self.credentials / f"{principal}.key")}
+
+    def admin(self) -> AdminClient:
+        return AdminClient(self.client_properties())
+
+    # -- ACLs: what docs/operations.md tells sites to grant
+
+    def grant(self, bindings: list[AclBinding]) -> None:
+        admin = self.admin()  # kept until the futures resolve: destroying it cancels them
+        for future in admin.create_acls(bindings).values():
+            future.result(timeout=30)
+
+    def revoke(self, bindings: list[AclBinding]) -> None:
+        filters = [AclBindingFilter(b.restype, b.name, b.resource_pattern_type, b.principal,
+                                    b.host, b.operation, b.permission_type) for b in bindings]
+        admin = self.admin()
+        for future in admin.delete_acls(filters).values():
+            future.result(timeout=30)
+
+
+def allow(principal: str, restype: ResourceType, name: str,
+          operation: AclOperation) -> AclBinding:
+    return AclBinding(restype, name, ResourcePatternType.LITERAL, f"User:{principal}", "*",
+                      operation, AclPermissionType.ALLOW)
+
+
+def producer_acls(principal: str, topic: str) -> list[AclBinding]:
+    """Describe and write the jobs topic; idempotent writes need nothing more (KIP-679)."""
+    return [allow(principal, ResourceType.TOPIC, topic, operation)
+            for operation in (AclOperation.DESCRIBE, AclOperation.WRITE)]
+
+
+def consumer_acls(principal: str, topic: str, group: str, dlq_topic: str) -> list[AclBinding]:
+    """Read the jobs topic and its own group; describe and write the dead-letter topic."""
+    return [allow(principal, ResourceType.TOPIC, topic, AclOperation.READ),
+            allow(principal, ResourceType.TOPIC, topic, AclOperation.DESCRIBE),
+            allow(principal, ResourceType.GROUP, group, AclOperation.READ),
+            allow(principal, ResourceType.TOPIC, dlq_topic, AclOperation.DESCRIBE),
+            allow(principal, ResourceType.TOPIC, dlq_topic, AclOperation.WRITE)]
