@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from runtime.kafka import ACCESS_FAILURE_CAUSES
+
 BATCH_SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -45,6 +47,12 @@ class ConsumerMetrics:
         self._lag = Gauge(
             "sarchive_consumer_lag", "Messages behind the partition's high watermark",
             ["service", "topic", "partition"], registry=registry)
+        self.kafka_access_failures = Counter(
+            "sarchive_consumer_kafka_access_failures", "Refusals by the broker's security"
+            " (nothing is committed meanwhile), by cause: authentication, tls, authorization",
+            ["service", "cause"], registry=registry)
+        for cause in ACCESS_FAILURE_CAUSES:
+            self.kafka_access_failures.labels(service, cause)
         self.sink_up.set(1)
 
     def dead_letter(self, reason: str) -> None:

@@ -30,7 +30,7 @@ from consumers.common.sink import Sink, SinkFatalError, SinkUnavailableError
 from runtime.backoff import backoff_delays
 from runtime.config import ConfigError
 from runtime.exits import EXIT_FAILURE, EXIT_OK
-from runtime.kafka import create_client
+from runtime.kafka import access_failure_cause, access_failure_message, create_client
 from schemas.codec import JobEventCodec
 from schemas.errors import CodecError
 from schemas.model import JobEvent
@@ -118,6 +118,7 @@ class ConsumerRunner:
         self._uncommitted: dict[Partition, int] = {}
         self._paused = False
         self._last_lag_report = 0.0
+        self._access_refused: str | None = None  # error code of the refusal logged, until healed
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit it and return from run(); safe from signal
@@ -226,13 +227,32 @@ class ConsumerRunner:
             if error is not None:
                 if error.fatal():
                     raise KafkaFatalError(str(error))
+                if self._access_failure(error.name(), error.str()):
+                    continue
                 log.warning("consumer error: %s", error)
                 continue
             entries.append(self._decode(message))
+        if entries:
+            self._access_refused = None
         self.metrics.consumed.inc(len(entries))
         if entries:
             self.metrics.batch_size.observe(len(entries))
         return entries
+
+    def _access_failure(self, code: str, detail: str) -> bool:
+        """Count a refusal by the broker's security and log it once until messages flow
+        again (librdkafka repeats it with every attempt); False for any other error."""
+        cause = access_failure_cause(code, detail)
+        if cause is None:
+            return False
+        self.metrics.kafka_access_failures.labels(self.service, cause).inc()
+        refused = (f"read group {self.settings.group}" if code == "GROUP_AUTHORIZATION_FAILED"
+                   else f"read topic {self.settings.topic}")
+        if code != self._access_refused:
+            self._access_refused = code
+            log.error("%s; nothing is committed until it is fixed",
+                      access_failure_message(cause, code, detail, refused))
+        return True
 
     def _decode(self, message: confluent_kafka.Message) -> BatchEntry:
         try:
