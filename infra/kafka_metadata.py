@@ -21,11 +21,11 @@ def kafka_metadata_brokers(
     header = struct.pack(">hhih", 3, 4, 7, len(client_id)) + client_id
     body = struct.pack(">ib", -1, 0)  # all topics (null array), no auto-creation
     request = header + body
-    with socket.create_connection((host, port), timeout=timeout) as raw:
-        with raw if tls is None else tls.wrap_socket(raw, server_hostname=host) as sock:
-            sock.sendall(struct.pack(">i", len(request)) + request)
-            size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-            data = _recv_exact(sock, size)
+    with (socket.create_connection((host, port), timeout=timeout) as raw,
+          raw if tls is None else tls.wrap_socket(raw, server_hostname=host) as sock):
+        sock.sendall(struct.pack(">i", len(request)) + request)
+        size = struct.unpack(">i", _recv_exact(sock, 4))[0]
+        data = _recv_exact(sock, size)
     try:
         return _parse_metadata_brokers(data, correlation_id=7)
     except (struct.error, UnicodeDecodeError) as error:

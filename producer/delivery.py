@@ -107,7 +107,8 @@ class RepeatFilter(logging.Filter):
         self._suppressed: dict[str, int] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = _DIGITS.sub("#", record.getMessage())
+        # A record may name its kind itself (extra={"repeat_key": ...}) when its text varies.
+        key = getattr(record, "repeat_key", None) or _DIGITS.sub("#", record.getMessage())
         now = time.monotonic()
         if now - self._last.get(key, -self.interval) < self.interval:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
@@ -199,7 +200,8 @@ class KafkaDelivery(Generic[TokenT]):
             self.on_access_failure(failure)
             access_log.error("%s; events stay in the outbox until acknowledged",
                              access_failure_message(failure.access, failure.code, failure.detail,
-                                                    f"write topic {self.topic} idempotently"))
+                                                    f"write topic {self.topic} idempotently"),
+                             extra={"repeat_key": failure.access})
         if failure.kind is FailureKind.FATAL:
             self.fatal_error = failure
             log.error("Kafka producer fatal error %s: %s", failure.code, failure.detail)

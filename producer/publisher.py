@@ -154,7 +154,8 @@ class Publisher:
             access_log.error("%s; the %d events in the outbox stay there and are produced"
                              " again", access_failure_message(
                                  failure.access, failure.code, failure.detail,
-                                 f"write topic {self.delivery.topic}"), self.state.outbox.events)
+                                 f"write topic {self.delivery.topic}"), self.state.outbox.events,
+                             extra={"repeat_key": failure.access})
         elif failure.kind in (FailureKind.TOO_LARGE, FailureKind.REJECTED):
             # Not going to heal by itself: loud, per event, with what to change.
             hint = (" (raise the topic's max.message.bytes, see docs/producer.md)"

@@ -5,9 +5,12 @@ revoked through the admin super user, exactly the bindings docs/operations.md li
 from __future__ import annotations
 
 import enum
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in the stubs
     AclBinding,
     AclBindingFilter,
@@ -18,7 +21,10 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in the 
     ResourceType,
 )
 
+from schemas.codec import JobEventCodec
+
 ADMIN = "admin"
+CODEC = JobEventCodec()
 
 
 class Listener(enum.StrEnum):
@@ -39,16 +45,19 @@ class SecureKafka:
     def password_file(self, principal: str) -> Path:
         return self.credentials / f"{principal}.password"
 
-    def flags(self, principal: str, listener: Listener) -> list[str]:
-        """The command-line flags of a sarchive service connecting as principal."""
+    def flags(self, principal: str, listener: Listener, *, password_file: Path | None = None,
+              cert: tuple[Path, Path] | None = None) -> list[str]:
+        """The command-line flags of a sarchive service connecting as principal; password_file
+        or cert (certificate, key) replace the principal's own."""
         common = ["--brokers", self.bootstrap(listener), "--ssl-ca", str(self.ca)]
         if listener is Listener.SASL_SSL:
             return [*common, "--security-protocol", "SASL_SSL", "--sasl-mechanism",
                     "SCRAM-SHA-512", "--sasl-username", principal, "--sasl-password-file",
-                    str(self.password_file(principal))]
-        return [*common, "--security-protocol", "SSL", "--ssl-cert",
-                str(self.credentials / f"{principal}.pem"), "--ssl-key",
-                str(self.credentials / f"{principal}.key")]
+                    str(password_file or self.password_file(principal))]
+        certificate, key = cert or (self.credentials / f"{principal}.pem",
+                                    self.credentials / f"{principal}.key")
+        return [*common, "--security-protocol", "SSL", "--ssl-cert", str(certificate),
+                "--ssl-key", str(key)]
 
     def client_properties(self, principal: str = ADMIN,
                           listener: Listener = Listener.SASL_SSL) -> dict[str, str]:
@@ -99,3 +108,40 @@ def consumer_acls(principal: str, topic: str, group: str, dlq_topic: str) -> lis
             allow(principal, ResourceType.GROUP, group, AclOperation.READ),
             allow(principal, ResourceType.TOPIC, dlq_topic, AclOperation.DESCRIBE),
             allow(principal, ResourceType.TOPIC, dlq_topic, AclOperation.WRITE)]
+
+
+def topic_job_ids(properties: dict[str, str], topic: str, timeout: float = 30.0) -> list[str]:
+    """The job id of every message in topic (duplicates included), read from the beginning to
+    the end offsets of the moment with a client of the given properties."""
+    consumer = Consumer({**properties, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        ends: dict[int, int] = {}
+        for partition in partitions:
+            watermarks = consumer.get_watermark_offsets(TopicPartition(topic, partition), 30)
+            assert watermarks is not None, f"no offsets for {topic}[{partition}]"
+            ends[partition] = watermarks[1]
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        positions = dict.fromkeys(partitions, 0)
+        job_ids: list[str] = []
+        deadline = time.monotonic() + timeout
+        while any(positions[p] < ends[p] for p in partitions) and time.monotonic() < deadline:
+            for message in consumer.consume(1000, timeout=0.5):
+                if message.error() is None:
+                    job_ids.append(CODEC.decode(message.value()).job_id)
+                    positions[message.partition()] = message.offset() + 1
+        return job_ids
+    finally:
+        consumer.close()
+
+
+def committed_offsets(properties: dict[str, str], group: str, topic: str) -> list[int]:
+    """The offsets group has committed on topic's partitions (those it committed at all)."""
+    consumer = Consumer({**properties, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        return [tp.offset for tp in consumer.committed(
+            [TopicPartition(topic, p) for p in partitions], timeout=30) if tp.offset >= 0]
+    finally:
+        consumer.close()

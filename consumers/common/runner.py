@@ -137,7 +137,8 @@ class ConsumerRunner:
             return EXIT_FAILURE
         try:
             consumer = create_client(self._consumer_factory,
-                                     {**self._properties, "logger": log}, "consumer")
+                                     {**self._properties, "logger": log,
+                                      "error_cb": self._on_kafka_error}, "consumer")
         except ConfigError:
             self.sink.close()
             raise
@@ -238,6 +239,11 @@ class ConsumerRunner:
         if entries:
             self.metrics.batch_size.observe(len(entries))
         return entries
+
+    def _on_kafka_error(self, error: confluent_kafka.KafkaError) -> None:
+        """librdkafka's error callback (inside consume()): refusals by the broker's security
+        are counted and named; its own log lines already report any other error."""
+        self._access_failure(error.name(), error.str())
 
     def _access_failure(self, code: str, detail: str) -> bool:
         """Count a refusal by the broker's security and log it once until messages flow

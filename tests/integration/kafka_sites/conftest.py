@@ -7,6 +7,7 @@ real processes over them, into a fresh archive and index prefix of the shared El
 from __future__ import annotations
 
 import contextlib
+import shutil
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ from elasticsearch import Elasticsearch
 
 from infra.elasticsearch import ElasticsearchService
 from infra.kafka_secure import SecureKafkaService
+from infra.kafka_tls import CertificateAuthority
 from infra.registry import ensure_down, ensure_up
 from infra.service import ServiceError, repo_root, run_dir
 from schemas.limits import MAX_MESSAGE_BYTES
@@ -231,3 +233,27 @@ def make_pipeline(es: Elasticsearch, es_url: str,
         for process in pipeline.started:
             process.kill()
         delete_prefix(es, pipeline.prefix)
+
+
+@dataclass(frozen=True)
+class BadCredentials:
+    wrong_password: Path
+    expired: tuple[Path, Path]  # certificate, key: CN=producer, signed by the broker's CA
+    untrusted: tuple[Path, Path]  # CN=producer, signed by a CA the broker does not know
+    foreign_ca: Path  # a CA that did not sign the broker's certificate
+
+
+@pytest.fixture(scope="session")
+def bad_credentials(secure_kafka: SecureKafka,
+                    tmp_path_factory: pytest.TempPathFactory) -> BadCredentials:
+    root = tmp_path_factory.mktemp("bad-credentials")
+    password = root / "wrong.password"
+    password.write_text("not-the-password\n")
+    ours = CertificateAuthority(root, "ca")
+    # The broker's CA, copied: the expired certificate is signed by the CA the broker trusts.
+    shutil.copy(secure_kafka.credentials / "ca.pem", ours.pem)
+    shutil.copy(secure_kafka.credentials / "ca.key", ours.key)
+    foreign = CertificateAuthority(root, "foreign-ca")
+    foreign.create("/O=elsewhere/CN=some other CA")
+    return BadCredentials(password, ours.issue("producer", days=-1, file_stem="expired"),
+                          foreign.issue("producer", file_stem="untrusted"), foreign.pem)
