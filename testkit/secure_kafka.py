@@ -24,6 +24,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in the 
 from schemas.codec import JobEventCodec
 
 ADMIN = "admin"
+ClientProperties = dict[str, str | int | float | bool]  # librdkafka properties, as typed
 CODEC = JobEventCodec()
 
 
@@ -59,8 +60,8 @@ class SecureKafka:
         return [*common, "--security-protocol", "SSL", "--ssl-cert", str(certificate),
                 "--ssl-key", str(key)]
 
-    def client_properties(self, principal: str = ADMIN,
-                          listener: Listener = Listener.SASL_SSL) -> dict[str, str]:
+    def client_properties(self, principal: str = ADMIN, listener: Listener = Listener.SASL_SSL
+                          ) -> ClientProperties:
         """librdkafka properties of a client connecting as principal."""
         common = {"bootstrap.servers": self.bootstrap(listener), "ssl.ca.location": str(self.ca)}
         if listener is Listener.SASL_SSL:
@@ -72,7 +73,7 @@ class SecureKafka:
                 "ssl.key.location": str(self.credentials / f"{principal}.key")}
 
     def admin(self) -> AdminClient:
-        return AdminClient(self.client_properties())
+        return AdminClient(dict(self.client_properties()))
 
     # -- ACLs: what docs/operations.md tells sites to grant
 
@@ -110,7 +111,7 @@ def consumer_acls(principal: str, topic: str, group: str, dlq_topic: str) -> lis
             allow(principal, ResourceType.TOPIC, dlq_topic, AclOperation.WRITE)]
 
 
-def topic_job_ids(properties: dict[str, str], topic: str, timeout: float = 30.0) -> list[str]:
+def topic_job_ids(properties: ClientProperties, topic: str, timeout: float = 30.0) -> list[str]:
     """The job id of every message in topic (duplicates included), read from the beginning to
     the end offsets of the moment with a client of the given properties."""
     consumer = Consumer({**properties, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
@@ -128,15 +129,16 @@ def topic_job_ids(properties: dict[str, str], topic: str, timeout: float = 30.0)
         deadline = time.monotonic() + timeout
         while any(positions[p] < ends[p] for p in partitions) and time.monotonic() < deadline:
             for message in consumer.consume(1000, timeout=0.5):
-                if message.error() is None:
-                    job_ids.append(CODEC.decode(message.value()).job_id)
-                    positions[message.partition()] = message.offset() + 1
+                partition, offset = message.partition(), message.offset()
+                if message.error() is None and partition is not None and offset is not None:
+                    job_ids.append(CODEC.decode(message.value() or b"").job_id)
+                    positions[partition] = offset + 1
         return job_ids
     finally:
         consumer.close()
 
 
-def committed_offsets(properties: dict[str, str], group: str, topic: str) -> list[int]:
+def committed_offsets(properties: ClientProperties, group: str, topic: str) -> list[int]:
     """The offsets group has committed on topic's partitions (those it committed at all)."""
     consumer = Consumer({**properties, "group.id": group})
     try:
