@@ -63,8 +63,8 @@ class KafkaService:
     port_env, default_port = "SARCHIVE_KAFKA_PORT", 19092
     controller_port_env, controller_offset = "SARCHIVE_KAFKA_CONTROLLER_PORT", 1
 
-    def __init__(self, run_dir: Path, repo: Path) -> None:
-        self.home = run_dir / self.name
+    def __init__(self, run_dir: Path, repo: Path, home: Path | None = None) -> None:
+        self.home = home or run_dir / self.name
         self.data_dir = self.home / "data"
         self.config = self.home / "server.properties"
         self.log = self.home / "kafka.log"
@@ -119,10 +119,13 @@ class KafkaService:
     def up(self) -> None:
         if self.is_up():
             return
+        self.wait_ready(self.start())
+
+    def start(self) -> int | None:
+        """Start the broker unless it runs; its pid, without waiting until it is ready."""
         if pid_alive(read_pid(self.pid_file), self.main_class):
             # Running but not answering yet (e.g. a concurrent `up`): just wait for it.
-            self._wait_ready(read_pid(self.pid_file))
-            return
+            return read_pid(self.pid_file)
         if tcp_open(self.host, self.port):
             raise ServiceError(
                 f"{self.name}: port {self.port} is taken by a process that is not ours "
@@ -133,7 +136,7 @@ class KafkaService:
         self._format_storage_once()
         pid = spawn_detached(self._java(self.main_class, str(self.config)), self.log, self.home)
         self.pid_file.write_text(f"{pid}\n")
-        self._wait_ready(pid)
+        return pid
 
     def down(self) -> None:
         stop_pid(read_pid(self.pid_file), self.main_class, self.stop_timeout, [self.log])
@@ -214,7 +217,7 @@ class KafkaService:
         if result.returncode != 0:
             raise service_error(f"{self.name}: formatting the storage directory failed", [self.log])
 
-    def _wait_ready(self, pid: int | None) -> None:
+    def wait_ready(self, pid: int | None) -> None:
         def ready() -> bool:
             if not pid_running(pid):
                 raise service_error(f"{self.name}: broker (pid {pid}) exited during start-up",

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from infra.elasticsearch import ElasticsearchService
 from infra.kafka import KafkaService
+from infra.kafka_cluster import KafkaClusterService
 from infra.kafka_secure import SecureKafkaService
 from infra.process import file_lock
 from infra.service import Service, repo_root, run_dir
@@ -15,7 +16,7 @@ from infra.slurm import SlurmService
 
 # Started only when named: the security and failover tests' own nodes would cost every `up`
 # more JVMs.
-ON_REQUEST = frozenset({"elasticsearch-secure", "kafka-secure"})
+ON_REQUEST = frozenset({"elasticsearch-secure", "kafka-secure", "kafka-cluster"})
 
 
 def registry(run: Path | None = None, repo: Path | None = None) -> list[Service]:
@@ -28,6 +29,7 @@ def registry(run: Path | None = None, repo: Path | None = None) -> list[Service]
         ElasticsearchService(run, repo),
         ElasticsearchService(run, repo, secure=True),
         SecureKafkaService(run, repo),
+        KafkaClusterService(run, repo),
     ]
 
 
