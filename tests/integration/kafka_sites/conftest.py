@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in the stubs
     AclBindingFilter,
     AclOperation,
@@ -28,6 +29,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # not in the 
 from elasticsearch import Elasticsearch
 
 from infra.elasticsearch import ElasticsearchService
+from infra.kafka_cluster import BROKERS, ClusterNode, KafkaClusterService
 from infra.kafka_secure import SecureKafkaService
 from infra.kafka_tls import CertificateAuthority
 from infra.registry import ensure_down, ensure_up
@@ -39,6 +41,8 @@ from testkit.waiting import wait_until
 
 BIN = Path(sys.executable).parent
 PARTITIONS = 3
+# What docs/operations.md recommends for the job topic on a site's cluster.
+RECOMMENDED_TOPIC_CONFIG = {"min.insync.replicas": "2", "unclean.leader.election.enable": "false"}
 
 
 @contextlib.contextmanager
@@ -257,3 +261,80 @@ def bad_credentials(secure_kafka: SecureKafka,
     foreign.create("/O=elsewhere/CN=some other CA")
     return BadCredentials(password, ours.issue("producer", days=-1, file_stem="expired"),
                           foreign.issue("producer", file_stem="untrusted"), foreign.pem)
+
+
+# --------------------------------------------------------------------------- three brokers
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster_service() -> Iterator[KafkaClusterService]:
+    service = KafkaClusterService(run_dir(), repo_root())
+    with started_for_session(service):
+        yield service
+
+
+@dataclass
+class ClusterControl:
+    """The three-broker cluster as a failover test drives it."""
+
+    service: KafkaClusterService
+
+    @property
+    def bootstrap(self) -> str:
+        return self.service.bootstrap
+
+    def admin(self) -> AdminClient:
+        return AdminClient({"bootstrap.servers": self.bootstrap})
+
+    def broker(self, node_id: int) -> ClusterNode:
+        return self.service.brokers[node_id]
+
+    def leader(self, topic: str, partition: int = 0) -> int:
+        metadata = self.admin().list_topics(topic, timeout=10).topics[topic]
+        return int(metadata.partitions[partition].leader)
+
+    def in_sync_replicas(self, topic: str) -> set[int]:
+        """The brokers in sync for any partition of topic."""
+        metadata = self.admin().list_topics(topic, timeout=10).topics[topic]
+        return {broker for p in metadata.partitions.values() for broker in p.isrs}
+
+    def fully_replicated(self) -> bool:
+        """Every partition of every topic (internal ones too) has all three replicas in sync."""
+        try:
+            topics = self.admin().list_topics(timeout=10).topics.values()
+        except KafkaException:
+            return False
+        return all(len(p.isrs) == len(BROKERS) and p.leader >= 0
+                   for t in topics for p in t.partitions.values())
+
+    def wait_fully_replicated(self, timeout: float = 120.0) -> None:
+        wait_until(self.fully_replicated, timeout, "every replica is in sync", interval=0.5)
+
+    def start(self, node_id: int) -> None:
+        try:
+            self.broker(node_id).up()
+        except ServiceError as error:
+            pytest.fail(f"broker {node_id} did not come back:\n{error}", pytrace=False)
+
+
+@pytest.fixture
+def kafka_cluster(kafka_cluster_service: KafkaClusterService) -> Iterator[ClusterControl]:
+    """The cluster, every broker up and in sync before the test and up again after it."""
+    control = ClusterControl(kafka_cluster_service)
+    control.wait_fully_replicated()
+    yield control
+    kafka_cluster_service.up()
+
+
+@pytest.fixture
+def cluster_topics(kafka_cluster: ClusterControl) -> Iterator[Topics]:
+    """A fresh job topic and dead-letter topic with the settings docs/operations.md
+    recommends: replication factor 3, min.insync.replicas=2, no unclean leader election."""
+    name = f"jobs.{uuid.uuid4().hex[:8]}"
+    topics = Topics(name, f"{name}.dlq")
+    admin = kafka_cluster.admin()
+    create_topics(admin, {topics.topic: PARTITIONS, topics.dlq: 1}, replication=len(BROKERS),
+                  config=RECOMMENDED_TOPIC_CONFIG)
+    yield topics
+    kafka_cluster.service.up()  # brokers the test left down would keep the deletion waiting
+    delete_topics(admin, [topics.topic, topics.dlq])
