@@ -289,9 +289,10 @@ class ClusterControl:
     def broker(self, node_id: int) -> ClusterNode:
         return self.service.brokers[node_id]
 
-    def leader(self, topic: str, partition: int = 0) -> int:
+    def leaders(self, topic: str) -> list[int]:
+        """The leader of each partition of topic (-1: none)."""
         metadata = self.admin().list_topics(topic, timeout=10).topics[topic]
-        return int(metadata.partitions[partition].leader)
+        return [int(p.leader) for _, p in sorted(metadata.partitions.items())]
 
     def in_sync_replicas(self, topic: str) -> set[int]:
         """The brokers in sync for any partition of topic."""

@@ -24,6 +24,7 @@ STREAM_PAUSE = 0.2
 OUTBOX = "sarchive_producer_outbox_events"
 PUBLISHED = "sarchive_producer_jobs_published_total"
 DETECTED = "sarchive_producer_jobs_detected_total"
+DETECTION_LAG_MAX = 15.0  # seconds from the last spool write until the producer has it
 
 
 def write_jobs(spool: Harness, first: int, count: int) -> set[str]:
@@ -41,11 +42,14 @@ class Sampler(threading.Thread):
         self.producer = producer
         self.outbox_peak = 0.0
         self.published: list[tuple[float, float]] = []  # (time, jobs published)
+        self.all_detected_at: float | None = None  # when the last job was detected
         self.stopped = threading.Event()
 
     def run(self) -> None:
         while not self.stopped.wait(0.1):
             outbox, published = self.producer.metric(OUTBOX), self.producer.metric(PUBLISHED)
+            if self.all_detected_at is None and self.producer.metric(DETECTED) == STREAM_JOBS:
+                self.all_detected_at = time.monotonic()
             if outbox is not None and published is not None:
                 self.outbox_peak = max(self.outbox_peak, outbox)
                 self.published.append((time.monotonic(), published))
@@ -72,8 +76,9 @@ def test_job_stream_survives_leader_kill_and_rolling_restart_exactly_once(
 
     def stream() -> None:
         for first in range(1, STREAM_JOBS + 1, STREAM_BATCH):
+            if first > 1:
+                time.sleep(STREAM_PAUSE)
             write_jobs(synthetic_spool, first, STREAM_BATCH)
-            time.sleep(STREAM_PAUSE)
         writer_done.append(time.monotonic())
     writer = threading.Thread(target=stream, daemon=True)
     writer.start()
@@ -82,11 +87,15 @@ def test_job_stream_survives_leader_kill_and_rolling_restart_exactly_once(
         return lambda: (producer.metric(PUBLISHED) or 0) >= count
 
     producer.wait_until(published_at_least(STREAM_JOBS // 5), 120, "a fifth of the jobs acked")
-    victim = kafka_cluster.leader(cluster_topics.topic)
+    victim = kafka_cluster.leaders(cluster_topics.topic)[0]
     killed_at = time.monotonic()
     kafka_cluster.broker(victim).kill()
-    producer.wait_until(lambda: sampler.recovered_after(killed_at) is not None, 120,
+    producer.wait_until(lambda: victim not in kafka_cluster.leaders(cluster_topics.topic), 60,
+                        f"every partition led by a broker other than {victim}")
+    moved_at = time.monotonic()
+    producer.wait_until(lambda: sampler.recovered_after(moved_at) is not None, 120,
                         f"deliveries resume after broker {victim} was killed")
+    recovery = moved_at - killed_at + (sampler.recovered_after(moved_at) or 0.0)
     kafka_cluster.start(victim)
     kafka_cluster.wait_fully_replicated()
     for node_id in BROKERS:  # a rolling restart, as for an upgrade: one broker at a time
@@ -95,9 +104,13 @@ def test_job_stream_survives_leader_kill_and_rolling_restart_exactly_once(
         kafka_cluster.wait_fully_replicated()
     writer.join(300)
     assert writer_done, "the spool writer did not finish"
-    producer.wait_until(lambda: producer.metric(DETECTED) == STREAM_JOBS, 60,
+    producer.wait_until(lambda: sampler.all_detected_at is not None, 60,
                         "every job written to the spool is detected")
-    detection_lag = time.monotonic() - writer_done[0]
+    assert sampler.all_detected_at is not None
+    # Detection (spool read, outbox append) does not wait for the brokers: the outage and
+    # the restarts above do not hold up the spool watch.
+    detection_lag = sampler.all_detected_at - writer_done[0]
+    assert detection_lag < DETECTION_LAG_MAX, detection_lag
 
     def in_both_sinks() -> bool:
         for process in (producer, archive, elastic):
@@ -116,10 +129,10 @@ def test_job_stream_survives_leader_kill_and_rolling_restart_exactly_once(
     on_topic = topic_job_ids({"bootstrap.servers": kafka_cluster.bootstrap},
                              cluster_topics.topic, timeout=120)
     assert set(on_topic) == expected
-    recovery = sampler.recovered_after(killed_at)
     print(f"\nfailover: {STREAM_JOBS} jobs in {total:.1f} s through a SIGKILL of leader broker"
-          f" {victim} and a rolling restart of brokers {list(BROKERS)}; deliveries resumed"
-          f" {recovery:.1f} s after the kill (100 more jobs acked); outbox peak"
+          f" {victim} and a rolling restart of brokers {list(BROKERS)}; leaders moved"
+          f" {moved_at - killed_at:.1f} s and deliveries resumed (100 more jobs acked)"
+          f" {recovery:.1f} s after the kill; outbox peak"
           f" {sampler.outbox_peak:.0f} events; all jobs detected {detection_lag:.1f} s after the"
           f" last was written; {len(on_topic) - STREAM_JOBS} duplicates on the topic, none in"
           " the archive or the index")
