@@ -218,6 +218,8 @@ def delete_prefix(es: Elasticsearch, prefix: str) -> None:
 
 @pytest.fixture
 def es(es_url: str) -> Iterator[Elasticsearch]:
+    # Other tests stop and start the shared node: make sure it is up for this one.
+    ensure_up(ElasticsearchService(run_dir(), repo_root()))
     client = Elasticsearch(es_url, request_timeout=30)
     yield client
     client.close()
