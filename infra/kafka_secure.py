@@ -22,6 +22,7 @@ from pathlib import Path
 from infra.kafka import KafkaService
 from infra.kafka_metadata import kafka_metadata_brokers
 from infra.kafka_tls import CertificateAuthority
+from infra.service import ServiceError
 
 # admin: the tests' and operators' super user; the others: one per sarchive service.
 PRINCIPALS = ("admin", "producer", "archive", "elastic")
@@ -110,5 +111,9 @@ class SecureKafkaService(KafkaService):
                 self.ca.issue(principal)
             password = self.password_file(principal)
             if not password.exists():
+                if (self.data_dir / "meta.properties").exists():
+                    # The formatted storage holds the SCRAM users of the lost passwords.
+                    raise ServiceError(f"{self.name}: {password} is missing but the storage"
+                                       f" is formatted; run `infra/services clean {self.name}`")
                 password.write_text(secrets.token_urlsafe(18) + "\n")
                 os.chmod(password, 0o600)
