@@ -120,7 +120,9 @@ def secure_topics(secure_kafka: SecureKafka) -> Iterator[Topics]:
     create_topics(admin, {topics.topic: PARTITIONS, topics.dlq: 1})
     yield topics
     delete_topics(admin, [topics.topic, topics.dlq])
-    filters = [AclBindingFilter(restype, name, ResourcePatternType.LITERAL, None, None,
+    # None: any principal and host (the stubs type them str, librdkafka takes NULL).
+    filters = [AclBindingFilter(restype, name, ResourcePatternType.LITERAL,
+                                None, None,  # type: ignore[arg-type]
                                 AclOperation.ANY, AclPermissionType.ANY)
                for restype, name in ((ResourceType.TOPIC, topics.topic),
                                      (ResourceType.TOPIC, topics.dlq),
