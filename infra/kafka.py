@@ -59,9 +59,12 @@ class KafkaService:
         "-Djava.awt.headless=true",
     )
     main_class = "kafka.Kafka"
+    template = "server.properties.template"
+    port_env, default_port = "SARCHIVE_KAFKA_PORT", 19092
+    controller_port_env, controller_offset = "SARCHIVE_KAFKA_CONTROLLER_PORT", 1
 
-    def __init__(self, run_dir: Path, repo: Path) -> None:
-        self.home = run_dir / "kafka"
+    def __init__(self, run_dir: Path, repo: Path, home: Path | None = None) -> None:
+        self.home = home or run_dir / self.name
         self.data_dir = self.home / "data"
         self.config = self.home / "server.properties"
         self.log = self.home / "kafka.log"
@@ -69,9 +72,9 @@ class KafkaService:
         self.src = repo / "infra" / "kafka"
         # Jars belong to the checkout (they follow its pom.xml), not to one run dir.
         self.lib = self.src / "target" / "lib"
-        self.port = int(os.environ.get("SARCHIVE_KAFKA_PORT", "19092"))
+        self.port = int(os.environ.get(self.port_env, str(self.default_port)))
         self.controller_port = int(
-            os.environ.get("SARCHIVE_KAFKA_CONTROLLER_PORT", str(self.port + 1))
+            os.environ.get(self.controller_port_env, str(self.port + self.controller_offset))
         )
 
     @property
@@ -116,21 +119,24 @@ class KafkaService:
     def up(self) -> None:
         if self.is_up():
             return
+        self.wait_ready(self.start())
+
+    def start(self) -> int | None:
+        """Start the broker unless it runs; its pid, without waiting until it is ready."""
         if pid_alive(read_pid(self.pid_file), self.main_class):
             # Running but not answering yet (e.g. a concurrent `up`): just wait for it.
-            self._wait_ready(read_pid(self.pid_file))
-            return
+            return read_pid(self.pid_file)
         if tcp_open(self.host, self.port):
             raise ServiceError(
-                f"kafka: port {self.port} is taken by a process that is not ours "
-                f"(no live pid in {self.pid_file}); stop it or set SARCHIVE_KAFKA_PORT"
+                f"{self.name}: port {self.port} is taken by a process that is not ours "
+                f"(no live pid in {self.pid_file}); stop it or set {self.port_env}"
             )
         self.home.mkdir(parents=True, exist_ok=True)
         self._write_config()
         self._format_storage_once()
         pid = spawn_detached(self._java(self.main_class, str(self.config)), self.log, self.home)
         self.pid_file.write_text(f"{pid}\n")
-        self._wait_ready(pid)
+        return pid
 
     def down(self) -> None:
         stop_pid(read_pid(self.pid_file), self.main_class, self.stop_timeout, [self.log])
@@ -139,10 +145,7 @@ class KafkaService:
     def is_up(self) -> bool:
         if not pid_alive(read_pid(self.pid_file), self.main_class):
             return False
-        try:
-            return bool(kafka_metadata_brokers(self.host, self.port, timeout=2.0))
-        except OSError:
-            return False
+        return self._answers()
 
     def env(self) -> dict[str, str]:
         return {"SARCHIVE_KAFKA_BOOTSTRAP": self.bootstrap}
@@ -153,7 +156,25 @@ class KafkaService:
     def state_paths(self) -> list[Path]:
         return [self.home]
 
-    # -- internals
+    # -- internals (the hooks a secured or clustered broker overrides)
+
+    def _answers(self) -> bool:
+        """Whether the broker serves a metadata request now."""
+        try:
+            return bool(kafka_metadata_brokers(self.host, self.port, timeout=2.0))
+        except OSError:
+            return False
+
+    def _template_values(self) -> dict[str, object]:
+        return {"port": self.port, "controller_port": self.controller_port,
+                "data_dir": self.data_dir, "max_message_bytes": contract_message_bytes()}
+
+    def _format_options(self) -> list[str]:
+        """Extra options of `kafka-storage format` (e.g. SCRAM users)."""
+        return []
+
+    def _cluster_id(self) -> str:
+        return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
     def _java(self, main_class: str, *args: str) -> list[str]:
         return [
@@ -169,20 +190,14 @@ class KafkaService:
         ]
 
     def _write_config(self) -> None:
-        template = string.Template((self.src / "server.properties.template").read_text())
-        write_if_changed(
-            self.config,
-            template.substitute(
-                port=self.port, controller_port=self.controller_port, data_dir=self.data_dir,
-                max_message_bytes=contract_message_bytes(),
-            ),
-        )
+        template = string.Template((self.src / self.template).read_text())
+        write_if_changed(self.config, template.substitute(self._template_values()))
 
     def _format_storage_once(self) -> None:
         """Format the KRaft log dir on first start only: later starts must keep the data."""
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        cluster_id = self._cluster_id()
         argv = self._java(
             "kafka.tools.StorageTool",
             "format",
@@ -190,28 +205,28 @@ class KafkaService:
             cluster_id,
             "--config",
             str(self.config),
+            *self._format_options(),
         )
         with self.log.open("a") as log:
+            # Not the arguments: they may carry SCRAM passwords.
             log.write(f"=== formatting {self.data_dir} with cluster id {cluster_id}\n")
             log.flush()
             result = subprocess.run(
                 argv, stdout=log, stderr=subprocess.STDOUT, cwd=self.home, check=False
             )
         if result.returncode != 0:
-            raise service_error("kafka: formatting the storage directory failed", [self.log])
+            raise service_error(f"{self.name}: formatting the storage directory failed", [self.log])
 
-    def _wait_ready(self, pid: int | None) -> None:
+    def wait_ready(self, pid: int | None) -> None:
         def ready() -> bool:
             if not pid_running(pid):
-                raise service_error(f"kafka: broker (pid {pid}) exited during start-up", [self.log])
-            try:
-                return bool(kafka_metadata_brokers(self.host, self.port, timeout=2.0))
-            except OSError:
-                return False
+                raise service_error(f"{self.name}: broker (pid {pid}) exited during start-up",
+                                    [self.log])
+            return self._answers()
 
         if not wait_until(ready, self.start_timeout, 0.5):
             raise service_error(
-                f"kafka: broker (pid {pid}) did not answer a metadata request on "
+                f"{self.name}: broker (pid {pid}) did not answer a metadata request on "
                 f"{self.bootstrap} within {self.start_timeout:.0f} s",
                 [self.log],
             )

@@ -3,23 +3,26 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 
 
 def kafka_metadata_brokers(
-    host: str, port: int, timeout: float = 3.0
+    host: str, port: int, timeout: float = 3.0, tls: ssl.SSLContext | None = None
 ) -> list[tuple[int, str, int]]:
     """Send a real Kafka Metadata request (v4, stdlib only) and return the brokers it lists.
 
     An open port is not enough: the broker accepts connections before it has joined its
     KRaft quorum. A metadata response naming a broker means it serves clients.
     Kafka 4 dropped Metadata v0-v3, and v4 is the newest version without tagged fields.
+    tls: speak it over TLS with this context (a listener with SSL or mutual TLS).
     """
     client_id = b"sarchive-infra"
     header = struct.pack(">hhih", 3, 4, 7, len(client_id)) + client_id
     body = struct.pack(">ib", -1, 0)  # all topics (null array), no auto-creation
     request = header + body
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    with (socket.create_connection((host, port), timeout=timeout) as raw,
+          raw if tls is None else tls.wrap_socket(raw, server_hostname=host) as sock):
         sock.sendall(struct.pack(">i", len(request)) + request)
         size = struct.unpack(">i", _recv_exact(sock, 4))[0]
         data = _recv_exact(sock, size)

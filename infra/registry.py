@@ -8,14 +8,16 @@ from pathlib import Path
 
 from infra.elasticsearch import ElasticsearchService
 from infra.kafka import KafkaService
+from infra.kafka_cluster import KafkaClusterService
+from infra.kafka_secure import SecureKafkaService
 from infra.process import file_lock
 from infra.prometheus import PrometheusService
 from infra.service import Service, repo_root, run_dir
 from infra.slurm import SlurmService
 
-# Started only when named: the security tests' own node would cost every `up` another JVM;
-# Prometheus serves the demo and an operator's look, the tests start their own.
-ON_REQUEST = frozenset({"elasticsearch-secure", "prometheus"})
+# Started only when named: the security and failover tests' own nodes would cost every `up`
+# more JVMs; Prometheus serves the demo and an operator's look, the tests start their own.
+ON_REQUEST = frozenset({"elasticsearch-secure", "prometheus", "kafka-secure", "kafka-cluster"})
 
 
 def registry(run: Path | None = None, repo: Path | None = None) -> list[Service]:
@@ -28,6 +30,8 @@ def registry(run: Path | None = None, repo: Path | None = None) -> list[Service]
         ElasticsearchService(run, repo),
         ElasticsearchService(run, repo, secure=True),
         PrometheusService(run, repo),
+        SecureKafkaService(run, repo),
+        KafkaClusterService(run, repo),
     ]
 
 

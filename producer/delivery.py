@@ -17,11 +17,13 @@ from typing import Any, Generic, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from runtime.kafka import create_client
+from runtime.kafka import access_failure_cause, access_failure_message, create_client
 from runtime.logs import RepeatFilter
 
 log = logging.getLogger(__name__)
 kafka_log = logging.getLogger("producer.librdkafka")
+# Refusals by the broker's security, which repeat with every attempt: one line per cause a minute.
+access_log = logging.getLogger("producer.kafka_access")
 
 TokenT = TypeVar("TokenT")
 
@@ -40,6 +42,7 @@ class DeliveryFailure:
     kind: FailureKind
     code: str
     detail: str
+    access: str | None = None  # the security check that refused: authentication, tls, ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +86,15 @@ def classify(error: KafkaError) -> DeliveryFailure:
         kind = FailureKind.RETRIABLE
     else:
         kind = FailureKind.REJECTED
-    return DeliveryFailure(kind, error.name(), error.str())
+    return DeliveryFailure(kind, error.name(), error.str(),
+                           access_failure_cause(error.name(), error.str()))
 
 
 ProducerFactory = Callable[[dict[str, Any]], Any]
 
 
 kafka_log.addFilter(RepeatFilter())
+access_log.addFilter(RepeatFilter())
 
 
 class KafkaDelivery(Generic[TokenT]):
@@ -103,6 +108,8 @@ class KafkaDelivery(Generic[TokenT]):
         self._producer: Any = None
         self._reports: list[DeliveryReport[TokenT]] = []
         self.fatal_error: DeliveryFailure | None = None
+        # Told of every refusal by the broker's security (the publisher counts them).
+        self.on_access_failure: Callable[[DeliveryFailure], None] = lambda failure: None
 
     def start(self) -> None:
         self.fatal_error = None
@@ -177,9 +184,17 @@ class KafkaDelivery(Generic[TokenT]):
 
     def _on_error(self, error: KafkaError) -> None:
         failure = classify(error)
+        if failure.access is not None:
+            self.on_access_failure(failure)
+            access_log.error("%s; events stay in the outbox until acknowledged",
+                             access_failure_message(failure.access, failure.code, failure.detail,
+                                                    f"write topic {self.topic} idempotently"),
+                             extra={"repeat_key": failure.access})
         if failure.kind is FailureKind.FATAL:
             self.fatal_error = failure
             log.error("Kafka producer fatal error %s: %s", failure.code, failure.detail)
+            return
+        if failure.access is not None:
             return
         # Errors such as "all brokers down" repeat with every reconnect attempt: kafka_log
         # passes each once a minute. The outbox keeps every event meanwhile.

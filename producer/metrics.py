@@ -15,6 +15,7 @@ from producer.errors import (
     REASON_SYMLINK,
     REASON_VANISHED,
 )
+from runtime.kafka import ACCESS_FAILURE_CAUSES
 
 # Spool-to-acknowledgement latency spans milliseconds (live) to hours (a broker outage).
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
@@ -76,6 +77,12 @@ class ProducerMetrics:
         self.delivery_failures = Counter(
             prefix + "delivery_failures", "Delivery attempts that failed (the event stays in"
             " the outbox and is produced again), by kind", ["kind"], registry=registry)
+        self.kafka_access_failures = Counter(
+            prefix + "kafka_access_failures", "Refusals by the broker's security (the events"
+            " stay in the outbox), by cause: authentication, tls, authorization", ["cause"],
+            registry=registry)
+        for cause in ACCESS_FAILURE_CAUSES:
+            self.kafka_access_failures.labels(cause)
         self.producer_restarts = Counter(
             prefix + "kafka_producer_restarts", "Kafka producers recreated after a fatal"
             " error", registry=registry)

@@ -21,11 +21,13 @@ from producer.delivery import (
     KafkaDelivery,
     ProduceRejectedError,
     QueueFullError,
+    access_log,
 )
 from producer.dispatch import Dispatcher
 from producer.metrics import ProducerMetrics
 from producer.outbox import OutboxEntry, OutboxError
 from producer.state_dir import StateDir
+from runtime.kafka import access_failure_message
 from schemas.codec import JobEventCodec
 from schemas.wire import message_headers, message_key
 
@@ -51,6 +53,7 @@ class Publisher:
         self._failures_unlogged: Tally[str] = Tally()
         self._last_failure_log = 0.0
         self.broker_check = BrokerCheck(delivery.broker_answers, metrics.broker_up)
+        delivery.on_access_failure = self._count_access_failure
 
     def start(self) -> None:
         self.delivery.start()
@@ -168,7 +171,14 @@ class Publisher:
                          now: float) -> None:
         delay = self.dispatcher.failed(entry, now)
         self.metrics.delivery_failures.labels(failure.kind.value).inc()
-        if failure.kind in (FailureKind.TOO_LARGE, FailureKind.REJECTED):
+        if failure.access is not None:
+            self._count_access_failure(failure)
+            access_log.error("%s; the %d events in the outbox stay there and are produced"
+                             " again", access_failure_message(
+                                 failure.access, failure.code, failure.detail,
+                                 f"write topic {self.delivery.topic}"), self.state.outbox.events,
+                             extra={"repeat_key": failure.access})
+        elif failure.kind in (FailureKind.TOO_LARGE, FailureKind.REJECTED):
             # Not going to heal by itself: loud, per event, with what to change.
             hint = (" (raise the topic's max.message.bytes, see docs/producer.md)"
                     if failure.kind is FailureKind.TOO_LARGE else "")
@@ -177,6 +187,10 @@ class Publisher:
                       failure.code, failure.detail, hint, delay)
         else:
             self._failures_unlogged[f"{failure.kind.value} ({failure.code})"] += 1
+
+    def _count_access_failure(self, failure: DeliveryFailure) -> None:
+        assert failure.access is not None
+        self.metrics.kafka_access_failures.labels(failure.access).inc()
 
     def _log_failures(self, now: float) -> None:
         if not self._failures_unlogged or now - self._last_failure_log < FAILURE_LOG_INTERVAL:

@@ -115,3 +115,38 @@ _CLIENT_ERROR_KIND = {
 def client_error_kind(error: KafkaError) -> str:
     """One of CLIENT_ERROR_KINDS for a librdkafka error."""
     return _CLIENT_ERROR_KIND.get(error.code(), "other")
+
+
+# -- the broker's security refusing a client: authentication, TLS verification, ACLs. Each is
+# named in one clear log line and counted by cause; none of them drops an event.
+ACCESS_FAILURE_CAUSES = ("authentication", "tls", "authorization")
+_AUTHORIZATION_CODES = frozenset({"TOPIC_AUTHORIZATION_FAILED", "GROUP_AUTHORIZATION_FAILED",
+                                  "CLUSTER_AUTHORIZATION_FAILED",
+                                  "TRANSACTIONAL_ID_AUTHORIZATION_FAILED"})
+
+
+def access_failure_cause(code: str, detail: str) -> str | None:
+    """Which security check of the broker refused the client, from librdkafka's error name
+    and text (one of ACCESS_FAILURE_CAUSES); None for any other error. A client certificate
+    the broker rejects (expired, untrusted) arrives as a TLS alert on a _TRANSPORT error."""
+    if code in {"_AUTHENTICATION", "SASL_AUTHENTICATION_FAILED"}:
+        return "authentication"
+    if code == "_SSL" or (code == "_TRANSPORT" and "SSL" in detail):
+        return "tls"
+    if code in _AUTHORIZATION_CODES:
+        return "authorization"
+    return None
+
+
+def access_failure_message(cause: str, code: str, detail: str, refused: str) -> str:
+    """One line naming the cause and what to fix; refused says what authorization refused,
+    e.g. "write topic jobs"."""
+    if cause == "authorization":
+        return (f"not authorised to {refused} ({code}): grant the principal the ACLs"
+                " docs/operations.md lists; no restart needed once granted")
+    if cause == "tls":
+        return (f"Kafka TLS verification failed ({code}: {detail}): check --ssl-ca and that"
+                " the client certificate is valid, unexpired and issued by a CA the broker"
+                " trusts")
+    return (f"Kafka authentication failed ({code}: {detail}): check the SASL user name and"
+            " password; a changed password takes effect at the next start")

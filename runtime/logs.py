@@ -140,7 +140,8 @@ class RepeatFilter(logging.Filter):
         self._lock = threading.Lock()  # librdkafka's and the service's threads both log
 
     def filter(self, record: logging.LogRecord) -> bool:
-        key = _DIGITS.sub("#", record.getMessage())
+        # A record may name its kind itself (extra={"repeat_key": ...}) when its text varies.
+        key = getattr(record, "repeat_key", None) or _DIGITS.sub("#", record.getMessage())
         now = self._clock()
         with self._lock:
             last = self._last.get(key)

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from runtime.kafka import CLIENT_ERROR_KINDS
+from runtime.kafka import ACCESS_FAILURE_CAUSES, CLIENT_ERROR_KINDS
 from schemas.errors import (
     CodecError,
     CorruptEventError,
@@ -74,6 +74,12 @@ class ConsumerMetrics:
             "sarchive_consumer_end_to_end_seconds",
             "From the job's submission (its submit time) to its event being durable in the"
             " sink", ["service"], buckets=END_TO_END_BUCKETS, registry=registry).labels(service)
+        self.kafka_access_failures = Counter(
+            "sarchive_consumer_kafka_access_failures", "Refusals by the broker's security"
+            " (nothing is committed meanwhile), by cause: authentication, tls, authorization",
+            ["service", "cause"], registry=registry)
+        for cause in ACCESS_FAILURE_CAUSES:
+            self.kafka_access_failures.labels(service, cause)
         self.sink_up.set(1)
         for reason in (*DECODE_REASONS, *rejection_reasons):
             self.dead_lettered.labels(service, reason)

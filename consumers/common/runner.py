@@ -32,7 +32,12 @@ from consumers.common.topic_admin import KafkaTopicAdmin, TopicAdmin
 from runtime.backoff import backoff_delays
 from runtime.config import ConfigError
 from runtime.exits import EXIT_FAILURE, EXIT_OK
-from runtime.kafka import client_error_kind, create_client
+from runtime.kafka import (
+    access_failure_cause,
+    access_failure_message,
+    client_error_kind,
+    create_client,
+)
 from runtime.logs import RepeatFilter
 from schemas.codec import JobEventCodec
 from schemas.errors import CodecError
@@ -143,6 +148,7 @@ class ConsumerRunner:
         # the wall time since which the lag report has found it behind.
         self._newest_durable_ms: dict[Partition, int] = {}
         self._behind_since: dict[Partition, float] = {}
+        self._access_refused: str | None = None  # error code of the refusal logged, until healed
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit it and return from run(); safe from signal
@@ -266,10 +272,27 @@ class ConsumerRunner:
                 self._on_client_error(error)
                 continue
             entries.append(self._decode(message))
+        if entries:
+            self._access_refused = None
         self.metrics.consumed.inc(len(entries))
         if entries:
             self.metrics.batch_size.observe(len(entries))
         return entries
+
+    def _access_failure(self, code: str, detail: str) -> bool:
+        """Count a refusal by the broker's security and log it once until messages flow
+        again (librdkafka repeats it with every attempt); False for any other error."""
+        cause = access_failure_cause(code, detail)
+        if cause is None:
+            return False
+        self.metrics.kafka_access_failures.labels(self.service, cause).inc()
+        refused = (f"read group {self.settings.group}" if code == "GROUP_AUTHORIZATION_FAILED"
+                   else f"read topic {self.settings.topic}")
+        if code != self._access_refused:
+            self._access_refused = code
+            log.error("%s; nothing is committed until it is fixed",
+                      access_failure_message(cause, code, detail, refused))
+        return True
 
     def _decode(self, message: confluent_kafka.Message) -> BatchEntry:
         try:
@@ -370,6 +393,8 @@ class ConsumerRunner:
         """error_cb of every client, and consume()'s error events: counted, logged through
         the repeat filter. librdkafka recovers from these itself (fatal ones aside)."""
         self.metrics.client_error(client_error_kind(error))
+        if self._access_failure(error.name(), error.str()):
+            return  # named in one line of its own
         kafka_log.warning("Kafka client error: %s", error)
 
     # -- rebalance callbacks (run inside consume()) ------------------------------------

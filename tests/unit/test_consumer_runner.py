@@ -300,3 +300,23 @@ def test_a_fatal_error_event_from_consume_stops_the_service(runner_harness: Make
     fatal.error = lambda: confluent_kafka.KafkaError(confluent_kafka.KafkaError._FATAL, "fenced")
     assert harness.runner.run() == EXIT_FAILURE
     assert harness.consumer.closed and harness.sink.closed
+
+
+def test_refusals_by_the_brokers_security_are_counted_by_cause_and_named_once(
+        runner_harness: MakeHarness, caplog: pytest.LogCaptureFixture) -> None:
+    harness = runner_harness()
+    refusal = confluent_kafka.KafkaError(
+        confluent_kafka.KafkaError._TRANSPORT,
+        "ssl://127.0.0.1:19193/bootstrap: Receive failed: error:0A000416:SSL routines::"
+        "ssl/tls alert certificate unknown")
+    for _ in range(3):  # librdkafka reports it again with every connection attempt
+        harness.consumer.idle_steps.append(
+            lambda consumer: consumer.properties["error_cb"](refusal))
+    assert harness.runner.run() == EXIT_OK
+    samples = {s.labels["cause"]: s.value
+               for family in harness.runner.metrics.kafka_access_failures.collect()
+               for s in family.samples if s.name.endswith("_total")}
+    assert samples == {"authentication": 0, "tls": 3, "authorization": 0}
+    named = [r for r in caplog.records if "Kafka TLS verification failed" in r.getMessage()]
+    assert len(named) == 1
+    assert harness.consumer.committed == {}

@@ -201,3 +201,33 @@ def test_broker_answers_follows_the_metadata_request_and_an_acknowledgement_says
     producer.settle(None)
     publisher.publish(0.1)
     assert registry.get_sample_value("sarchive_producer_broker_up") == 1
+
+
+def test_events_refused_by_an_acl_are_counted_named_once_and_kept_until_granted(
+        state: StateDir, publisher: Publisher, factory: FakeProducerFactory,
+        registry: CollectorRegistry, caplog: pytest.LogCaptureFixture) -> None:
+    for n in (1, 2, 3):
+        append(state, publisher, n)
+    publisher.publish(0.0)
+    factory.made[0].settle(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+    publisher.publish(1.0)
+    assert state.outbox.events == 3
+    assert registry.get_sample_value("sarchive_producer_kafka_access_failures_total",
+                                     {"cause": "authorization"}) == 3
+    named = [r for r in caplog.records if "not authorised to write topic jobs" in r.getMessage()]
+    assert len(named) == 1, "one line for the refusal, not one per event"
+    publisher.publish(1.0 + RETRY_INTERVAL)  # the ACL granted meanwhile: the retry succeeds
+    factory.made[0].settle(None)
+    publisher.publish(1.0 + RETRY_INTERVAL)
+    assert state.outbox.events == 0
+
+
+def test_authentication_failure_from_the_error_callback_is_counted_by_cause(
+        publisher: Publisher, factory: FakeProducerFactory,
+        registry: CollectorRegistry) -> None:
+    factory.made[0].config["error_cb"](KafkaError(KafkaError._AUTHENTICATION,
+                                                  "SASL authentication error"))
+    assert registry.get_sample_value("sarchive_producer_kafka_access_failures_total",
+                                     {"cause": "authentication"}) == 1
+    assert registry.get_sample_value("sarchive_producer_kafka_access_failures_total",
+                                     {"cause": "tls"}) == 0
