@@ -19,7 +19,13 @@ from query.criteria import (
 )
 from query.diff import environment_diff, script_diff
 from query.es_query import criteria_query, search_request, show_request
-from query.formatting import FormatError, check_format, environment_lines, table
+from query.formatting import (
+    FormatError,
+    check_format,
+    environment_lines,
+    owner_text,
+    table,
+)
 from query.jobspec import JobSpec, JobSpecError, parse_job_spec
 from query.terminal import safe_bytes, safe_line
 from schemas.archive_layout import Layout, Period, period_directory, sidecar_pattern
@@ -165,3 +171,13 @@ def test_sidecar_pattern_escapes_glob_characters_of_ids() -> None:
 def test_period_directory_is_the_instant_in_its_own_zone() -> None:
     assert period_directory(Period.DAILY, NOW) == "20240615"
     assert period_directory(Period.MONTHLY, NOW) == "202406"
+
+
+def test_show_names_the_scheduler_owner_apart_from_the_user_claim() -> None:
+    assert owner_text({"owner": "alice", "owner_uid": 1000, "owner_source": "SCHEDULER"}) == (
+        "alice (uid 1000) from SCHEDULER")
+    assert owner_text({"owner": "alice", "owner_uid": None,
+                       "owner_source": "SPOOL_RECORD"}) == "alice from SPOOL_RECORD"
+    assert owner_text({"owner": None, "owner_source": "UNKNOWN"}) == (
+        "unknown (administrators only)")
+    assert owner_text({}) == "unknown (administrators only)"  # archived before version 2
