@@ -18,6 +18,7 @@ from producer.events import EventSettings, build_event
 from producer.jobs import JobRef, read_raw_job
 from producer.slurm_owners import UNKNOWN_OWNER, JobOwner
 from schemas.codec import JobEventCodec
+from schemas.model import OwnerSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,7 @@ class ReadEvent:
     value: bytes
     redacted_values: int
     truncated: TruncatedScript | None
+    owner_known: bool  # the scheduler established the job's owner
 
 
 class ReadFailureKind(Enum):
@@ -73,4 +75,5 @@ def read_job(job: JobRef, settings: EventSettings, codec: JobEventCodec,
                  if event.script_truncated else None)
     return ReadEvent(EventMeta(event.job_key, event.job_id, event.cluster, event.submit_time,
                                job.name),
-                     value, len(event.redacted_keys), truncated)
+                     value, len(event.redacted_keys), truncated,
+                     event.owner_source is not OwnerSource.UNKNOWN)

@@ -395,6 +395,8 @@ class ProducerService:
         self.watcher.release(job)
         self.publisher.enqueue(entry)
         self.metrics.redacted_values.inc(read.redacted_values)
+        if not read.owner_known:
+            self.metrics.owners_unknown.inc()
         if read.truncated is not None:
             self.metrics.scripts_truncated.inc()
             log.warning("job %s: script of %d bytes sent truncated to %d bytes (sha256 %s)",

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry, Counter
 from producer.environment import DEFAULT_REDACT, EnvPolicy, render_slurm_environment_file
 from producer.events import EventSettings, build_event
 from producer.jobs import JobRef
-from producer.read_outcomes import ReadEvent
+from producer.read_outcomes import ReadEvent, read_job
 from producer.reader_processes import JobReaders
 from producer.slurm_owners import (
     UNKNOWN_OWNER,
@@ -214,3 +214,13 @@ def test_a_reader_process_asks_owners_per_batch_of_chunks(
     calls = (tmp_path / "calls").read_text().splitlines()
     assert 1 <= len(calls) <= 4  # 4 chunks of 16 jobs: at most one squeue each
     assert sum(call.count(",") + 1 for call in calls) == 64
+
+
+def test_an_event_says_whether_its_owner_was_established_for_the_unknown_owner_count(
+        synthetic_spool: Any) -> None:
+    synthetic_spool.write_job(7, b"#!/bin/sh\n", (b"USER=bob",))
+    job = JobRef(Scheduler.SLURM, "hash.7/job.7", synthetic_spool.job_dir(7))
+    unknown = read_job(job, SETTINGS, CODEC, 1)
+    known = read_job(job, SETTINGS, CODEC, 1, JobOwner("alice", 1000, OwnerSource.SCHEDULER))
+    assert isinstance(unknown, ReadEvent) and isinstance(known, ReadEvent)
+    assert (unknown.owner_known, known.owner_known) == (False, True)
