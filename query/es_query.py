@@ -3,6 +3,8 @@ asked (docs/elasticsearch.md has the mapping they run against)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +56,12 @@ def access_filter(access: Access) -> dict[str, Any] | None:
 def _restricted(filters: list[dict[str, Any]], access: Access | None) -> list[dict[str, Any]]:
     clause = None if access is None else access_filter(access)
     return filters if clause is None else [*filters, clause]
+
+
+def msearch_body(searches: Sequence[dict[str, Any]]) -> bytes:
+    """The NDJSON body of one `_msearch` running these search bodies on the request's index:
+    an empty header line, then the body, per search; ended by a newline."""
+    return b"".join(b"{}\n" + json.dumps(body).encode() + b"\n" for body in searches)
 
 
 def show_request(spec: JobSpec, access: Access | None = None) -> dict[str, Any]:

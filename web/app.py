@@ -180,10 +180,10 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
         criteria = Criteria(cluster=metadata["cluster"], user=metadata.get("user"),
                             name=name_glob(metadata["job_name"]))
         position = [record.submit_time, record.job_key]
-        older, _ = _index().search_page(criteria, 1, position)
-        newer, _ = _index().search_page(criteria, 1, position, oldest_first=True)
-        return (older[0]["job_key"] if older else None,
-                newer[0]["job_key"] if newer else None)
+        older, newer = _index().first_of_each([(criteria, position, False),
+                                               (criteria, position, True)])
+        return (older["job_key"] if older else None,
+                newer["job_key"] if newer else None)
 
     def _when(ms: int | None) -> str:
         if ms is None:

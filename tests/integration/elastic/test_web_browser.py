@@ -82,6 +82,9 @@ def test_a_user_searches_reads_filters_downloads_and_compares_in_a_browser(
     assert browser.find_elements(By.CSS_SELECTOR, "#script .linenos a")[4].text == "5"
     previous = browser.find_element(By.ID, "previous-job").get_attribute("href")
     assert previous == f"{server.url}/jobs/{sim1.job_key}"
+    # The later jobs named sim (bob's, the spoof claiming alice, the unknown owner's) are
+    # not hers: no link leads to them.
+    assert not browser.find_elements(By.ID, "next-job")
     job_page = shot(browser, tmp_path, "job")
     shutil.copyfile(job_page, tmp_path / "web-job-page.png")
 

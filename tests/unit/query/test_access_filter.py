@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import json
+
 from query.criteria import Criteria
-from query.es_query import Access, access_filter, modules_request, search_request, show_request
+from query.es_query import (
+    Access,
+    access_filter,
+    modules_request,
+    msearch_body,
+    search_request,
+    show_request,
+)
 from query.jobspec import JobSpec
 
 OWNER = Access(user="alice")
@@ -46,3 +55,12 @@ def test_oldest_first_pages_sort_ascending() -> None:
     body = search_request(Criteria(), 1, [5, "k"], oldest_first=True)
     assert body["sort"] == [{"submit_time": "asc"}, {"job_key": "asc"}]
     assert body["search_after"] == [5, "k"]
+
+
+def test_an_msearch_body_is_one_header_and_one_body_line_per_search_each_restricted() -> None:
+    bodies = [search_request(Criteria(name="sim"), 1, [5, "k"], access=OWNER),
+              search_request(Criteria(name="sim"), 1, [5, "k"], access=OWNER, oldest_first=True)]
+    lines = msearch_body(bodies).split(b"\n")
+    assert lines[0] == lines[2] == b"{}" and lines[4] == b""
+    assert [json.loads(lines[1]), json.loads(lines[3])] == bodies
+    assert access_filter(OWNER) in json.loads(lines[3])["query"]["bool"]["filter"]
