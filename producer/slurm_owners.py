@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import pwd
 import subprocess
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,6 +33,9 @@ _INVALID_JOB_ID = "Invalid job id specified"
 MAX_BATCH_IDS = 4096
 # Owners remembered per reader process (the oldest forgotten first).
 CACHED_OWNERS = 65536
+# A squeue that keeps failing (slurmctld down, SLURM_CONF missing) fails every batch: warn at
+# most this often, with the count, rather than thousands of times a second.
+WARNING_INTERVAL = 60.0
 
 
 class OwnerQueryError(Exception):
@@ -93,6 +97,8 @@ class SlurmOwners:
         self._known: dict[str, JobOwner] = {}
         self.queries = 0
         self.failures = 0
+        self._unreported = 0
+        self._next_warning = 0.0
 
     def owners(self, job_ids: Iterable[str]) -> Mapping[str, JobOwner]:
         """Each job's owner; UNKNOWN_OWNER for the jobs squeue does not establish."""
@@ -109,8 +115,14 @@ class SlurmOwners:
                                                self.settings.timeout))
         except OwnerQueryError as exc:
             self.failures += 1
-            log.warning("the owners of %d Slurm jobs are unknown (administrators only see"
-                        " them): %s", len(job_ids), exc)
+            self._unreported += len(job_ids)
+            now = time.monotonic()
+            if now >= self._next_warning:
+                log.warning("the owners of %d Slurm jobs are unknown (administrators only see"
+                            " them; next warning in %.0f s at the earliest): %s",
+                            self._unreported, WARNING_INTERVAL, exc)
+                self._unreported = 0
+                self._next_warning = now + WARNING_INTERVAL
             return
         for job_id in job_ids:
             uid = uids.get(job_id)

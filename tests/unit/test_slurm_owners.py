@@ -3,6 +3,7 @@ submitter's environment; what squeue cannot establish is UNKNOWN."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pwd
 import re
@@ -224,3 +225,17 @@ def test_an_event_says_whether_its_owner_was_established_for_the_unknown_owner_c
     known = read_job(job, SETTINGS, CODEC, 1, JobOwner("alice", 1000, OwnerSource.SCHEDULER))
     assert isinstance(unknown, ReadEvent) and isinstance(known, ReadEvent)
     assert (unknown.owner_known, known.owner_known) == (False, True)
+
+
+def test_a_squeue_that_keeps_failing_is_warned_about_once_per_interval_with_the_count(
+        caplog: pytest.LogCaptureFixture) -> None:
+    def failing(command: Sequence[str], timeout: float) -> str:
+        raise OwnerQueryError("Unable to contact slurm controller")
+
+    owners = SlurmOwners(OwnerQuerySettings(), failing, NAMES.get)
+    with caplog.at_level(logging.WARNING, logger="producer.slurm_owners"):
+        for batch in range(50):
+            owners.owners([str(batch)])
+    assert owners.failures == 50
+    assert [r.getMessage()[:45] for r in caplog.records] == [
+        "the owners of 1 Slurm jobs are unknown (admin"]
