@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from query.criteria import MODULE_SEPARATORS, Criteria
+from query.criteria import EXACT_FIELDS, MODULE_SEPARATORS, Criteria
 from query.jobspec import JobSpec
 from query.record import METADATA_KEYS
 from schemas.model import ESTABLISHED_OWNER_SOURCES
@@ -79,7 +79,7 @@ def show_request(spec: JobSpec, access: Access | None = None) -> dict[str, Any]:
 
 def criteria_query(criteria: Criteria, access: Access | None = None) -> dict[str, Any]:
     filters: list[dict[str, Any]] = []
-    for field in ("cluster", "user", "account", "partition"):
+    for field in EXACT_FIELDS:
         value = getattr(criteria, field)
         if value is not None:
             filters.append({"term": {field: value}})

@@ -85,10 +85,11 @@ def test_script_words_are_cut_like_the_standard_analyzer() -> None:
 
 
 def test_archive_matching_applies_every_criterion() -> None:
-    meta = {"user": "alice", "cluster": "c", "account": "a", "partition": "p",
+    meta = {"user": "alice", "owner": "bob", "cluster": "c", "account": "a", "partition": "p",
             "job_name": "md-run", "submit_time": 1_000}
-    assert metadata_matches(Criteria(user="alice", name="md-*", since_ms=1_000,
+    assert metadata_matches(Criteria(user="alice", owner="bob", name="md-*", since_ms=1_000,
                                      until_ms=1_001), meta)
+    assert not metadata_matches(Criteria(owner="alice"), meta)
     assert not metadata_matches(Criteria(until_ms=1_000), meta)
     assert not metadata_matches(Criteria(partition="q"), meta)
     criteria = Criteria(module="gcc/9", text="srun", env=(("A", "1"), ("B", None)))
@@ -98,10 +99,11 @@ def test_archive_matching_applies_every_criterion() -> None:
 
 
 def test_es_queries_are_filters_of_the_criteria() -> None:
-    query = criteria_query(Criteria(user="alice", since_ms=5, env=(("K", None), ("L", "v")),
-                                    module="gcc", text="a b"))
+    query = criteria_query(Criteria(user="alice", owner="bob", since_ms=5,
+                                    env=(("K", None), ("L", "v")), module="gcc", text="a b"))
     filters = query["bool"]["filter"]
     assert {"term": {"user": "alice"}} in filters
+    assert {"term": {"owner": "bob"}} in filters
     assert {"range": {"submit_time": {"gte": 5, "format": "epoch_millis"}}} in filters
     assert {"exists": {"field": "environment.K"}} in filters
     assert {"term": {"environment.L": "v"}} in filters
