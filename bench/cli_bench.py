@@ -23,7 +23,7 @@ from consumers.archive.sidecar import render_sidecar
 from consumers.elastic.documents import bulk_item
 from consumers.elastic.template import index_template
 from schemas.archive_layout import Layout, Period
-from schemas.model import JobEvent
+from schemas.model import JobEvent, OwnerSource
 from testkit.events import job_event
 
 YEAR_START_MS = 1_704_067_200_000  # 2024-01-01 UTC
@@ -34,7 +34,8 @@ USERS = 200
 def generated(count: int) -> list[JobEvent]:
     step = YEAR_MS // count
     return [job_event(job_id=str(1_000_000 + n), submit_time=YEAR_START_MS + n * step,
-                      user=f"user{n % USERS}", job_name=f"run{n}",
+                      user=f"user{n % USERS}", owner=f"user{n % USERS}",
+                      owner_source=OwnerSource.SCHEDULER, job_name=f"run{n}",
                       script=f"#!/bin/bash\nmodule load gcc/{9 + n % 4}\nsrun ./sim {n}\n"
                       .encode(),
                       environment=f"USER=user{n % USERS}\0HOME=/home/u\0N={n}\0".encode())

@@ -89,12 +89,12 @@ def main() -> None:
     randomness = random.Random(7)
     with tempfile.TemporaryDirectory(prefix="sarchive-web-bench-") as scratch:
         log = (Path(scratch) / "sarchive-web.log").open("wb")
-        # The generated jobs name their owner in USER: trusted here, for an ordinary user's
-        # access filter to have something to match.
+        # The generated jobs' owners (as a scheduler would give them) are bench users, so an
+        # ordinary user's access filter has something to match.
         server = subprocess.Popen(
             [sys.executable, "-m", "web.main", "--es-url", args.es_url, "--index", prefix,
-             "--port", str(port), "--trusted-proxy", "127.0.0.1", "--trusted-user-source",
-             "USER", "--log-level", "WARNING"], stdout=log, stderr=subprocess.STDOUT)
+             "--port", str(port), "--trusted-proxy", "127.0.0.1", "--log-level",
+             "WARNING"], stdout=log, stderr=subprocess.STDOUT)
         try:
             wait_until(lambda: _answers(port), 30, "sarchive-web answers")
 

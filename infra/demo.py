@@ -99,7 +99,7 @@ def start_web(es_url: str, env: dict[str, str]) -> str:
     log = (DEMO_DIR / "web.log").open("ab")
     web = subprocess.Popen(
         [str(VENV_BIN / "sarchive-web"), "--es-url", es_url, "--port", str(WEB_PORT),
-         "--dev-user", env["USER"], "--trusted-user-source", "USER"],
+         "--dev-user", env["USER"]],
         stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     WEB_PID.write_text(str(web.pid))
     address = f"http://127.0.0.1:{WEB_PORT}/"

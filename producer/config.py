@@ -74,6 +74,12 @@ class ProducerConfig(KafkaSettings, ServiceSettings):
     read_workers: int = setting(
         1, help="processes that read, build and encode jobs beside the main loop (0: read in"
         " the main loop); 1 is plenty up to thousands of jobs/s")
+    squeue: str = setting(
+        "squeue", help="Slurm's squeue, run (with the service's SLURM_CONF) to ask slurmctld"
+        " for the owners (uids) of the jobs read, in batches; a job whose owner it cannot tell"
+        " is visible to administrators only")
+    owner_query_timeout: float = setting(
+        10.0, help="seconds one squeue may take before its jobs' owners count as unknown")
     compression: str = setting("zstd", choices=COMPRESSIONS,
                                help="Kafka compression.type of produced batches")
 
@@ -86,7 +92,8 @@ class ProducerConfig(KafkaSettings, ServiceSettings):
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.read_workers < 0:
             raise ConfigError(f"read_workers must be 0 or more, got {self.read_workers}")
-        for name in ("ready_timeout", "retry_interval", "shutdown_timeout"):
+        for name in ("ready_timeout", "retry_interval", "shutdown_timeout",
+                     "owner_query_timeout"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be a positive number of seconds,"
                                  f" got {getattr(self, name)}")

@@ -36,6 +36,7 @@ from producer.environment import (
     user_from_environment,
 )
 from producer.errors import REASON_MALFORMED, SpoolReadError
+from producer.slurm_owners import UNKNOWN_OWNER, JobOwner
 from producer.slurm_spool import (
     ENVIRONMENT_FILE,
     SCRIPT_FILE,
@@ -50,7 +51,7 @@ from producer.torque_spool import (
     parse_torque_jb,
     render_torque_jb,
 )
-from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource, make_job_key
+from schemas.model import JobEvent, OwnerSource, Scheduler, SpoolFile, UserSource, make_job_key
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class _JobContent:
     metadata: JobMetadata
     user: str | None
     user_source: UserSource
+    owner: JobOwner
     array_job_id: str | None
     array_task_id: str | None
 
@@ -86,7 +88,7 @@ def _first(*values: str | None) -> str | None:
     return next((value for value in values if value), None)
 
 
-def _slurm_content(raw: RawJob, settings: EventSettings) -> _JobContent:
+def _slurm_content(raw: RawJob, settings: EventSettings, owner: JobOwner) -> _JobContent:
     script_file = raw.file(SCRIPT_FILE)
     if script_file is None:
         raise SpoolReadError(raw.job_id, REASON_MALFORMED, "no script file")
@@ -130,7 +132,7 @@ def _slurm_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     return _JobContent(
         script=script, carried_script=carried, environment=environment,
         spool_files=spool_files, directives=directives, metadata=metadata,
-        user=user, user_source=user_source,
+        user=user, user_source=user_source, owner=owner,
         # Slurm keeps a whole array in job.<array job id>, so the job id is the array's id.
         array_job_id=raw.job_id if array_spec else None, array_task_id=array_spec,
     )
@@ -195,6 +197,9 @@ def _torque_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     )
     user: str | None = _first(info.euser, (info.job_owner or "").partition("@")[0])
     user_source = UserSource.SPOOL
+    # The server's own record of the job: written by pbs_server, not by the submitter.
+    owner = (JobOwner(user, None, OwnerSource.SPOOL_RECORD) if user is not None
+             else UNKNOWN_OWNER)
     if user is None:
         user, user_source = user_from_environment(index, work_dir)
     is_array = "[]" in raw.job_id
@@ -203,19 +208,23 @@ def _torque_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     return _JobContent(
         script=script, carried_script=carried, environment=environment,
         spool_files=spool_files, directives=directives, metadata=metadata,
-        user=user, user_source=user_source,
+        user=user, user_source=user_source, owner=owner,
         array_job_id=raw.job_id if is_array else None,
         array_task_id=array_task_id if is_array else None,
     )
 
 
-def build_event(raw: RawJob, settings: EventSettings, read_time_ms: int) -> JobEvent:
+def build_event(raw: RawJob, settings: EventSettings, read_time_ms: int,
+                slurm_owner: JobOwner = UNKNOWN_OWNER) -> JobEvent:
     """The job event for one job read from the spool (see the module doc for what is kept).
+
+    slurm_owner is a Slurm job's owner as slurmctld told it (producer.slurm_owners); a Torque
+    job's owner comes from its own .JB record.
 
     Raises SpoolReadError when the files cannot make an event (the readers already check this,
     so only a RawJob built elsewhere can hit it).
     """
-    content = (_slurm_content(raw, settings) if raw.scheduler is Scheduler.SLURM
+    content = (_slurm_content(raw, settings, slurm_owner) if raw.scheduler is Scheduler.SLURM
                else _torque_content(raw, settings))
     metadata = content.metadata
     return JobEvent(
@@ -238,6 +247,9 @@ def build_event(raw: RawJob, settings: EventSettings, read_time_ms: int) -> JobE
         array_task_id=content.array_task_id,
         user=content.user,
         user_source=content.user_source,
+        owner=content.owner.name,
+        owner_uid=content.owner.uid,
+        owner_source=content.owner.source,
         job_name=metadata.job_name,
         account=metadata.account,
         partition=metadata.partition,

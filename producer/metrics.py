@@ -50,6 +50,9 @@ class ProducerMetrics:
         self.redacted_values = Counter(
             prefix + "redacted_values", "Environment values replaced by the redaction marker",
             registry=registry)
+        self.owners_unknown = Counter(
+            prefix + "owners_unknown", "Events sent without an owner established by the"
+            " scheduler (administrators only see these jobs)", registry=registry)
         self.reader_restarts = Counter(
             prefix + "reader_restarts", "Job reader processes that died and were replaced"
             " (their jobs are read again)", registry=registry)

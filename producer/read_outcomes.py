@@ -16,7 +16,9 @@ from producer.errors import REASON_IO, REASON_MALFORMED, JobIncompleteError, Spo
 from producer.event_meta import EventMeta
 from producer.events import EventSettings, build_event
 from producer.jobs import JobRef, read_raw_job
+from producer.slurm_owners import UNKNOWN_OWNER, JobOwner
 from schemas.codec import JobEventCodec
+from schemas.model import OwnerSource
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +36,7 @@ class ReadEvent:
     value: bytes
     redacted_values: int
     truncated: TruncatedScript | None
+    owner_known: bool  # the scheduler established the job's owner
 
 
 class ReadFailureKind(Enum):
@@ -54,11 +57,11 @@ ReadOutcome = ReadEvent | ReadFailure
 
 
 def read_job(job: JobRef, settings: EventSettings, codec: JobEventCodec,
-             read_time_ms: int) -> ReadOutcome:
+             read_time_ms: int, slurm_owner: JobOwner = UNKNOWN_OWNER) -> ReadOutcome:
     """Read, build and encode one job; never raises for anything the job's files hold."""
     try:
         raw = read_raw_job(job)
-        event = build_event(raw, settings, read_time_ms)
+        event = build_event(raw, settings, read_time_ms, slurm_owner)
         value = codec.encode(event)
     except JobIncompleteError as exc:
         return ReadFailure(ReadFailureKind.INCOMPLETE, exc.reason, exc.detail)
@@ -72,4 +75,5 @@ def read_job(job: JobRef, settings: EventSettings, codec: JobEventCodec,
                  if event.script_truncated else None)
     return ReadEvent(EventMeta(event.job_key, event.job_id, event.cluster, event.submit_time,
                                job.name),
-                     value, len(event.redacted_keys), truncated)
+                     value, len(event.redacted_keys), truncated,
+                     event.owner_source is not OwnerSource.UNKNOWN)

@@ -14,6 +14,11 @@ a few chunks queued so that it never waits for the loop. Readers are spawned (no
 librdkafka's threads are running by then) at start(), ignore SIGINT and SIGTERM (the service
 decides when to stop), and exit when their request pipe closes: at close(), or when the
 service dies, however it dies.
+
+A Slurm job's owner is asked of slurmctld by the reader too (producer.slurm_owners), once for
+all the chunks it has been asked at that moment: one squeue per turn, which under load covers
+up to QUEUED_CHUNKS * CHUNK_JOBS jobs, and never on the service's loop (except with no reader
+processes, where everything is read inline).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ from producer.errors import REASON_READER_LOST
 from producer.events import EventSettings
 from producer.jobs import JobRef
 from producer.read_outcomes import ReadFailure, ReadFailureKind, ReadOutcome, read_job
+from producer.slurm_owners import UNKNOWN_OWNER, OwnerQuerySettings, SlurmOwners
 from schemas.codec import JobEventCodec
+from schemas.model import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,16 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+def read_jobs(jobs: Sequence[JobRef], settings: EventSettings, codec: JobEventCodec,
+              owners: SlurmOwners | None) -> list[ReadOutcome]:
+    """Read these jobs, their Slurm owners asked in one batch first (none asked without
+    owners: each is then UNKNOWN)."""
+    found = (owners.owners(job.label for job in jobs if job.scheduler is Scheduler.SLURM)
+             if owners is not None else {})
+    return [read_job(job, settings, codec, _now_ms(), found.get(job.label, UNKNOWN_OWNER))
+            for job in jobs]
+
+
 @dataclass
 class _Reader:
     process: BaseProcess
@@ -75,13 +92,19 @@ class _Reader:
 
 
 class JobReaders:
-    """`workers` reader processes (0: read inline). The constructor starts nothing."""
+    """`workers` reader processes (0: read inline). The constructor starts nothing.
 
-    def __init__(self, settings: EventSettings, workers: int, restarts: Counter) -> None:
+    owners: how to ask slurmctld for Slurm jobs' owners; None asks nothing (Torque's owner is
+    in its spool record)."""
+
+    def __init__(self, settings: EventSettings, workers: int, restarts: Counter,
+                 owners: OwnerQuerySettings | None = None) -> None:
         if workers < 0:
             raise ValueError(f"read workers must be 0 or more, not {workers}")
         self.settings = settings
         self.workers = workers
+        self.owner_query = owners
+        self._owners = SlurmOwners(owners) if owners is not None else None
         self._restarts = restarts
         self._codec = JobEventCodec()
         self._readers: list[_Reader] = []
@@ -114,7 +137,8 @@ class JobReaders:
         answer_out, answer_in = context.Pipe(duplex=False)
         with contextlib.suppress(OSError):  # a smaller pipe only means more waiting
             fcntl.fcntl(answer_in.fileno(), fcntl.F_SETPIPE_SZ, ANSWER_PIPE_BYTES)
-        process = context.Process(target=_serve, args=(request_out, answer_in, self.settings),
+        process = context.Process(target=_serve,
+                                  args=(request_out, answer_in, self.settings, self.owner_query),
                                   name="sarchive-reader", daemon=True)
         process.start()
         # The reader's ends are its own now: closing ours lets each side see the other go.
@@ -128,8 +152,8 @@ class JobReaders:
         if len(jobs) > self.capacity():
             raise ValueError(f"{len(jobs)} jobs submitted, room for {self.capacity()}")
         if not self.workers:
-            self._inline.extend((job, read_job(job, self.settings, self._codec, _now_ms()))
-                                for job in jobs)
+            self._inline.extend(zip(jobs, read_jobs(jobs, self.settings, self._codec,
+                                                    self._owners), strict=True))
             return
         for first in range(0, len(jobs), CHUNK_JOBS):
             chunk = tuple(jobs[first:first + CHUNK_JOBS])
@@ -187,17 +211,26 @@ class JobReaders:
         self._in_flight = 0
 
 
-def _serve(requests: Connection, answers: Connection, settings: EventSettings) -> None:
-    """A reader process: answer each chunk of jobs until the request pipe closes."""
+def _serve(requests: Connection, answers: Connection, settings: EventSettings,
+           owner_query: OwnerQuerySettings | None) -> None:
+    """A reader process: answer each chunk of jobs, in order, until the request pipe closes;
+    the chunks waiting at once are read as one batch (one owner query)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     codec = JobEventCodec()
+    owners = SlurmOwners(owner_query) if owner_query is not None else None
     while True:
         try:
-            chunk: tuple[JobRef, ...] = requests.recv()
+            chunks: list[tuple[JobRef, ...]] = [requests.recv()]
+            while len(chunks) < QUEUED_CHUNKS and requests.poll(0):
+                chunks.append(requests.recv())
         except EOFError:
             return
+        outcomes = read_jobs([job for chunk in chunks for job in chunk], settings, codec,
+                             owners)
         try:
-            answers.send([read_job(job, settings, codec, _now_ms()) for job in chunk])
+            for chunk in chunks:
+                answers.send(outcomes[:len(chunk)])
+                del outcomes[:len(chunk)]
         except BrokenPipeError:
             return

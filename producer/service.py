@@ -49,6 +49,7 @@ from producer.outbox_gate import OutboxGate
 from producer.publisher import Publisher
 from producer.read_outcomes import ReadEvent, ReadFailure, ReadFailureKind
 from producer.reader_processes import JobReaders
+from producer.slurm_owners import OwnerQuerySettings
 from producer.state_dir import StateDir
 from producer.tracker import PendingJobs
 from producer.watcher import InotifyLike, SpoolChanges, SpoolWatcher
@@ -99,8 +100,10 @@ class ProducerService:
             cluster=config.cluster, env_policy=config.env_policy(),
             max_script_bytes=config.max_script_bytes, host=socket.gethostname(),
             version=VERSION)
+        owner_query = (OwnerQuerySettings(config.squeue, config.owner_query_timeout)
+                       if config.scheduler == Scheduler.SLURM.value else None)
         self.readers = JobReaders(self.event_settings, config.read_workers,
-                                  self.metrics.reader_restarts)
+                                  self.metrics.reader_restarts, owner_query)
         self._log_handler = log_handler
         self._signals = 0
         self._last_signal = 0
@@ -392,6 +395,8 @@ class ProducerService:
         self.watcher.release(job)
         self.publisher.enqueue(entry)
         self.metrics.redacted_values.inc(read.redacted_values)
+        if not read.owner_known:
+            self.metrics.owners_unknown.inc()
         if read.truncated is not None:
             self.metrics.scripts_truncated.inc()
             log.warning("job %s: script of %d bytes sent truncated to %d bytes (sha256 %s)",

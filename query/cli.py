@@ -109,7 +109,9 @@ def _add_pickers(parser: argparse.ArgumentParser) -> None:
 
 def _add_criteria(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cluster")
-    parser.add_argument("--user")
+    parser.add_argument("--user", help="the user the submission claims (USER, LOGNAME or the"
+                        " submit directory)")
+    parser.add_argument("--owner", help="the job's owner as the scheduler knows it")
     parser.add_argument("--account")
     parser.add_argument("--partition")
     parser.add_argument("--name", metavar="GLOB", help="job name, * and ? wildcards")
@@ -124,7 +126,8 @@ def _criteria(args: argparse.Namespace, config: QueryConfig) -> Criteria:
     zone = config.zone()
     now = datetime.now(tz=zone)
     return Criteria(
-        cluster=args.cluster, user=args.user, account=args.account, partition=args.partition,
+        cluster=args.cluster, user=args.user, owner=args.owner, account=args.account,
+        partition=args.partition,
         name=args.name, module=args.module, text=args.text,
         since_ms=None if args.since is None else parse_when(args.since, now, zone),
         until_ms=None if args.until is None else parse_when(args.until, now, zone,

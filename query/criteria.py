@@ -30,7 +30,8 @@ class CriteriaError(ValueError):
 @dataclass(frozen=True)
 class Criteria:
     cluster: str | None = None
-    user: str | None = None
+    user: str | None = None  # the user the submission claims
+    owner: str | None = None  # the owner as the scheduler knows it
     account: str | None = None
     partition: str | None = None
     name: str | None = None  # a glob of * and ?
@@ -103,17 +104,18 @@ def words(text: str) -> set[str]:
     return {word.lower() for word in _WORD.findall(text)}
 
 
-_EXACT_FIELDS = ("cluster", "user", "account", "partition")
+# Criteria matched by equality with the metadata field of the same name.
+EXACT_FIELDS = ("cluster", "user", "owner", "account", "partition")
 # For each exact criterion, the byte strings one of which a matching sidecar holds.
 RawNeedles = tuple[tuple[bytes, ...], ...]
 
 
 def raw_needles(criteria: Criteria) -> RawNeedles:
-    """Each wanted cluster, user, account or partition as a JSON string: as the archive
+    """Each wanted cluster, user, owner, account or partition as a JSON string: as the archive
     consumer writes it (json.dumps, ensure_ascii=False, UTF-8) and \\u-escaped."""
     return tuple((json.dumps(wanted, ensure_ascii=False).encode("utf-8"),
                   json.dumps(wanted).encode("ascii"))
-                 for wanted in (getattr(criteria, f) for f in _EXACT_FIELDS)
+                 for wanted in (getattr(criteria, f) for f in EXACT_FIELDS)
                  if wanted is not None)
 
 
@@ -125,7 +127,7 @@ def may_match_raw(needles: RawNeedles, raw: bytes) -> bool:
 
 def metadata_matches(criteria: Criteria, metadata: Metadata) -> bool:
     """The criteria the metadata alone answers (the cheap first pass over sidecars)."""
-    for field in _EXACT_FIELDS:
+    for field in EXACT_FIELDS:
         wanted = getattr(criteria, field)
         if wanted is not None and metadata.get(field) != wanted:
             return False

@@ -21,6 +21,7 @@ from query.es_query import (
     PAGE_SIZE,
     Access,
     modules_request,
+    msearch_body,
     search_request,
     show_request,
 )
@@ -123,6 +124,22 @@ class ElasticsearchIndex:
         following = hits[-1]["sort"] if len(hits) == size and hits else None
         return [metadata_of(hit["_source"]) for hit in hits], following
 
+    def first_of_each(self, searches: Sequence[tuple[Criteria, list[Any], bool]],
+                      ) -> list[Metadata | None]:
+        """For each (criteria, position, oldest_first), the first matching job after position
+        (None if there is none), all in one `_msearch` round trip."""
+        bodies = [search_request(criteria, 1, position, self._access, oldest_first=oldest)
+                  for criteria, position, oldest in searches]
+        _, answer = self._post("_msearch", msearch_body(bodies), "application/x-ndjson")
+        found: list[Metadata | None] = []
+        for response in answer["responses"]:
+            if "error" in response:
+                raise BackendError(f"Elasticsearch refused a search of an _msearch:"
+                                   f" {response['error']}")
+            hits = response["hits"]["hits"]
+            found.append(metadata_of(hits[0]["_source"]) if hits else None)
+        return found
+
     def module_counts(self, criteria: Criteria) -> dict[str, int]:
         counts: dict[str, int] = {}
         after: dict[str, Any] | None = None
@@ -139,11 +156,15 @@ class ElasticsearchIndex:
 
     def _search(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         """(the URL that answered, its response); BackendError once every URL failed."""
+        return self._post("_search", json.dumps(body).encode(), "application/json")
+
+    def _post(self, endpoint: str, data: bytes, content_type: str,
+              ) -> tuple[str, dict[str, Any]]:
         failures = []
-        data = json.dumps(body).encode()
+        headers = {**self._headers, "Content-Type": content_type}
         for url in self._urls:
-            request = urllib.request.Request(f"{url}/{self._index}/_search", data=data,
-                                             headers=self._headers, method="POST")
+            request = urllib.request.Request(f"{url}/{self._index}/{endpoint}", data=data,
+                                             headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self._timeout,
                                             context=self._context) as answer:

@@ -3,12 +3,15 @@ asked (docs/elasticsearch.md has the mapping they run against)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from query.criteria import MODULE_SEPARATORS, Criteria
+from query.criteria import EXACT_FIELDS, MODULE_SEPARATORS, Criteria
 from query.jobspec import JobSpec
 from query.record import METADATA_KEYS
+from schemas.model import ESTABLISHED_OWNER_SOURCES
 
 # Newest first; job_key breaks ties (and makes search_after's position unique: _id cannot
 # be sorted on without field data).
@@ -23,15 +26,14 @@ _NOT_SHOWN = ["environment_text"]
 
 @dataclass(frozen=True)
 class Access:
-    """Which jobs a reader may see, as data: every job (administrators), or the jobs owned by
-    `user` according to one of `trusted_user_sources` (a job whose owner is unknown, or known
-    only from a source the submitter controls, is nobody's), and every job of `accounts`
-    (account coordinators)."""
+    """Which jobs a reader may see, as data: every job (administrators), or the jobs whose
+    `owner` is `user` as the scheduler knows it (owner_source SCHEDULER or SPOOL_RECORD; the
+    `user` field is the submitter's claim and grants nothing, and a job whose owner is unknown
+    is nobody's), and every job of `accounts` (account coordinators)."""
 
     all_jobs: bool = False
     user: str | None = None
     accounts: tuple[str, ...] = ()
-    trusted_user_sources: tuple[str, ...] = ()
 
 
 def access_filter(access: Access) -> dict[str, Any] | None:
@@ -40,10 +42,10 @@ def access_filter(access: Access) -> dict[str, Any] | None:
     if access.all_jobs:
         return None
     allowed: list[dict[str, Any]] = []
-    if access.user is not None and access.trusted_user_sources:
+    if access.user is not None:
         allowed.append({"bool": {"filter": [
-            {"term": {"user": access.user}},
-            {"terms": {"user_source": list(access.trusted_user_sources)}}]}})
+            {"term": {"owner": access.user}},
+            {"terms": {"owner_source": [s.value for s in ESTABLISHED_OWNER_SOURCES]}}]}})
     if access.accounts:
         allowed.append({"terms": {"account": list(access.accounts)}})
     if not allowed:
@@ -54,6 +56,12 @@ def access_filter(access: Access) -> dict[str, Any] | None:
 def _restricted(filters: list[dict[str, Any]], access: Access | None) -> list[dict[str, Any]]:
     clause = None if access is None else access_filter(access)
     return filters if clause is None else [*filters, clause]
+
+
+def msearch_body(searches: Sequence[dict[str, Any]]) -> bytes:
+    """The NDJSON body of one `_msearch` running these search bodies on the request's index:
+    an empty header line, then the body, per search; ended by a newline."""
+    return b"".join(b"{}\n" + json.dumps(body).encode() + b"\n" for body in searches)
 
 
 def show_request(spec: JobSpec, access: Access | None = None) -> dict[str, Any]:
@@ -71,7 +79,7 @@ def show_request(spec: JobSpec, access: Access | None = None) -> dict[str, Any]:
 
 def criteria_query(criteria: Criteria, access: Access | None = None) -> dict[str, Any]:
     filters: list[dict[str, Any]] = []
-    for field in ("cluster", "user", "account", "partition"):
+    for field in EXACT_FIELDS:
         value = getattr(criteria, field)
         if value is not None:
             filters.append({"term": {field: value}})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, tzinfo
 from typing import Any
 
@@ -30,6 +30,17 @@ def _text(value: Any) -> str:
     return "" if value is None else safe_line(str(value))
 
 
+def owner_text(meta: Mapping[str, Any]) -> str:
+    """The owner as the scheduler knows it, with its uid and source; `unknown` before schema
+    version 2 or where it could not be established."""
+    source = meta.get("owner_source") or "UNKNOWN"
+    if source == "UNKNOWN":
+        return "unknown (administrators only)"
+    uid = meta.get("owner_uid")
+    name = meta.get("owner") or "?"
+    return f"{name}{'' if uid is None else f' (uid {uid})'} from {source}"
+
+
 def show_text(record: JobRecord, zone: tzinfo) -> str:
     """show's default output: the metadata, then the script rendered for a terminal."""
     meta = record.metadata
@@ -37,7 +48,8 @@ def show_text(record: JobRecord, zone: tzinfo) -> str:
         ("job", f"{meta['job_id']} on {meta['cluster']} ({meta['scheduler']})"),
         ("key", meta["job_key"]),
         ("submitted", submitted_text(meta, zone)),
-        ("user", f"{meta.get('user')} (from {meta.get('user_source')})"),
+        ("owner", owner_text(meta)),
+        ("user", f"{meta.get('user')} (claimed by {meta.get('user_source')})"),
         ("name", meta.get("job_name")),
         ("account", meta.get("account")),
         ("partition", meta.get("partition")),

@@ -22,7 +22,14 @@ import fastavro
 import fastavro.schema
 
 from schemas.errors import CorruptEventError, NotSingleObjectEncodedError, UnknownSchemaError
-from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource, metadata_fields
+from schemas.model import (
+    JobEvent,
+    OwnerSource,
+    Scheduler,
+    SpoolFile,
+    UserSource,
+    metadata_fields,
+)
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -151,6 +158,9 @@ def from_record(record: Mapping[str, Any]) -> JobEvent:
         spool_files=tuple(SpoolFile(f["name"], f["content"]) for f in record["spool_files"]),
         user=record["user"],
         user_source=UserSource(record["user_source"]),
+        owner=record["owner"],
+        owner_uid=record["owner_uid"],
+        owner_source=OwnerSource(record["owner_source"]),
         job_name=record["job_name"],
         account=record["account"],
         partition=record["partition"],

@@ -29,6 +29,18 @@ class UserSource(enum.StrEnum):
     UNKNOWN = "UNKNOWN"
 
 
+class OwnerSource(enum.StrEnum):
+    """Where JobEvent.owner came from; only SCHEDULER and SPOOL_RECORD establish an owner."""
+
+    UNKNOWN = "UNKNOWN"
+    SCHEDULER = "SCHEDULER"
+    SPOOL_RECORD = "SPOOL_RECORD"
+
+
+# The owner sources access control believes: both are the scheduler's, not the submitter's.
+ESTABLISHED_OWNER_SOURCES = (OwnerSource.SCHEDULER, OwnerSource.SPOOL_RECORD)
+
+
 @dataclass(frozen=True, slots=True)
 class SpoolFile:
     name: str
@@ -60,6 +72,9 @@ class JobEvent:
     array_task_id: str | None = None
     user: str | None = None
     user_source: UserSource = UserSource.UNKNOWN
+    owner: str | None = None
+    owner_uid: int | None = None
+    owner_source: OwnerSource = OwnerSource.UNKNOWN
     job_name: str | None = None
     account: str | None = None
     partition: str | None = None
@@ -93,6 +108,9 @@ def metadata_fields(event: JobEvent) -> dict[str, Any]:
         "read_time": event.read_time,
         "user": event.user,
         "user_source": event.user_source.value,
+        "owner": event.owner,
+        "owner_uid": event.owner_uid,
+        "owner_source": event.owner_source.value,
         "job_name": event.job_name,
         "account": event.account,
         "partition": event.partition,

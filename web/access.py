@@ -18,16 +18,15 @@ class AccessRules:
     admin_users: frozenset[str]
     admin_groups: frozenset[str]
     coordinators: Mapping[str, tuple[str, ...]]  # user -> accounts
-    trusted_user_sources: tuple[str, ...]
 
 
 def access_for(viewer: str, groups: frozenset[str], rules: AccessRules) -> Access:
     """Administrators (named, or members of an administrators' group) see every job; anyone
-    else the jobs they own (by a trusted source) and those of the accounts they coordinate."""
+    else the jobs they own as the scheduler knows it and those of the accounts they
+    coordinate."""
     if viewer in rules.admin_users or groups & rules.admin_groups:
         return Access(all_jobs=True, user=viewer)
-    return Access(user=viewer, accounts=tuple(rules.coordinators.get(viewer, ())),
-                  trusted_user_sources=rules.trusted_user_sources)
+    return Access(user=viewer, accounts=tuple(rules.coordinators.get(viewer, ())))
 
 
 def unix_groups(user: str) -> frozenset[str]:

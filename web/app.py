@@ -44,8 +44,8 @@ audit = logging.getLogger("sarchive.web.audit")
 # escaping still could not run.
 CONTENT_SECURITY_POLICY = ("default-src 'none'; style-src 'self'; img-src 'self';"
                            " form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
-_SEARCH_FIELDS = ("job", "user", "account", "partition", "name", "since", "until", "module",
-                  "text")
+_SEARCH_FIELDS = ("job", "owner", "user", "account", "partition", "name", "since", "until",
+                  "module", "text")
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,8 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
         now = datetime.now(UTC)
         try:
             return Criteria(
-                user=args.get("user") or None, account=args.get("account") or None,
+                user=args.get("user") or None, owner=args.get("owner") or None,
+                account=args.get("account") or None,
                 partition=args.get("partition") or None, name=args.get("name") or None,
                 module=args.get("module") or None, text=args.get("text") or None,
                 since_ms=parse_when(args["since"], now, context.zone)
@@ -173,17 +174,19 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
 
     def _neighbours(record: JobRecord) -> tuple[str | None, str | None]:
         """The keys of the owner's previous and next job of the same name (that the viewer
-        may see)."""
+        may see); by the user claim where the scheduler established no owner."""
         metadata = record.metadata
         if not metadata.get("job_name"):
             return None, None
-        criteria = Criteria(cluster=metadata["cluster"], user=metadata.get("user"),
+        owner = metadata.get("owner")
+        criteria = Criteria(cluster=metadata["cluster"], owner=owner,
+                            user=None if owner else metadata.get("user"),
                             name=name_glob(metadata["job_name"]))
         position = [record.submit_time, record.job_key]
-        older, _ = _index().search_page(criteria, 1, position)
-        newer, _ = _index().search_page(criteria, 1, position, oldest_first=True)
-        return (older[0]["job_key"] if older else None,
-                newer[0]["job_key"] if newer else None)
+        older, newer = _index().first_of_each([(criteria, position, False),
+                                               (criteria, position, True)])
+        return (older["job_key"] if older else None,
+                newer["job_key"] if newer else None)
 
     def _when(ms: int | None) -> str:
         if ms is None:

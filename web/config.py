@@ -10,7 +10,6 @@ import ipaddress
 from query.config import QueryConfig
 from runtime.config import ConfigError, setting
 from runtime.startup import ServiceSettings
-from schemas.model import UserSource
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK_ADDRESSES = ("127.0.0.1", "::1", "localhost")
@@ -39,12 +38,6 @@ class WebConfig(ServiceSettings, QueryConfig):
         " (repeatable)")
     coordinator: tuple[str, ...] = setting(
         (), help="USER=ACCOUNT: USER sees every job of ACCOUNT (repeatable)")
-    trusted_user_source: tuple[str, ...] = setting(
-        (UserSource.SPOOL.value,), choices=[s.value for s in UserSource if
-                                            s is not UserSource.UNKNOWN],
-        help="the user sources an owner is believed from (repeatable); USER, LOGNAME and"
-        " WORKDIR come from the submitter's environment, which the submitter controls: a job"
-        " whose owner comes from an untrusted source is visible to administrators only")
     page_size: int = setting(50, help="jobs per page of search results")
 
     def __post_init__(self) -> None:

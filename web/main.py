@@ -64,8 +64,7 @@ def build(config: WebConfig, startup: StartupContext) -> WebService:
         config.es_timeout)
     rules = AccessRules(
         admin_users=frozenset(config.admin_user), admin_groups=frozenset(config.admin_group),
-        coordinators=config.coordinated_accounts(),
-        trusted_user_sources=config.trusted_user_source)
+        coordinators=config.coordinated_accounts())
     # NSS is asked only when a group can make a difference.
     groups_of = unix_groups if config.admin_group else (lambda user: frozenset[str]())
     context = WebContext(

@@ -13,7 +13,7 @@ from schemas.version import VERSION
 # revision a cluster runs. A new revision applies to indices created after it (next month);
 # existing monthly indices keep the mapping they were created with, except for the fields in
 # ADDED_PROPERTIES, which are added to them at start.
-TEMPLATE_REVISION = 5
+TEMPLATE_REVISION = 6
 TEMPLATE_PRIORITY = 200
 # How soon a new document becomes searchable. Every refresh writes a new Lucene segment that
 # is merged later; at Elasticsearch's default of 1 s a node indexing ~30 KB documents spends
@@ -58,6 +58,10 @@ MAPPING_PROPERTIES: dict[str, Any] = {
     "read_time": _DATE,
     "user": _KEYWORD,
     "user_source": _KEYWORD,
+    # The owner as the scheduler knows it (schema v2): what access control matches on.
+    "owner": _KEYWORD,
+    "owner_uid": {"type": "long"},
+    "owner_source": _KEYWORD,
     "job_name": _KEYWORD_WITH_WORDS,
     "account": _KEYWORD,
     "partition": _KEYWORD,
@@ -89,7 +93,8 @@ MAPPING_PROPERTIES: dict[str, Any] = {
 # the month's index created before that revision, whose mapping is strict: so they are added
 # to every existing index at start (adding a field is the one mapping change an existing index
 # takes). Its old documents simply have no value: a query on the field does not match them.
-ADDED_FIELDS = ("modules",)  # revision 5
+ADDED_FIELDS = ("modules",  # revision 5
+                "owner", "owner_uid", "owner_source")  # revision 6
 ADDED_PROPERTIES: dict[str, Any] = {name: MAPPING_PROPERTIES[name] for name in ADDED_FIELDS}
 
 # Indexed for search but not stored: each is derived from a stored field.

@@ -18,9 +18,9 @@ SCRIPTS = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["s
 OURS = sorted(name for name, svc in SERVICES.items() if "build" in svc)
 
 
-def test_compose_runs_the_producer_and_both_consumers() -> None:
+def test_compose_runs_the_producer_both_consumers_and_the_web_pages() -> None:
     commands = {SERVICES[name]["command"][0] for name in OURS}
-    assert commands == {"sarchive-producer", "sarchive-archive", "sarchive-es"}
+    assert commands == {"sarchive-producer", "sarchive-archive", "sarchive-es", "sarchive-web"}
 
 
 @pytest.mark.parametrize("name", OURS)
@@ -56,7 +56,9 @@ def test_dockerfile_runs_as_a_non_root_user() -> None:
 
 
 # The one documented set of metrics ports (docs/operations.md, README).
-METRICS_PORTS = {"sarchive-producer": 9310, "sarchive-archive": 9311, "sarchive-es": 9312}
+METRICS_PORTS = {"sarchive-producer": 9310, "sarchive-archive": 9311, "sarchive-es": 9312,
+                 "sarchive-web": 9313}
+WEB_PORT = 8080
 
 
 @pytest.mark.parametrize("name", OURS)
@@ -71,7 +73,7 @@ def test_the_image_exposes_and_the_examples_use_the_documented_ports() -> None:
     dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
     exposed = {int(port) for line in dockerfile.splitlines() if line.startswith("EXPOSE ")
                for port in line.split()[1:]}
-    assert exposed == set(METRICS_PORTS.values())
+    assert exposed == {*METRICS_PORTS.values(), WEB_PORT}
     example = tomllib.loads((REPO / "deploy" / "producer.example.toml").read_text())
     assert example["metrics-port"] == METRICS_PORTS["sarchive-producer"]
     readme = (REPO / "README.md").read_text()

@@ -75,6 +75,8 @@ def test_document_carries_the_searchable_fields_and_times_as_epoch_millis() -> N
     assert document["user"] == "alice"
     assert document["scheduler"] == "slurm"
     assert document["user_source"] == "USER"
+    assert (document["owner"], document["owner_uid"], document["owner_source"]) == (
+        None, None, "UNKNOWN")
     assert document["submit_time"] == event.submit_time
     assert document["read_time"] == event.read_time
     assert document["directives"] == {"time": "1:00:00"}

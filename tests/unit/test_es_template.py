@@ -85,14 +85,22 @@ def test_new_documents_are_made_searchable_every_30_seconds_not_every_second() -
     assert settings["index.refresh_interval"] == "30s"
 
 
-def test_modules_are_exact_keywords_in_revision_5() -> None:
+def test_modules_are_exact_keywords() -> None:
     """Exact names as written (no normalizer): `GCC/12.2.0` and `gcc/12.2.0` differ."""
-    assert TEMPLATE_REVISION == 5
-    assert index_template("p")["version"] == TEMPLATE_REVISION
     assert MAPPING_PROPERTIES["modules"] == {"type": "keyword",
                                              "ignore_above": KEYWORD_IGNORE_ABOVE}
 
 
+def test_revision_6_maps_the_scheduler_owner_for_exact_access_matching() -> None:
+    assert TEMPLATE_REVISION == 6
+    assert index_template("p")["version"] == TEMPLATE_REVISION
+    assert MAPPING_PROPERTIES["owner"] == {"type": "keyword",
+                                           "ignore_above": KEYWORD_IGNORE_ABOVE}
+    assert MAPPING_PROPERTIES["owner_source"]["type"] == "keyword"
+    assert MAPPING_PROPERTIES["owner_uid"] == {"type": "long"}
+
+
 def test_fields_added_by_a_revision_are_mapped_exactly_as_in_the_template() -> None:
     """They are put on indices created before the revision: the same mapping everywhere."""
-    assert {"modules": MAPPING_PROPERTIES["modules"]} == ADDED_PROPERTIES
+    added = ("modules", "owner", "owner_uid", "owner_source")
+    assert {name: MAPPING_PROPERTIES[name] for name in added} == ADDED_PROPERTIES

@@ -21,7 +21,7 @@ from producer.slurm_spool import read_slurm_job
 from producer.spool_io import RawJob
 from producer.torque_spool import parse_torque_jb, read_torque_job
 from schemas.codec import JobEventCodec
-from schemas.model import JobEvent, Scheduler, SpoolFile, UserSource
+from schemas.model import JobEvent, OwnerSource, Scheduler, SpoolFile, UserSource
 from testkit.secrets import LEAKED, LEAKED_KEYS
 
 FIXTURES = Path(__file__).parent.parent / "fixtures"
@@ -256,6 +256,8 @@ def test_torque_job_metadata_comes_from_the_job_record() -> None:
     assert (event.job_id, event.job_key) == (f"4711.{SERVER}",
                                             f"hydra:torque:4711.{SERVER}:{SUBMIT_MS}")
     assert (event.user, event.user_source) == ("alice", UserSource.SPOOL)
+    assert (event.owner, event.owner_uid, event.owner_source) == (
+        "alice", None, OwnerSource.SPOOL_RECORD)
     assert (event.job_name, event.account, event.partition, event.work_dir) == (
         "relax", "proj01", "batch", "/home/alice/runs")
     assert (event.time_limit, event.nodes, event.ntasks) == ("01:00:00", "2:ppn=4", "4")

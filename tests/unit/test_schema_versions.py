@@ -9,8 +9,9 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from schemas import JobEventCodec, load_schema_versions
+from schemas import JobEventCodec, UnknownSchemaError, load_schema_versions
 from schemas.codec import HEADER_SIZE
+from schemas.model import OwnerSource
 
 GOLDEN = Path(__file__).resolve().parent.parent / "fixtures" / "events"
 VERSIONS = load_schema_versions()
@@ -19,6 +20,7 @@ VERSIONS = load_schema_versions()
 # already written with it would become undecodable. Add job_event.vN.avsc instead.
 RELEASED_FINGERPRINTS = {
     1: "f49a5ff8641e6d26",
+    2: "68ce99fbd6c563d8",
 }
 
 
@@ -51,3 +53,34 @@ def test_newer_writer_is_readable_by_the_previous_reader(previous: int, current:
                                         VERSIONS[current].parsed, VERSIONS[previous].parsed)
     assert isinstance(record, dict)
     assert record["job_id"] == "4711"
+
+
+@pytest.mark.parametrize(("previous", "current"), list(pairwise(sorted(VERSIONS))))
+def test_previous_writer_is_readable_by_the_newer_reader(previous: int, current: int) -> None:
+    """Backward compatibility pair by pair: the newer reader resolves the older writer."""
+    data = (GOLDEN / f"job_event.v{previous}.bin").read_bytes()
+    record = fastavro.schemaless_reader(io.BytesIO(data[HEADER_SIZE:]),
+                                        VERSIONS[previous].parsed, VERSIONS[current].parsed)
+    assert isinstance(record, dict)
+    assert record["job_id"] == "4711"
+
+
+def test_version_1_event_reads_as_owner_unknown_and_keeps_its_user_claim() -> None:
+    event = JobEventCodec().decode((GOLDEN / "job_event.v1.bin").read_bytes())
+    assert (event.owner, event.owner_uid, event.owner_source) == (None, None,
+                                                                  OwnerSource.UNKNOWN)
+
+
+def test_version_2_event_carries_the_scheduler_owner_apart_from_the_user_claim() -> None:
+    event = JobEventCodec().decode((GOLDEN / "job_event.v2.bin").read_bytes())
+    assert (event.owner, event.owner_uid, event.owner_source) == ("alice", 1000,
+                                                                  OwnerSource.SCHEDULER)
+    assert event.user == "bob"
+
+
+def test_a_consumer_shipping_only_version_1_refuses_a_version_2_event_as_unknown_schema() -> None:
+    """Why consumers are upgraded first: an old consumer dead-letters v2 as unknown-schema."""
+    old_consumer = JobEventCodec({1: VERSIONS[1]})
+    with pytest.raises(UnknownSchemaError) as raised:
+        old_consumer.decode((GOLDEN / "job_event.v2.bin").read_bytes())
+    assert raised.value.reason == "unknown-schema"

@@ -25,7 +25,7 @@ from infra.elasticsearch import ElasticsearchService
 from infra.service import repo_root, run_dir
 from schemas.codec import JobEventCodec
 from schemas.limits import MAX_MESSAGE_BYTES
-from schemas.model import JobEvent, UserSource
+from schemas.model import JobEvent, OwnerSource, UserSource
 from schemas.wire import message_headers, message_key
 from testkit.events import job_event
 from testkit.processes import ServiceProcess, free_port
@@ -523,7 +523,8 @@ def _web_event(name: str, n: int, **fields: Any) -> tuple[str, JobEvent]:
         "cluster": WEB_CLUSTER, "job_id": str(7000 + n),
         "submit_time": BASE_SUBMIT_MS + n * HOUR_MS,
         "read_time": BASE_SUBMIT_MS + n * HOUR_MS + 40, "user": user,
-        "user_source": UserSource.SPOOL, "account": "proj1", "partition": "batch",
+        "user_source": UserSource.USER, "owner": user, "owner_source": OwnerSource.SCHEDULER,
+        "account": "proj1", "partition": "batch",
         "environment": f"USER={user}\0HOME=/home/{user}\0PATH=/usr/bin:/bin\0".encode()}
     event = job_event(**{**defaults, **fields})
     return name, event
@@ -531,8 +532,8 @@ def _web_event(name: str, n: int, **fields: Any) -> tuple[str, JobEvent]:
 
 def web_job_events() -> dict[str, JobEvent]:
     """The jobs of the sarchive-web tests: alice's own (two of one name, a Python script, a
-    hostile one), bob's, one that claims alice only through USER in its environment (a
-    spoof) and one whose owner is unknown."""
+    hostile one), bob's, one that claims alice only through USER in its environment while
+    the scheduler says mallory owns it (a spoof) and one whose owner is unknown."""
     return dict([
         _web_event("sim1", 0, job_name="sim",
                    script=b"#!/bin/bash\n#SBATCH --job-name=sim\nmodule load gcc/9\n"
@@ -548,9 +549,10 @@ def web_job_events() -> dict[str, JobEvent]:
                    redacted_keys=("SECRET_TOKEN",)),
         _web_event("bob", 4, user="bob", account="proj9", job_name="sim",
                    script=b"#!/bin/bash\nsrun ./bobs-secret-model\n"),
-        _web_event("spoofed", 5, user="alice", user_source=UserSource.USER, account="proj9",
+        _web_event("spoofed", 5, user="alice", owner="mallory", account="proj9",
                    job_name="sim", script=b"#!/bin/bash\nsrun ./submitted-by-bob\n"),
-        _web_event("unknown", 6, user=None, user_source=UserSource.UNKNOWN, account="proj9",
+        _web_event("unknown", 6, user="alice", owner=None, owner_source=OwnerSource.UNKNOWN,
+                   account="proj9",
                    job_name="sim", script=b"#!/bin/bash\nsrun ./nobody\n"),
     ])
 

@@ -1,6 +1,7 @@
-"""The `modules` field on the real node: jobs are found by a term query on the modules their
-script and their submission loaded, in a new month's index and in one created before the
-template revision that added the field (whose older documents simply do not match)."""
+"""The fields later template revisions added, on the real node: jobs are found by a term query
+on the modules their script and their submission loaded (revision 5) and by their scheduler
+owner (revision 6), in a new month's index and in one created before those revisions (whose
+older documents simply do not match)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 
 from consumers.elastic.template import ADDED_PROPERTIES, TEMPLATE_REVISION, template_name
+from schemas.model import OwnerSource
 from testkit.events import job_event
 
 MAY_2024_MS = 1_716_163_200_000  # 2024-05-20T00:00:00Z: the previous revision's index
@@ -23,7 +25,8 @@ def test_jobs_are_found_by_their_modules_in_new_and_previous_revision_indices(
     events = [
         job_event(cluster="hydra", job_id="1", submit_time=MAY_2024_MS + 1000,
                   script=b"#!/bin/bash\nmodule load gromacs/2023.1 # the MD code\nsrun gmx\n",
-                  environment=b"USER=alice\0LOADEDMODULES=gcc/12:openmpi/4.1.5-gcc-12\0"),
+                  environment=b"USER=alice\0LOADEDMODULES=gcc/12:openmpi/4.1.5-gcc-12\0",
+                  owner="alice", owner_uid=1000, owner_source=OwnerSource.SCHEDULER),
         job_event(cluster="hydra", job_id="2", submit_time=JUNE_2024_MS,
                   script=b"#!/bin/bash\nml purge\nml gcc/9 -openmpi\n# module load nope\n",
                   environment=b"USER=bob\0"),
@@ -43,6 +46,9 @@ def test_jobs_are_found_by_their_modules_in_new_and_previous_revision_indices(
     assert search({"terms": {"modules": ["openmpi", "nope", "purge"]}}) == set()
     assert search({"exists": {"field": "modules"}}) == {"1", "2"}
     mapping = es.indices.get_mapping(index=old_index)[old_index]["mappings"]["properties"]
-    assert mapping["modules"] == ADDED_PROPERTIES["modules"]
+    assert {name: mapping[name] for name in ADDED_PROPERTIES} == ADDED_PROPERTIES
+    # Revision 6's owner, in the index made before it: what sarchive-web's access matches.
+    assert search({"bool": {"filter": [{"term": {"owner": "alice"}},
+                                       {"term": {"owner_source": "SCHEDULER"}}]}}) == {"1"}
     assert consumer.metric("sarchive_es_documents_indexed_total") == 2
     assert consumer.stop() == 0

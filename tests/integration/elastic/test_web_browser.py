@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -23,6 +23,20 @@ from schemas.model import JobEvent
 from testkit.waiting import wait_until
 
 WebServer = Any  # conftest's type; tests cannot import conftest
+
+
+def wait_for_texts(browser: WebDriver, selector: str, expected: list[str]) -> None:
+    """Until the elements selector finds read expected: a click that submits a form loads a
+    new page, and elements found on the old one meanwhile go stale."""
+    def texts() -> list[str]:
+        try:
+            return [element.text for element in browser.find_elements(By.CSS_SELECTOR,
+                                                                       selector)]
+        except StaleElementReferenceException:
+            return []
+
+    wait_until(lambda: texts() == expected, 15, f"{selector} reads {expected}",
+               context=lambda: repr(texts()))
 REPO = Path(__file__).resolve().parents[3]
 BROWSER_PACKAGES = ("chromium", "chromium-driver")
 # This machine has no outside network: without these chromium keeps dialling out.
@@ -82,13 +96,15 @@ def test_a_user_searches_reads_filters_downloads_and_compares_in_a_browser(
     assert browser.find_elements(By.CSS_SELECTOR, "#script .linenos a")[4].text == "5"
     previous = browser.find_element(By.ID, "previous-job").get_attribute("href")
     assert previous == f"{server.url}/jobs/{sim1.job_key}"
+    # The later jobs named sim (bob's, the spoof claiming alice, the unknown owner's) are
+    # not hers: no link leads to them.
+    assert not browser.find_elements(By.ID, "next-job")
     job_page = shot(browser, tmp_path, "job")
     shutil.copyfile(job_page, tmp_path / "web-job-page.png")
 
     browser.find_element(By.ID, "env-filter").send_keys("home")
     browser.find_element(By.ID, "env-button").click()
-    rows = browser.find_elements(By.CSS_SELECTOR, "#environment tbody tr")
-    assert [row.text for row in rows] == ["HOME /home/alice"]
+    wait_for_texts(browser, "#environment tbody tr", ["HOME /home/alice"])
     shot(browser, tmp_path, "environment-filtered")
 
     browser.find_element(By.LINK_TEXT, "script").click()
@@ -98,10 +114,9 @@ def test_a_user_searches_reads_filters_downloads_and_compares_in_a_browser(
 
     browser.find_element(By.ID, "diff-with").send_keys(sim1.job_key)
     browser.find_element(By.ID, "diff-button").click()
-    changed = browser.find_elements(By.CSS_SELECTOR, "#diff tr.replace")
-    assert [row.text for row in changed] == [
+    wait_for_texts(browser, "#diff tr.replace", [
         "3 module load gcc/12 3 module load gcc/9",
-        "4 srun ./sim --steps 20 4 srun ./sim --steps 10"]
+        "4 srun ./sim --steps 20 4 srun ./sim --steps 10"])
     assert [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#diff tr.delete")] == [
         "5 echo done"]
     shot(browser, tmp_path, "diff")

@@ -9,7 +9,7 @@ from datetime import UTC
 
 from consumers.archive.sidecar import render_sidecar, sidecar_job_key
 from schemas.archive_layout import Layout, Period
-from schemas.model import JobEvent
+from schemas.model import JobEvent, OwnerSource
 
 MakeEvent = Callable[..., JobEvent]
 
@@ -90,3 +90,13 @@ def test_sidecar_of_a_job_without_modules_has_an_empty_list(make_event: MakeEven
     event = make_event(script=b"#!/bin/sh\nsrun hostname\n", environment=b"HOME=/h\0")
     files = Layout.from_setting("sarchive", Period.DAILY, UTC).place(event).files
     assert json.loads(render_sidecar(event, files))["modules"] == []
+
+
+def test_sidecar_carries_the_scheduler_owner_apart_from_the_user_claim(
+        make_event: MakeEvent) -> None:
+    event = make_event(user="bob", owner="alice", owner_uid=1000,
+                       owner_source=OwnerSource.SCHEDULER)
+    files = Layout.from_setting("sarchive", Period.DAILY, UTC).place(event).files
+    document = json.loads(render_sidecar(event, files))
+    assert (document["user"], document["owner"], document["owner_uid"],
+            document["owner_source"]) == ("bob", "alice", 1000, "SCHEDULER")

@@ -19,7 +19,13 @@ from query.criteria import (
 )
 from query.diff import environment_diff, script_diff
 from query.es_query import criteria_query, search_request, show_request
-from query.formatting import FormatError, check_format, environment_lines, table
+from query.formatting import (
+    FormatError,
+    check_format,
+    environment_lines,
+    owner_text,
+    table,
+)
 from query.jobspec import JobSpec, JobSpecError, parse_job_spec
 from query.terminal import safe_bytes, safe_line
 from schemas.archive_layout import Layout, Period, period_directory, sidecar_pattern
@@ -79,10 +85,11 @@ def test_script_words_are_cut_like_the_standard_analyzer() -> None:
 
 
 def test_archive_matching_applies_every_criterion() -> None:
-    meta = {"user": "alice", "cluster": "c", "account": "a", "partition": "p",
+    meta = {"user": "alice", "owner": "bob", "cluster": "c", "account": "a", "partition": "p",
             "job_name": "md-run", "submit_time": 1_000}
-    assert metadata_matches(Criteria(user="alice", name="md-*", since_ms=1_000,
+    assert metadata_matches(Criteria(user="alice", owner="bob", name="md-*", since_ms=1_000,
                                      until_ms=1_001), meta)
+    assert not metadata_matches(Criteria(owner="alice"), meta)
     assert not metadata_matches(Criteria(until_ms=1_000), meta)
     assert not metadata_matches(Criteria(partition="q"), meta)
     criteria = Criteria(module="gcc/9", text="srun", env=(("A", "1"), ("B", None)))
@@ -92,10 +99,11 @@ def test_archive_matching_applies_every_criterion() -> None:
 
 
 def test_es_queries_are_filters_of_the_criteria() -> None:
-    query = criteria_query(Criteria(user="alice", since_ms=5, env=(("K", None), ("L", "v")),
-                                    module="gcc", text="a b"))
+    query = criteria_query(Criteria(user="alice", owner="bob", since_ms=5,
+                                    env=(("K", None), ("L", "v")), module="gcc", text="a b"))
     filters = query["bool"]["filter"]
     assert {"term": {"user": "alice"}} in filters
+    assert {"term": {"owner": "bob"}} in filters
     assert {"range": {"submit_time": {"gte": 5, "format": "epoch_millis"}}} in filters
     assert {"exists": {"field": "environment.K"}} in filters
     assert {"term": {"environment.L": "v"}} in filters
@@ -165,3 +173,13 @@ def test_sidecar_pattern_escapes_glob_characters_of_ids() -> None:
 def test_period_directory_is_the_instant_in_its_own_zone() -> None:
     assert period_directory(Period.DAILY, NOW) == "20240615"
     assert period_directory(Period.MONTHLY, NOW) == "202406"
+
+
+def test_show_names_the_scheduler_owner_apart_from_the_user_claim() -> None:
+    assert owner_text({"owner": "alice", "owner_uid": 1000, "owner_source": "SCHEDULER"}) == (
+        "alice (uid 1000) from SCHEDULER")
+    assert owner_text({"owner": "alice", "owner_uid": None,
+                       "owner_source": "SPOOL_RECORD"}) == "alice from SPOOL_RECORD"
+    assert owner_text({"owner": None, "owner_source": "UNKNOWN"}) == (
+        "unknown (administrators only)")
+    assert owner_text({}) == "unknown (administrators only)"  # archived before version 2

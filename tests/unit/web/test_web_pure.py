@@ -24,7 +24,7 @@ from web.render import (
 
 PROXY = IdentityPolicy((ipaddress.ip_network("10.0.0.5/32"),))
 RULES = AccessRules(admin_users=frozenset({"root"}), admin_groups=frozenset({"hpcsupport"}),
-                    coordinators={"carol": ("proj1",)}, trusted_user_sources=("SPOOL",))
+                    coordinators={"carol": ("proj1",)})
 
 
 def test_the_user_header_is_believed_from_a_trusted_proxy_only() -> None:
@@ -55,8 +55,7 @@ def test_administrators_by_name_or_group_see_everything() -> None:
 
 
 def test_users_see_their_own_and_coordinators_their_accounts() -> None:
-    assert access_for("alice", frozenset(), RULES) == Access(
-        user="alice", trusted_user_sources=("SPOOL",))
+    assert access_for("alice", frozenset(), RULES) == Access(user="alice")
     assert access_for("carol", frozenset(), RULES).accounts == ("proj1",)
 
 
@@ -69,7 +68,6 @@ def test_configuration_is_checked_up_front() -> None:
     config = _config("--coordinator", "carol=proj1", "--coordinator", "carol=proj2",
                      "--trusted-proxy", "10.0.0.0/24")
     assert config.coordinated_accounts() == {"carol": ("proj1", "proj2")}
-    assert config.trusted_user_source == ("SPOOL",)
     for bad in (["--coordinator", "carol"], ["--trusted-proxy", "not-an-address"],
                 ["--dev-user", "demo", "--listen-address", "0.0.0.0"],
                 ["--url-prefix", "sarchive/"]):
