@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from infra.registry import registry, select
-from infra.service import demo_dir, repo_root
+from infra.service import demo_dir, demo_web_pid_file, repo_root
 
 VENV_BIN = repo_root() / ".venv" / "bin"
 DEMO_DIR = demo_dir()
@@ -45,7 +45,7 @@ LOGS = f"see the logs in {DEMO_DIR} and `infra/services logs`"
 # The demo's sarchive-web stays up after the demo (on loopback, development mode); the next
 # demo replaces it.
 WEB_PORT = int(os.environ.get("SARCHIVE_DEMO_WEB_PORT", "18080"))
-WEB_PID = DEMO_DIR / "sarchive-web.pid"
+WEB_PID = demo_web_pid_file()
 
 T = TypeVar("T")
 

@@ -47,3 +47,8 @@ def run_dir() -> Path:
 def demo_dir() -> Path:
     """`make demo`'s logs, archive and producer state."""
     return run_dir() / "demo"
+
+
+def demo_web_pid_file() -> Path:
+    """The pid of the sarchive-web that `make demo` leaves running."""
+    return demo_dir() / "sarchive-web.pid"

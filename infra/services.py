@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from infra.process import log_tail
+from infra.process import log_tail, read_pid, stop_pid
 from infra.registry import ON_REQUEST, ensure_down, ensure_up, registry, select
-from infra.service import Service, ServiceError, demo_dir, run_dir
+from infra.service import Service, ServiceError, demo_dir, demo_web_pid_file, run_dir
 
 # Stopping and cleaning apply to every service when none is named, not only to those `up` starts.
 EVERY_SERVICE_BY_DEFAULT = frozenset({"down", "clean"})
@@ -136,6 +136,14 @@ COMMANDS: dict[str, Callable[[list[Service]], int]] = {
 }
 
 
+def stop_demo_web() -> None:
+    """The sarchive-web `make demo` leaves running goes with the services it reads: a `clean`
+    would otherwise delete its pid file and leave it holding its port."""
+    pid_file = demo_web_pid_file()
+    stop_pid(read_pid(pid_file), "sarchive-web")
+    pid_file.unlink(missing_ok=True)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="infra/services",
@@ -153,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     every_service = args.command in EVERY_SERVICE_BY_DEFAULT and not args.names
     services = registry() if every_service else select(registry(), args.names)
     try:
+        if every_service and args.command in ("down", "clean"):
+            stop_demo_web()
         status = COMMANDS[args.command](services)
         if status == 0 and args.command == "clean" and every_service:
             _delete_tree(demo_dir())

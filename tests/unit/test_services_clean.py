@@ -3,6 +3,8 @@ state and the demo's deleted, so the next `up` and `make demo` start as on a fre
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +118,22 @@ def test_down_with_no_service_named_also_stops_those_started_on_request(
 
     assert not kafka.running and not secure.running
     assert kafka.state.exists() and secure.state.exists()
+
+
+@pytest.mark.parametrize("command", ["down", "clean"])
+def test_down_and_clean_stop_the_web_server_the_demo_left_running(
+        command: str, run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Else `clean` deletes its pid file and the next demo's page finds its port taken."""
+    use_services(monkeypatch, [FakeService("kafka", run_dir / "kafka")])
+    demo_dir().mkdir(parents=True)
+    # A process whose command line names sarchive-web, as the demo's does.
+    web = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)",
+                            "sarchive-web"])
+    try:
+        (demo_dir() / "sarchive-web.pid").write_text(str(web.pid))
+        assert services.main([command]) == 0
+        assert web.wait(timeout=30) is not None
+        assert not (demo_dir() / "sarchive-web.pid").exists()
+    finally:
+        web.kill()
+        web.wait()
