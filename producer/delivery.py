@@ -143,15 +143,27 @@ class KafkaDelivery(Generic[TokenT]):
 
     def poll(self, timeout: float = 0.0) -> list[DeliveryReport[TokenT]]:
         """Serve librdkafka's callbacks; returns the delivery reports that arrived."""
-        self._producer.poll(timeout)
+        self._serving(self._producer.poll, timeout)
         return self._take_reports()
 
     def flush(self, timeout: float) -> list[DeliveryReport[TokenT]]:
         """Wait up to timeout seconds for the outcome of every message handed over (the
         shutdown's last step); returns the delivery reports that arrived. Messages still
         unanswered then are the caller's to keep."""
-        self._producer.flush(timeout)
+        self._serving(self._producer.flush, timeout)
         return self._take_reports()
+
+    def _serving(self, serve: Callable[[float], Any], timeout: float) -> None:
+        """poll() or flush(), which raise a fatal error of the client (seen with an idempotent
+        producer refused its producer id by the broker's ACLs) as KafkaException: it becomes
+        fatal_error, on which the caller replaces the producer; the outbox keeps the events."""
+        try:
+            serve(timeout)
+        except KafkaException as exc:
+            failure = classify(exc.args[0])
+            if failure.kind is not FailureKind.FATAL:
+                raise
+            self.fatal_error = failure
 
     def restart(self) -> list[DeliveryReport[TokenT]]:
         """Replace the producer (after a fatal error): every message the old one held is

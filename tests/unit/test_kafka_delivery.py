@@ -139,6 +139,23 @@ def test_message_refused_by_produce_is_a_named_error_with_its_kind(
     assert refused.value.failure.kind is FailureKind.TOO_LARGE
 
 
+def test_a_fatal_error_raised_by_poll_becomes_the_fatal_error_that_replaces_the_producer(
+        scripted_producer: type[ScriptedProducer]) -> None:
+    """As an idempotent producer refused its producer id by the broker's ACLs does."""
+    delivery: KafkaDelivery[str] = KafkaDelivery({}, "t", scripted_producer)
+    delivery.start()
+    refused = KafkaError(KafkaError.CLUSTER_AUTHORIZATION_FAILED, "Failed to acquire"
+                         " idempotence PID", fatal=True)
+
+    def raising_poll(timeout: float = 0) -> int:
+        raise KafkaException(refused)
+
+    scripted_producer.made[0].poll = raising_poll  # type: ignore[method-assign]  # scripted
+    assert delivery.poll(0) == []
+    assert delivery.fatal_error is not None
+    assert delivery.fatal_error.kind is FailureKind.FATAL
+
+
 def test_restart_reports_what_the_old_producer_held_as_purged(
         scripted_producer: type[ScriptedProducer]) -> None:
     delivery: KafkaDelivery[str] = KafkaDelivery({}, "t", scripted_producer)

@@ -39,7 +39,7 @@ def test_a_job_submitted_with_a_spoofed_user_is_owned_by_its_submitter_as_slurm_
     try:
         producer_runner("--cluster", slurm.cluster, "--spool", str(slurm.state_dir),
                         "--state-dir", str(tmp_path / "state"), "--brokers", pipeline.bootstrap,
-                        "--topic", pipeline.topic)
+                        "--topic", pipeline.topic, env={"SLURM_CONF": str(slurm.conf)})
         reader = topic_reader(pipeline.bootstrap, pipeline.topic).read_until(
             lambda r: job_id in r.job_ids(), timeout=60)
         event = next(e for e in reader.events if e.job_id == job_id)

@@ -170,7 +170,10 @@ class Pipeline:
         return ["--topic", self.topics.topic, "--dlq-topic", self.topics.dlq, "--group",
                 self.group(consumer), "--batch-timeout", "0.2", "--retry-backoff-initial",
                 "0.2", "--retry-backoff-max", "1", "--kafka-property", "session.timeout.ms=6000",
-                "--kafka-property", "heartbeat.interval.ms=500"]
+                "--kafka-property", "heartbeat.interval.ms=500",
+                # The failover tests restart brokers, not consumers; a consumer started again
+                # by a test must not be fenced by the one it replaces (same host, same group).
+                "--no-static-membership"]
 
     def archive(self, kafka: Sequence[str], *extra: str) -> ServiceProcess:
         self.archive_root.mkdir(exist_ok=True)
