@@ -154,16 +154,18 @@ class KafkaDelivery(Generic[TokenT]):
         return self._take_reports()
 
     def _serving(self, serve: Callable[[float], Any], timeout: float) -> None:
-        """poll() or flush(), which raise a fatal error of the client (seen with an idempotent
-        producer refused its producer id by the broker's ACLs) as KafkaException: it becomes
-        fatal_error, on which the caller replaces the producer; the outbox keeps the events."""
+        """poll() or flush(), which may raise a fatal error of the client (seen with an
+        idempotent producer refused its producer id by the broker's ACLs) as KafkaException
+        instead of passing it to error_cb: it is handled as error_cb handles it (counted and
+        named if the broker's security refused, then fatal_error, on which the caller replaces
+        the producer); the outbox keeps the events."""
         try:
             serve(timeout)
         except KafkaException as exc:
-            failure = classify(exc.args[0])
-            if failure.kind is not FailureKind.FATAL:
+            error = exc.args[0]
+            if classify(error).kind is not FailureKind.FATAL:
                 raise
-            self.fatal_error = failure
+            self._on_error(error)
 
     def restart(self) -> list[DeliveryReport[TokenT]]:
         """Replace the producer (after a fatal error): every message the old one held is

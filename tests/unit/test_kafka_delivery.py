@@ -151,9 +151,12 @@ def test_a_fatal_error_raised_by_poll_becomes_the_fatal_error_that_replaces_the_
         raise KafkaException(refused)
 
     scripted_producer.made[0].poll = raising_poll  # type: ignore[method-assign]  # scripted
+    refusals: list[str | None] = []
+    delivery.on_access_failure = lambda failure: refusals.append(failure.access)
     assert delivery.poll(0) == []
     assert delivery.fatal_error is not None
     assert delivery.fatal_error.kind is FailureKind.FATAL
+    assert refusals == ["authorization"], "counted like the same error through error_cb"
 
 
 def test_restart_reports_what_the_old_producer_held_as_purged(
