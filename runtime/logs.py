@@ -139,6 +139,13 @@ class RepeatFilter(logging.Filter):
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()  # librdkafka's and the service's threads both log
 
+    def forget(self) -> None:
+        """Pass the next message of every kind again (a test starting from a clean slate: the
+        filters of module-level loggers outlive each test)."""
+        with self._lock:
+            self._last.clear()
+            self._suppressed.clear()
+
     def filter(self, record: logging.LogRecord) -> bool:
         # A record may name its kind itself (extra={"repeat_key": ...}) when its text varies.
         key = getattr(record, "repeat_key", None) or _DIGITS.sub("#", record.getMessage())

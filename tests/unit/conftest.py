@@ -3,6 +3,7 @@ clock that drive the consumer runner without Kafka (see test_consumer_runner.py)
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from consumers.common.topic_admin import (
     TopicDescription,
     TopicExistsError,
 )
+from runtime.logs import RepeatFilter
 from schemas.codec import JobEventCodec
 from schemas.model import JobEvent, Scheduler, SpoolFile
 from testkit.events import job_event
@@ -394,3 +396,14 @@ def runner_harness() -> Callable[..., RunnerHarness]:
         return RunnerHarness(runner, consumer, producer, admin, sink, clock, journal, registry)
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def fresh_repeat_filters() -> None:
+    """Each test sees the first message of a kind logged: the repeat filters sit on
+    module-level loggers, so what one test logged would hide another's for a minute."""
+    for logger in logging.Logger.manager.loggerDict.values():
+        if isinstance(logger, logging.Logger):
+            for log_filter in logger.filters:
+                if isinstance(log_filter, RepeatFilter):
+                    log_filter.forget()
