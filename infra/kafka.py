@@ -14,6 +14,7 @@ import shutil
 import string
 import subprocess
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from infra.apt import apt_install
@@ -41,6 +42,17 @@ def contract_message_bytes() -> int:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return int(module.MAX_MESSAGE_BYTES)
+
+
+def new_cluster_id(random_bytes: Callable[[], bytes] = lambda: uuid.uuid4().bytes) -> str:
+    """A KRaft cluster id: a random UUID in URL-safe base64, as `kafka-storage random-uuid` gives.
+
+    Like Kafka's own Uuid.randomUuid, never one starting with "-": the storage tool's argument
+    parser reads such an id as an option and formatting fails (one id in 64 did)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(random_bytes()).rstrip(b"=").decode()
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 class KafkaService:
@@ -174,7 +186,7 @@ class KafkaService:
         return []
 
     def _cluster_id(self) -> str:
-        return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        return new_cluster_id()
 
     def _java(self, main_class: str, *args: str) -> list[str]:
         return [

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from infra.kafka import new_cluster_id
 from infra.kafka_cluster import KafkaClusterService
 from infra.kafka_secure import SecureKafkaService
 from infra.kafka_tls import CertificateAuthority
@@ -62,3 +63,10 @@ def test_certificates_carry_the_principal_as_cn_and_an_expired_one_fails_verific
     assert subject.strip() == "subject=CN=producer,O=sarchive test"
     assert verify(valid).returncode == 0
     assert "certificate has expired" in verify(expired).stdout + verify(expired).stderr
+
+
+def test_cluster_id_never_starts_with_a_dash_the_storage_tool_would_read_as_an_option() -> None:
+    draws = iter([b"\xf8" + bytes(15), bytes(16)])  # the first encodes to "-A..."
+    cluster_id = new_cluster_id(lambda: next(draws))
+    assert cluster_id == "A" * 22
+    assert len(new_cluster_id()) == 22
