@@ -27,6 +27,7 @@ from producer.dispatch import Dispatcher
 from producer.metrics import ProducerMetrics
 from producer.outbox import OutboxEntry, OutboxError
 from producer.state_dir import StateDir
+from runtime.backoff import backoff_delays
 from runtime.kafka import access_failure_message
 from schemas.codec import JobEventCodec
 from schemas.wire import message_headers, message_key
@@ -35,6 +36,11 @@ log = logging.getLogger(__name__)
 
 DELIVERY_POLL_INTERVAL = 0.01  # how often delivery reports are served while messages are out
 FAILURE_LOG_INTERVAL = 60.0  # transient delivery failures are summed up this often
+# A producer that fails fatally again at once (an idempotent producer refused its producer id
+# by ACLs) is recreated after 1 s, then 2, 4, ... up to 30 s: a lasting refusal costs a client
+# and a log line every 30 s, not every turn; the first acknowledgement resets the delays.
+RESTART_DELAY_FIRST = 1.0
+RESTART_DELAY_MAX = 30.0
 
 
 class Publisher:
@@ -52,6 +58,8 @@ class Publisher:
         self._queued: dict[str, int] = {}
         self._failures_unlogged: Tally[str] = Tally()
         self._last_failure_log = 0.0
+        self._restart_delays = backoff_delays(RESTART_DELAY_FIRST, RESTART_DELAY_MAX)
+        self._next_restart = 0.0
         self.broker_check = BrokerCheck(delivery.broker_answers, metrics.broker_up)
         delivery.on_access_failure = self._count_access_failure
 
@@ -87,13 +95,15 @@ class Publisher:
         a fatally failed producer. Call after the outbox's commit()."""
         self._dispatch(now)
         self._handle_reports(self.delivery.poll(0), now)
-        if self.delivery.fatal_error is not None:
+        if self.delivery.fatal_error is not None and now >= self._next_restart:
             self._restart_producer(now)
         self._log_failures(now)
 
     def next_wakeup(self, now: float) -> float | None:
         """When publish() has something to do next without new entries, if ever."""
         wakeups = [now + DELIVERY_POLL_INTERVAL] if self.dispatcher.in_flight else []
+        if self.delivery.fatal_error is not None:
+            wakeups.append(self._next_restart)
         retry_at = self.dispatcher.next_wakeup()
         if retry_at is not None:
             wakeups.append(retry_at)
@@ -152,6 +162,9 @@ class Publisher:
             self.metrics.broker_up.set(1)
 
     def _acknowledged(self, entry: OutboxEntry) -> None:
+        if self._next_restart:  # a recreated producer works: the next fatal error starts over
+            self._restart_delays = backoff_delays(RESTART_DELAY_FIRST, RESTART_DELAY_MAX)
+            self._next_restart = 0.0
         self.dispatcher.acked(entry)
         self.state.outbox.ack(entry)
         meta = entry.meta
@@ -205,7 +218,10 @@ class Publisher:
         failure = self.delivery.fatal_error
         assert failure is not None
         self.metrics.producer_restarts.inc()
+        delay = next(self._restart_delays)
+        self._next_restart = now + delay
         log.error("recreating the Kafka producer after a fatal error (%s: %s); the outbox"
-                  " keeps every event", failure.code, failure.detail)
+                  " keeps every event; if the new one fails too, the next in %.0f s",
+                  failure.code, failure.detail, delay)
         self._handle_reports(self.delivery.restart(), now)
         self.dispatcher.requeue_in_flight()

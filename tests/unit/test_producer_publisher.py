@@ -231,3 +231,39 @@ def test_authentication_failure_from_the_error_callback_is_counted_by_cause(
                                      {"cause": "authentication"}) == 1
     assert registry.get_sample_value("sarchive_producer_kafka_access_failures_total",
                                      {"cause": "tls"}) == 0
+
+
+
+def test_a_producer_refused_again_at_once_is_recreated_after_growing_delays_reset_by_an_ack(
+        state: StateDir, publisher: Publisher, factory: FakeProducerFactory) -> None:
+    refused: set[int] = set()
+
+    def refuse_the_newest() -> None:
+        """As ACLs refuse every new idempotent producer its producer id."""
+        newest = factory.made[-1]
+        if id(newest) not in refused:
+            refused.add(id(newest))
+            newest.config["error_cb"](
+                KafkaError(KafkaError.CLUSTER_AUTHORIZATION_FAILED, fatal=True))
+
+    def restarts_while_refused(times: list[float]) -> list[float]:
+        restarts = []
+        for now in times:
+            refuse_the_newest()
+            made = len(factory.made)
+            publisher.publish(now)
+            if len(factory.made) > made:
+                restarts.append(now)
+        return restarts
+
+    append(state, publisher, 1)
+    assert restarts_while_refused([n / 2 for n in range(16)]) == [0.0, 1.0, 3.0, 7.0], (
+        "1, 2, 4 s apart, not every turn")
+    assert publisher.next_wakeup(7.5) == 15.0
+    publisher.publish(15.0)
+    publisher.publish(15.1)  # the new producer is not refused: it takes the event
+    factory.made[-1].settle(None)
+    publisher.publish(15.2)
+    assert state.outbox.events == 0
+    assert restarts_while_refused([16.0, 16.5, 17.0]) == [16.0, 17.0], (
+        "an acknowledgement resets the delays")
