@@ -96,27 +96,6 @@ def create_client(factory: Callable[..., ClientT], properties: Mapping[str, obje
                           f" {detail}") from exc
 
 
-# What a client error (error_cb, or an error event from consume()) is about, for a metric
-# with a bounded label set; every kind is exported from the start.
-CLIENT_ERROR_KINDS = ("transport", "all-brokers-down", "resolve", "authentication", "timed-out",
-                      "other")
-_CLIENT_ERROR_KIND = {
-    KafkaError._TRANSPORT: "transport",
-    KafkaError._ALL_BROKERS_DOWN: "all-brokers-down",
-    KafkaError._RESOLVE: "resolve",
-    KafkaError._AUTHENTICATION: "authentication",
-    KafkaError.SASL_AUTHENTICATION_FAILED: "authentication",
-    KafkaError._SSL: "authentication",
-    KafkaError._TIMED_OUT: "timed-out",
-    KafkaError.REQUEST_TIMED_OUT: "timed-out",
-}
-
-
-def client_error_kind(error: KafkaError) -> str:
-    """One of CLIENT_ERROR_KINDS for a librdkafka error."""
-    return _CLIENT_ERROR_KIND.get(error.code(), "other")
-
-
 # -- the broker's security refusing a client: authentication, TLS verification, ACLs. Each is
 # named in one clear log line and counted by cause; none of them drops an event.
 ACCESS_FAILURE_CAUSES = ("authentication", "tls", "authorization")
@@ -136,6 +115,26 @@ def access_failure_cause(code: str, detail: str) -> str | None:
     if code in _AUTHORIZATION_CODES:
         return "authorization"
     return None
+
+
+# What a client error (error_cb, or an error event from consume()) is about, for a metric
+# with a bounded label set; every kind is exported from the start. A refusal by the broker's
+# security is named by its access failure cause: one classification of those, not two.
+CLIENT_ERROR_KINDS = ("transport", "all-brokers-down", "resolve", "timed-out",
+                      *ACCESS_FAILURE_CAUSES, "other")
+_CLIENT_ERROR_KIND = {
+    KafkaError._TRANSPORT: "transport",
+    KafkaError._ALL_BROKERS_DOWN: "all-brokers-down",
+    KafkaError._RESOLVE: "resolve",
+    KafkaError._TIMED_OUT: "timed-out",
+    KafkaError.REQUEST_TIMED_OUT: "timed-out",
+}
+
+
+def client_error_kind(error: KafkaError) -> str:
+    """One of CLIENT_ERROR_KINDS for a librdkafka error."""
+    cause = access_failure_cause(error.name(), error.str())
+    return cause if cause is not None else _CLIENT_ERROR_KIND.get(error.code(), "other")
 
 
 def access_failure_message(cause: str, code: str, detail: str, refused: str) -> str:

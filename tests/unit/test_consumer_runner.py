@@ -19,6 +19,7 @@ from consumers.common.sink import SinkUnavailableError
 from runtime.backoff import backoff_delays
 from runtime.config import ConfigError
 from runtime.exits import EXIT_FAILURE, EXIT_OK
+from runtime.kafka import client_error_kind
 
 TOPIC = "jobs"  # the harness's topic
 P0, P1 = (TOPIC, 0), (TOPIC, 1)
@@ -275,6 +276,18 @@ def test_client_errors_are_counted_by_kind_every_kind_exported_from_the_start(
     harness.dead_letters.properties["error_cb"](
         confluent_kafka.KafkaError(confluent_kafka.KafkaError._TRANSPORT))
     assert [count(kind) for kind in ("transport", "all-brokers-down", "other")] == [4, 1, 0]
+
+
+@pytest.mark.parametrize(("code", "detail", "kind"), [
+    (confluent_kafka.KafkaError._TRANSPORT, "SSL handshake failed: certificate expired", "tls"),
+    (confluent_kafka.KafkaError._SSL, "", "tls"),
+    (confluent_kafka.KafkaError.SASL_AUTHENTICATION_FAILED, "", "authentication"),
+    (confluent_kafka.KafkaError.TOPIC_AUTHORIZATION_FAILED, "", "authorization"),
+    (confluent_kafka.KafkaError._TRANSPORT, "Connection refused", "transport"),
+])
+def test_a_security_refusal_is_counted_under_its_access_failure_cause(
+        code: int, detail: str, kind: str) -> None:
+    assert client_error_kind(confluent_kafka.KafkaError(code, detail)) == kind
 
 
 def test_a_fatal_error_reported_to_the_consumers_error_callback_stops_the_service(
