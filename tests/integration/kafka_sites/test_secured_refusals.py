@@ -154,52 +154,34 @@ def test_consumer_with_expired_certificate_commits_nothing_until_restarted_with_
     assert committed(secure_kafka, pipeline.group("archive"), secure_topics.topic) == JOBS
 
 
-def test_consumer_without_group_acl_commits_nothing_and_resumes_once_granted(
-        secure_kafka: SecureKafka, secure_topics: Harness,
+# case: the ACL withheld (group or topic read), the listener the consumer uses
+WITHHELD_CONSUMER_ACLS = {"group": Listener.SASL_SSL, "topic": Listener.MTLS}
+
+
+@pytest.mark.parametrize("withheld", list(WITHHELD_CONSUMER_ACLS))
+def test_consumer_without_a_read_acl_commits_nothing_and_resumes_once_granted(
+        withheld: str, secure_kafka: SecureKafka, secure_topics: Harness,
         make_pipeline: Callable[..., Harness], synthetic_spool: Harness) -> None:
     pipeline = make_pipeline(secure_topics)
     jobs = fill_topic(secure_kafka, secure_topics, pipeline, synthetic_spool)
     group = pipeline.group("archive")
+    resource = group if withheld == "group" else secure_topics.topic
     all_acls = consumer_acls("archive", secure_topics.topic, group, secure_topics.dlq)
-    group_acl = [acl for acl in all_acls if acl.name == group]
-    secure_kafka.grant([acl for acl in all_acls if acl not in group_acl])
-    consumer = pipeline.archive(secure_kafka.flags("archive", Listener.SASL_SSL))
-    wait_refused(consumer, CONSUMER_FAILURES,
-                 {"service": "sarchive-archive", "cause": "authorization"})
-    says = f"not authorised to read group {group}"
-    assert len([line for line in consumer.log().splitlines() if says in line]) == 1, (
-        consumer.log_tail())
-    assert pipeline.archived_scripts() == {}
-
-    secure_kafka.grant(group_acl)
-    consumer.wait_until(lambda: set(pipeline.archived_scripts()) == jobs, 60,
-                        "the jobs archived once the group ACL is granted")
-    assert consumer.stop() == 0
-    assert committed(secure_kafka, group, secure_topics.topic) == JOBS
-
-
-def test_consumer_without_topic_read_acl_commits_nothing_and_resumes_once_granted(
-        secure_kafka: SecureKafka, secure_topics: Harness,
-        make_pipeline: Callable[..., Harness], synthetic_spool: Harness) -> None:
-    pipeline = make_pipeline(secure_topics)
-    jobs = fill_topic(secure_kafka, secure_topics, pipeline, synthetic_spool)
-    group = pipeline.group("archive")
-    all_acls = consumer_acls("archive", secure_topics.topic, group, secure_topics.dlq)
-    topic_read = [acl for acl in all_acls if acl.name == secure_topics.topic]
-    secure_kafka.grant([acl for acl in all_acls if acl not in topic_read])
+    missing = [acl for acl in all_acls if acl.name == resource]
+    secure_kafka.grant([acl for acl in all_acls if acl not in missing])
     # librdkafka looks at a refused subscription again with its periodic metadata refresh
     # (topic.metadata.refresh.interval.ms, 5 min by default): shortened to keep the test short.
-    consumer = pipeline.archive(secure_kafka.flags("archive", Listener.MTLS), "--kafka-property",
-                                "topic.metadata.refresh.interval.ms=2000")
+    consumer = pipeline.archive(secure_kafka.flags("archive", WITHHELD_CONSUMER_ACLS[withheld]),
+                                "--kafka-property", "topic.metadata.refresh.interval.ms=2000")
     wait_refused(consumer, CONSUMER_FAILURES,
                  {"service": "sarchive-archive", "cause": "authorization"})
-    says = f"not authorised to read topic {secure_topics.topic}"
+    says = f"not authorised to read {withheld} {resource}"
     assert len([line for line in consumer.log().splitlines() if says in line]) == 1, (
         consumer.log_tail())
     assert pipeline.archived_scripts() == {}
 
-    secure_kafka.grant(topic_read)
+    secure_kafka.grant(missing)
     consumer.wait_until(lambda: set(pipeline.archived_scripts()) == jobs, 60,
-                        "the jobs archived once the topic ACL is granted")
+                        f"the jobs archived once the {withheld} ACL is granted")
     assert consumer.stop() == 0
     assert committed(secure_kafka, group, secure_topics.topic) == JOBS
