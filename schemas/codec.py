@@ -143,7 +143,7 @@ class JobEventCodec:
         if not isinstance(record, dict):
             raise CorruptEventError(f"job event body decoded to {type(record).__name__}")
         for spool_file in record["spool_files"]:
-            if spool_file["rebuild"] != SpoolFileRebuild.CARRIED and spool_file["content"]:
+            if _rebuild(spool_file) is not SpoolFileRebuild.CARRIED and spool_file["content"]:
                 raise CorruptEventError(
                     f"spool file {spool_file['name']!r} is rebuilt ({spool_file['rebuild']})"
                     f" but also carries {len(spool_file['content'])} bytes"
@@ -173,8 +173,13 @@ def _spool_file_record(spool_file: SpoolFile, script: bytes,
     return {"name": spool_file.name, "content": content, "rebuild": rebuild.value}
 
 
+def _rebuild(spool_file: Mapping[str, Any]) -> SpoolFileRebuild:
+    # A reader schema before version 3 (a codec shipping only older versions) has no rebuild.
+    return SpoolFileRebuild(spool_file.get("rebuild", SpoolFileRebuild.CARRIED))
+
+
 def _spool_file(spool_file: Mapping[str, Any], script: bytes, environment: bytes) -> SpoolFile:
-    rebuild = SpoolFileRebuild(spool_file["rebuild"])
+    rebuild = _rebuild(spool_file)
     if rebuild is SpoolFileRebuild.CARRIED:
         return SpoolFile(spool_file["name"], spool_file["content"])
     return SpoolFile(spool_file["name"], rebuild_spool_file(rebuild, script, environment))
