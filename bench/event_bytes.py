@@ -64,7 +64,8 @@ def wire_bytes(bootstrap: str, topic: str, events: Sequence[JobEvent],
     producer = Producer({**quiet(producer_properties(bootstrap, topic)),
                          "statistics.interval.ms": str(STATS_INTERVAL_MS),
                          "stats_cb": batches})
-    headers = message_headers(codec)
+    # A list of the wider tuples confluent's stubs want (lists are invariant).
+    headers: list[tuple[str, str | bytes | None]] = list(message_headers(codec))
     for event in events:
         value, key = codec.encode(event), message_key(event.job_key)
         while True:
