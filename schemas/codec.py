@@ -114,7 +114,8 @@ class JobEventCodec:
         return from_record(self.decode_record(data))
 
     def decode_record(self, data: bytes) -> dict[str, Any]:
-        """The event as the reader schema's record (a dict), resolving the writer's version."""
+        """The event as the reader schema's record (a dict), resolving the writer's version;
+        spool files with a recipe are not rebuilt yet (their content is empty)."""
         if len(data) < HEADER_SIZE or data[:2] != MAGIC:
             raise NotSingleObjectEncodedError(
                 f"not an Avro single-object encoded message ({len(data)} bytes,"
