@@ -5,19 +5,25 @@ from __future__ import annotations
 import io
 import re
 import struct
+import sys
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, Counter
 
 from producer.environment import DEFAULT_REDACT, EnvPolicy, render_slurm_environment_file
 from producer.events import EventSettings, build_event
+from producer.jobs import JobRef
+from producer.read_outcomes import ReadEvent
+from producer.reader_processes import JobReaders
 from producer.slurm_spool import read_slurm_job
 from producer.spool_io import RawJob
 from producer.torque_spool import read_torque_job
-from schemas.codec import HEADER_SIZE, JobEventCodec, to_record
+from schemas.codec import HEADER_SIZE, JobEventCodec, load_schema_versions, to_record
 from schemas.errors import CorruptEventError
 from schemas.model import Scheduler, SpoolFile
 from schemas.spool_rebuild import SpoolFileRebuild, rebuild_of, rebuild_spool_file
@@ -145,3 +151,21 @@ def test_version_1_and_2_writers_still_carry_every_file() -> None:
         assert codec.encode(event).count(event.script) == 2
 
 
+
+
+def test_the_producer_writes_the_newest_version_with_slurms_files_as_recipes(
+        synthetic_spool: Any) -> None:
+    """What a reader hands the outbox: a v3 message without the copies, which decodes to
+    the files exactly as slurmctld wrote them (nothing redacted here)."""
+    job_dir = synthetic_spool.write_job(5, b"#!/bin/sh\necho five\n", (b"USER=alice", b"A=1"))
+    readers = JobReaders(SETTINGS, 0, Counter("restarts", "test", registry=CollectorRegistry()))
+    readers.submit([JobRef(Scheduler.SLURM, "hash.5/job.5", job_dir)])
+    [(_, outcome)] = readers.results()
+    assert isinstance(outcome, ReadEvent)
+    newest = load_schema_versions()[max(load_schema_versions())]
+    assert (newest.version, outcome.value[2:HEADER_SIZE]) == (3, newest.fingerprint)
+    assert [f["rebuild"] for f in wire_spool_files(outcome.value)] == [
+        "SCRIPT_NUL", "ENVIRONMENT_COUNT_LE" if sys.byteorder == "little"
+        else "ENVIRONMENT_COUNT_BE"]
+    assert {f.name: f.content for f in V3.decode(outcome.value).spool_files} == {
+        name: (job_dir / name).read_bytes() for name in ("script", "environment")}
