@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import event_bytes
 import prior_art
 import spoolgen
 import stages
@@ -44,6 +45,7 @@ from harness import (
 )
 
 from consumers.elastic.config import EsConsumerConfig
+from schemas.codec import load_schema_versions
 from schemas.model import JobEvent
 from schemas.version import VERSION
 
@@ -51,6 +53,7 @@ RESULTS = BENCH_DIR / "results" / "latest.json"
 # Documents a run indexes into a throwaway index before its first Elasticsearch figure.
 ES_WARM_UP_DOCS = 3000
 STEADY_RATE = 500.0  # jobs/s: Slurm's documented sustained rate, the latency load
+PRODUCED_VERSION = max(load_schema_versions())  # the job event version the producer writes
 
 
 @dataclass(frozen=True)
@@ -86,10 +89,11 @@ STAGES = (
     "es.throughput", "es.peak_rss_mb", "es.drain_ratio",
     "pipeline.throughput", "pipeline.latency.p50_ms", "pipeline.latency.p99_ms",
     "sbatch.latency.p50_ms", "sbatch.latency.p99_ms",
+    "event_bytes.produced.outbox", "event_bytes.produced.wire",
 )
 BASELINES = (
     "R_prod", "R_prod.latency.p50_ms", "R_prod.latency.p99_ms", "R_prod.latency.p999_ms",
-    "R_cons", "R_fs", "R_es",
+    "R_cons", "R_fs", "R_es", "event_bytes.v1.outbox", "event_bytes.v1.wire",
 )
 PRIOR_ART = ("prior_art.throughput", "prior_art.latency.p50_ms", "prior_art.latency.p99_ms")
 
@@ -159,6 +163,8 @@ class Suite:
         (("pipeline.throughput", "pipeline.latency.p50_ms", "pipeline.latency.p99_ms"),
          "pipeline"),
         (("sbatch.latency.p50_ms", "sbatch.latency.p99_ms"), "sbatch"),
+        (("event_bytes.v1.outbox", "event_bytes.v1.wire", "event_bytes.produced.outbox",
+          "event_bytes.produced.wire"), "event_bytes"),
         (PRIOR_ART, "prior_art"),
     )
 
@@ -277,6 +283,9 @@ class Suite:
         return {"sbatch.latency.p50_ms": outcome["p50_ms"],
                 "sbatch.latency.p99_ms": outcome["p99_ms"]}
 
+    def event_bytes(self) -> dict[str, float]:
+        return event_bytes.measure(self.kafka, self.new_topic, self.events)
+
     def prior_art(self) -> dict[str, float]:
         assert self.prior_art_binary is not None  # steps() lists this step only then
         outcome = prior_art.measure(self.prior_art_binary, self.seed, self.sizes.jobs,
@@ -391,6 +400,12 @@ ROWS = (
         "prior_art.latency.p99_ms", "Rust sarchive p99"),
     Row("real sbatch -> broker ack p50", "sbatch.latency.p50_ms", "ms"),
     Row("real sbatch -> broker ack p99", "sbatch.latency.p99_ms", "ms"),
+    Row(f"bytes/event in the outbox, v{PRODUCED_VERSION}", "event_bytes.produced.outbox",
+        "bytes", "event_bytes.v1.outbox", "v1",
+        (at_most(0.6, "≥ 40% below v1", on_ratio=True),)),
+    Row(f"bytes/event on the wire (zstd), v{PRODUCED_VERSION}", "event_bytes.produced.wire",
+        "bytes", "event_bytes.v1.wire", "v1",
+        (at_most(0.6, "≥ 40% below v1", on_ratio=True),)),
 )
 
 

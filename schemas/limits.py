@@ -7,8 +7,9 @@ installed) can load it by path to configure the test broker with the same limits
 MIB = 1024 * 1024
 
 # The largest encoded job event, a Kafka record's value. Slurm's default max_script_size is
-# 4 MiB and a v1 event carries the script twice (its field and the spool copy) beside the
-# environment: 16 MiB leaves room for several MiB of environment.
+# 4 MiB and a v1 or v2 event (still read during an upgrade) carries the script twice (its
+# field and the spool copy) beside the environment: 16 MiB leaves room for several MiB of
+# environment. A v3 event carries the script once.
 MAX_EVENT_BYTES = 16 * MIB
 
 # Key, headers and the record batch's framing around one event.

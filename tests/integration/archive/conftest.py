@@ -76,9 +76,11 @@ def expected_files(event: JobEvent) -> dict[str, bytes]:
     }
 
 
-def produce(bootstrap: str, topic: str, events: Sequence[JobEvent]) -> list[tuple[int, int]]:
-    """Produce events as the producer does; their (partition, offset), in the same order."""
-    codec = JobEventCodec()
+def produce(bootstrap: str, topic: str, events: Sequence[JobEvent],
+            codec: JobEventCodec | None = None) -> list[tuple[int, int]]:
+    """Produce events as the producer does (or as one of an older version's codec); their
+    (partition, offset), in the same order."""
+    codec = codec or JobEventCodec()
     return produce_raw(
         bootstrap,
         topic,
@@ -263,8 +265,9 @@ class ArchiveRunner:
     def end_offsets(self) -> dict[int, int]:
         return end_offsets(self.bootstrap, self.topic)
 
-    def produce(self, events: Sequence[JobEvent]) -> list[tuple[int, int]]:
-        return produce(self.bootstrap, self.topic, events)
+    def produce(self, events: Sequence[JobEvent],
+                codec: JobEventCodec | None = None) -> list[tuple[int, int]]:
+        return produce(self.bootstrap, self.topic, events, codec)
 
     def produce_raw(
         self,

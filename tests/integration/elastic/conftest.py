@@ -313,8 +313,9 @@ class EsPipeline:
 
     # -- feeding -------------------------------------------------------------------------
 
-    def produce(self, events: Sequence[JobEvent]) -> None:
-        """Publish events exactly as the producer does: key, Avro value, headers."""
+    def produce(self, events: Sequence[JobEvent], codec: JobEventCodec = CODEC) -> None:
+        """Publish events exactly as the producer does (or as one of an older version's
+        codec): key, Avro value, headers."""
         producer = confluent_kafka.Producer(
             {"bootstrap.servers": self.bootstrap, "acks": "all", "enable.idempotence": True}
         )
@@ -322,10 +323,10 @@ class EsPipeline:
             producer.produce(
                 self.topic,
                 key=message_key(event.job_key),
-                value=CODEC.encode(event),
+                value=codec.encode(event),
                 # list(): a new list, which mypy types as confluent's stubs want (a list of
                 # tuple[str, bytes] is not a list of their wider tuples: lists are invariant)
-                headers=list(message_headers(CODEC)),
+                headers=list(message_headers(codec)),
             )
             producer.poll(0)
         assert producer.flush(30) == 0
