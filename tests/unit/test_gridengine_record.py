@@ -9,6 +9,8 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from producer.cull import FREE_ELEM, unpack_element
 from producer.errors import REASON_MALFORMED, SpoolReadError
@@ -180,3 +182,19 @@ def test_a_record_error_is_a_per_job_spool_read_error() -> None:
     assert isinstance(caught.value, GridEngineRecordError)
     assert caught.value.job_id == "42"
     assert caught.value.reason == REASON_MALFORMED
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=st.sampled_from(["plain", "export_all", "options_cwd", "array_running"]),
+       edits=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)),
+                      min_size=1, max_size=8))
+def test_damaged_records_decode_or_raise_a_record_error_never_anything_else(
+        case: str, edits: list[tuple[int, int]]) -> None:
+    data = bytearray(record_bytes(case))
+    for position, byte in edits:
+        data[position % len(data)] = byte
+    try:
+        job = parse_job_record(bytes(data))
+    except GridEngineRecordError:
+        return
+    assert isinstance(job, GridEngineJob)
