@@ -1,4 +1,4 @@
-"""#SBATCH / #PBS directive parsing: the header rules, option forms, and robustness."""
+"""#SBATCH / #PBS / #$ directive parsing: the header rules, option forms, and robustness."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer.directives import JobMetadata, metadata_from_directives, parse_directives
+from producer.directives import (
+    GRIDENGINE,
+    JobMetadata,
+    metadata_from_directives,
+    parse_directives,
+)
+from producer.gridengine_record import parse_job_record
 from schemas.model import Scheduler
 
 SLURM = Scheduler.SLURM
@@ -23,6 +29,10 @@ def sbatch(*lines: str) -> dict[str, str]:
 
 def pbs(*lines: str) -> dict[str, str]:
     return parse_directives("\n".join(lines).encode(), TORQUE)
+
+
+def qsub(*lines: str) -> dict[str, str]:
+    return parse_directives("\n".join(lines).encode(), GRIDENGINE)
 
 
 def test_real_script_directives() -> None:
@@ -142,6 +152,75 @@ def test_empty_directive_values_are_unset_metadata() -> None:
     assert metadata_from_directives({"job-name": "", "account": ""}, SLURM) == JobMetadata()
 
 
+def test_gridengine_options_the_issue_names() -> None:
+    assert qsub(
+        "#!/bin/bash", "#$ -N relax -A acct", "#$ -P proj -q all.q", "#$ -l h_rt=1:00:00",
+        "#$ -pe smp 4", "#$ -t 1-10:2", "#$ -cwd", "#$ -wd /scratch/run", "#$ -S /bin/bash",
+    ) == {"N": "relax", "A": "acct", "P": "proj", "q": "all.q", "l.h_rt": "1:00:00",
+          "pe": "smp 4", "t": "1-10:2", "cwd": "", "wd": "/scratch/run", "S": "/bin/bash"}
+
+
+def test_gridengine_reads_directives_after_the_first_command_and_without_a_space() -> None:
+    """As qsub does: it named a job 'late' from a #$ line after `echo first`."""
+    assert qsub("#!/bin/sh", "echo first", "#$ -N late", "#$-A nospace") == {
+        "N": "late", "A": "nospace"}
+
+
+def test_gridengine_hash_ends_the_directive_even_inside_quotes() -> None:
+    """qsub named jobs 'x' from `#$ -N x#y` and 'a' from `#$ -N 'a#b'`."""
+    assert qsub("#$ -N x#y") == {"N": "x"}
+    assert qsub("#$ -N 'a#b'") == {"N": "a"}
+    assert qsub("#$ -A acct # a comment") == {"A": "acct"}
+
+
+def test_gridengine_quotes_are_removed_and_an_open_one_runs_to_the_end() -> None:
+    """qsub named jobs 'abcdef' from `ab"cd"ef` and 'unbalanced' from `"unbalanced`."""
+    assert qsub('#$ -N ab"cd"ef') == {"N": "abcdef"}
+    assert qsub('#$ -N "unbalanced', "#$ -A x") == {"N": "unbalanced", "A": "x"}
+    assert parse_directives(b'#$ -N "crlf\r\n', GRIDENGINE) == {"N": "crlf"}
+
+
+def test_gridengine_resource_lists_merge_and_soft_holds_to_the_end_of_its_line() -> None:
+    """qsub kept `-l h_rt=60` on the line after `#$ -soft -l h_vmem=2G` a hard request."""
+    assert qsub(
+        "#$ -l h_rt=0:5:0", "#$ -l h_vmem=1G,s_rt=10", "#$ -soft -l h_vmem=2G -l arch=x",
+        "#$ -l h_rt=60", "#$ -soft -l s_vmem=1G -hard -l h_cpu=5",
+    ) == {"l.h_rt": "60", "l.h_vmem": "1G", "l.s_rt": "10", "soft.l.h_vmem": "2G",
+          "soft.l.arch": "x", "soft.l.s_vmem": "1G", "l.h_cpu": "5", "soft": "", "hard": ""}
+
+
+def test_gridengine_only_its_own_prefix_in_column_one_counts() -> None:
+    assert qsub("  #$ -N indented", "#PBS -N pbs", "#SBATCH -J slurm", "# $ -N spaced",
+                "#$ -q ok") == {"q": "ok"}
+
+
+@pytest.mark.parametrize("line", [
+    "#$ -N",  # missing value
+    "#$ -pe smp",  # -pe takes two words
+    "#$ -bogus 3",  # unknown option
+    "#$ stray -N word",
+    "#$ --N x",
+])
+def test_an_unparsable_gridengine_line_is_skipped_whole(line: str) -> None:
+    assert qsub("#$ -q before", line, "#$ -A after") == {"q": "before", "A": "after"}
+
+
+def test_gridengine_directives_of_a_real_script_match_its_record() -> None:
+    """options_wd was submitted with `-wd /tmp -l h_rt=300 -pe smp 2`: the command line
+    overrides the script's -l h_rt and -cwd, the name comes from the script."""
+    fixture = Path(__file__).parent.parent / "fixtures" / "gridengine" / "options_wd"
+    directives = parse_directives((fixture / "script").read_bytes(), GRIDENGINE)
+    assert directives == {"N": "directive_name", "l.h_rt": "0:10:0", "cwd": ""}
+    assert parse_job_record((fixture / "record").read_bytes()).job_name == directives["N"]
+
+
+def test_gridengine_metadata_from_directives() -> None:
+    directives = qsub("#$ -N a -A acct -q all.q -wd /w -l h_rt=1:00:00 -pe smp 2-4")
+    assert metadata_from_directives(directives, GRIDENGINE) == JobMetadata(
+        job_name="a", account="acct", partition="all.q", work_dir="/w", time_limit="1:00:00",
+        nodes=None, ntasks="2-4")
+
+
 # --- properties ---------------------------------------------------------------------------
 
 SLURM_SHORT = {"job-name": "J", "account": "A", "partition": "p", "time": "t", "nodes": "N",
@@ -242,13 +321,62 @@ def test_pbs_option_sets_round_trip(case: tuple[bytes, dict[str, str]]) -> None:
     assert parse_directives(script, TORQUE) == expected
 
 
-fragments = st.sampled_from([b"#SBATCH", b"#PBS", b" ", b"\t", b"-", b"--", b"=", b'"', b"'",
-                             b"#", b"J", b"l", b"x", b"a=b,", b"\n", b"\r\n", b"\xff", b"\0"])
+QSUB_WITH_VALUE = ["N", "A", "P", "q", "t", "wd", "S", "o", "e", "j", "hold_jid", "tc"]
+QSUB_FLAGS = ["cwd", "V", "h", "notify"]
+qsub_value = st.text("abcXYZ019:/_.,%@+=-", min_size=1, max_size=12).filter(
+    lambda v: not v.startswith("-"))
 
 
-@pytest.mark.parametrize("scheduler", [SLURM, TORQUE])
+@st.composite
+def qsub_script(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
+    """#$ lines anywhere in a script, with or without a space after the prefix."""
+    names = draw(st.lists(st.sampled_from([*QSUB_WITH_VALUE, *QSUB_FLAGS, "pe"]), unique=True,
+                          max_size=8))
+    rendered: list[str] = []
+    expected: dict[str, str] = {}
+    for name in names:
+        if name in QSUB_FLAGS:
+            rendered.append(f"-{name}")
+            expected[name] = ""
+        elif name == "pe":
+            value = f"{draw(qsub_value)} {draw(st.integers(1, 64))}"
+            rendered.append(f"-pe {value}")
+            expected["pe"] = value
+        else:
+            value = draw(st.one_of(qsub_value, st.builds("{} {}".format, qsub_value,
+                                                          qsub_value)))
+            rendered.append(f'-{name} "{value}"' if " " in value or draw(st.booleans())
+                            else f"-{name} {value}")
+            expected[name] = value
+    requested = draw(resources)
+    if requested:
+        rendered.append("-l " + ",".join(f"{key}={value}" for key, value in requested.items()))
+        expected |= {f"l.{key}": value for key, value in requested.items()}
+    lines = ["#!/bin/bash"]
+    while rendered:
+        take = draw(st.integers(min_value=1, max_value=len(rendered)))
+        separator = draw(st.sampled_from([" ", "", "\t"]))
+        lines.append("#$" + separator + " ".join(rendered[:take]))
+        rendered = rendered[take:]
+        lines.append(draw(st.sampled_from(["", "# comment", "echo step", "#$$ -N no"])))
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    return newline.join(lines).encode(), expected
+
+
+@given(qsub_script())
+def test_gridengine_option_sets_round_trip(case: tuple[bytes, dict[str, str]]) -> None:
+    script, expected = case
+    assert parse_directives(script, GRIDENGINE) == expected
+
+
+fragments = st.sampled_from([b"#SBATCH", b"#PBS", b"#$", b" ", b"\t", b"-", b"--", b"=", b'"',
+                             b"'", b"#", b"J", b"l", b"pe", b"x", b"a=b,", b"\n", b"\r\n",
+                             b"\xff", b"\0"])
+
+
+@pytest.mark.parametrize("scheduler", [SLURM, TORQUE, GRIDENGINE])
 @given(script=st.one_of(st.binary(max_size=300),
                         st.lists(fragments, max_size=60).map(b"".join)))
-def test_arbitrary_bytes_never_raise(scheduler: Scheduler, script: bytes) -> None:
+def test_arbitrary_bytes_never_raise(scheduler: str, script: bytes) -> None:
     directives = parse_directives(script, scheduler)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in directives.items())
