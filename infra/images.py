@@ -37,8 +37,10 @@ PYTHON_IMAGE = "localhost/sarchive-python:bookworm"
 JAVA_IMAGE = "localhost/sarchive-java:bookworm"
 # The host's CA bundle, mounted into pip's build steps as the secret `ca` (deploy/Dockerfile).
 CA_BUNDLE = Path(os.environ.get("SARCHIVE_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt"))
-# Podman's default nproc limit exceeds what an unprivileged container may set here.
+# Podman's default nproc limit exceeds what a container may set here; with no hard limit on
+# open files, the kernel's usual nr_open.
 MAX_NPROC = 32768
+UNLIMITED_NOFILE = 1048576
 
 
 @dataclass(frozen=True)
@@ -85,14 +87,12 @@ def podman_compose() -> Path:
     return containers_dir() / "venv" / "bin" / "podman-compose"
 
 
-def containers_conf() -> str:
-    """Debian's default runtime, crun 1.8, fails on a hybrid cgroup hierarchy; podman's default
-    ulimits exceed the hard limits an unprivileged host process has (setrlimit EPERM). No
-    systemd here: cgroupfs and a file event log."""
-    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-    nproc = resource.getrlimit(resource.RLIMIT_NPROC)[1]
-    nofile = nofile if nofile != resource.RLIM_INFINITY else 1048576
-    nproc = MAX_NPROC if nproc == resource.RLIM_INFINITY else min(nproc, MAX_NPROC)
+def containers_conf(nofile_hard: int, nproc_hard: int) -> str:
+    """This machine's containers.conf, given its hard limits (RLIM_INFINITY: none). Debian's
+    default runtime, crun 1.8, fails on a hybrid cgroup hierarchy; podman's default ulimits
+    exceed the hard limits here (setrlimit EPERM). No systemd: cgroupfs, a file event log."""
+    nofile = UNLIMITED_NOFILE if nofile_hard == resource.RLIM_INFINITY else nofile_hard
+    nproc = MAX_NPROC if nproc_hard == resource.RLIM_INFINITY else min(nproc_hard, MAX_NPROC)
     return (
         "# Written by infra/images.py for this machine; docs/containers.md.\n"
         "[containers]\n"
@@ -119,7 +119,8 @@ def install_tools() -> None:
     apt_install(PACKAGES)
     conf = containers_dir() / "containers.conf"
     conf.parent.mkdir(parents=True, exist_ok=True)
-    write_if_changed(conf, containers_conf())
+    write_if_changed(conf, containers_conf(resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+                                           resource.getrlimit(resource.RLIMIT_NPROC)[1]))
     if not podman_compose().exists():
         venv = podman_compose().parent.parent
         run([sys.executable, "-m", "venv", str(venv)])
