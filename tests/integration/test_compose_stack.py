@@ -136,7 +136,7 @@ class Stack:
     def wait_all_delivered(self, job_ids: range, timeout: float) -> None:
         def delivered() -> bool:
             return (all(self.archived(job_id) is not None for job_id in job_ids)
-                    and len(self.indexed()) >= len(job_ids))
+                    and {str(job_id) for job_id in job_ids} <= set(self.indexed()))
         wait_until(delivered, timeout, f"jobs {job_ids} are archived and indexed",
                    interval=1.0, context=lambda: "\n".join(
                        f"--- {service}\n{self.logs(service)}"
@@ -191,6 +191,15 @@ def test_every_service_serves_its_metrics_and_passes_its_healthcheck(stack: Stac
     for service in ("kafka", "elasticsearch", *METRICS_PORTS):
         check = stack.podman("healthcheck", "run", stack.container(service))
         assert check.returncode == 0, (service, check.stdout, check.stderr, stack.logs(service))
+
+
+def test_the_broker_keeps_its_log_in_the_kafka_data_volume(stack: Stack) -> None:
+    """Not in the container's /tmp, where a new container would start without the topic."""
+    mounts = json.loads(stack.podman("inspect", stack.container("kafka")).stdout)[0]["Mounts"]
+    volume = next(m for m in mounts if m["Destination"] == "/var/lib/kafka/data")
+    assert volume["Type"] == "volume" and volume["Name"].endswith("kafka-data"), volume
+    assert any(Path(volume["Source"]).glob("sarchive.jobs-*")), list(
+        Path(volume["Source"]).iterdir())
 
 
 def test_a_killed_consumer_is_restarted_by_its_restart_policy_and_loses_no_job(
