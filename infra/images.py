@@ -84,7 +84,8 @@ def podman_env() -> dict[str, str]:
 
 
 def podman_compose() -> Path:
-    return containers_dir() / "venv" / "bin" / "podman-compose"
+    """In a virtual environment named by its version: a new pin installs afresh."""
+    return containers_dir() / PODMAN_COMPOSE.replace("==", "-") / "bin" / "podman-compose"
 
 
 def containers_conf(nofile_hard: int, nproc_hard: int) -> str:
@@ -170,7 +171,16 @@ def stage(image: Image) -> Path:
     return context
 
 
+def image_id(tag: str) -> str | None:
+    inspected = subprocess.run(["podman", "image", "inspect", "--format", "{{.Id}}", tag],
+                               env=podman_env(), capture_output=True, text=True, check=False)
+    return inspected.stdout.strip() if inspected.returncode == 0 else None
+
+
 def build_image(image: Image) -> None:
+    """Build image; the image its tag named before, now nameless, is removed (each source change
+    would otherwise leave one behind), unless a container still uses it."""
+    previous = image_id(image.tag)
     context = stage(image) if image.staged else repo_root() / image.context
     argv = ["podman", "build", "--pull=never", "-t", image.tag,
             "-f", str(repo_root() / image.dockerfile)]
@@ -179,6 +189,9 @@ def build_image(image: Image) -> None:
     if CA_BUNDLE.is_file():
         argv += ["--secret", f"id=ca,src={CA_BUNDLE}"]
     run([*argv, str(context)])
+    if previous is not None and previous != image_id(image.tag):
+        subprocess.run(["podman", "rmi", previous], env=podman_env(), capture_output=True,
+                       check=False)
 
 
 def build() -> None:
