@@ -32,7 +32,8 @@ REPO = Path(__file__).resolve().parents[2]
 PROJECT = "sarchive-stack-test"
 SERVICE_UID = 10001  # the image's sarchive user: the spool's owner (SlurmUser) here
 CLUSTER = "stack-test"
-# Host ports: away from the shared services' and the other tests' (metrics 9310-9313).
+# The host ports' variables: free ports are chosen at start, never the documented 9310-9313,
+# 8080 and 9200, which the shared services and other tests use.
 METRICS_PORTS = {"producer": "SARCHIVE_COMPOSE_PRODUCER_METRICS_PORT",
                  "archive": "SARCHIVE_COMPOSE_ARCHIVE_METRICS_PORT",
                  "elastic": "SARCHIVE_COMPOSE_ELASTIC_METRICS_PORT",
@@ -40,6 +41,7 @@ METRICS_PORTS = {"producer": "SARCHIVE_COMPOSE_PRODUCER_METRICS_PORT",
 SCRIPTS = {"producer": "sarchive-producer", "archive": "sarchive-archive",
            "elastic": "sarchive-es", "web": "sarchive-web"}
 START_TIMEOUT = 300.0  # two JVMs and four Python services starting on two shared cores
+
 
 def script_of(job_id: int) -> bytes:
     """A job script with bytes that are not UTF-8, which the archive must keep as they are."""
