@@ -12,7 +12,7 @@ VENV_STAMP := $(VENV)/.sarchive-installed
 SERVICES := infra/services
 LINT_PATHS := producer consumers schemas runtime query web tests infra bench testkit
 
-.PHONY: setup venv services-up services-down demo test test-unit test-integration lint
+.PHONY: setup venv services-up services-down demo test test-unit test-integration lint images
 
 venv: $(VENV_STAMP)
 
@@ -35,6 +35,12 @@ services-up: setup
 services-down:
 	@echo "==> stopping local services (data in \$${SARCHIVE_RUN_DIR:-.run} is kept)"
 	$(SERVICES) down
+
+# podman, runc and podman-compose where missing, a debootstrap base, every image of
+# docker-compose.yml (docs/containers.md); the compose stack test runs it too. Layers are cached.
+images:
+	@echo "==> container images of docker-compose.yml, built with podman (no registry)"
+	infra/images build
 
 demo: services-up
 	@echo "==> demo: three sbatch jobs through producer and Kafka into the archive and Elasticsearch"

@@ -1,9 +1,11 @@
 """docker-compose.yml is structurally sound: every command is one of our console scripts,
-every image or build context exists, and every sarchive service has a metrics port and a
-healthcheck. No Docker engine runs here, so the file is checked, not run."""
+every image is built here (no registry image), every build context exists, every sarchive
+service has a metrics port and a healthcheck, and every volume is where its image keeps its
+data. tests/integration/test_compose_stack.py runs the file."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,21 @@ REPO = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 SCRIPTS = set(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"])
-OURS = sorted(name for name, svc in SERVICES.items() if "build" in svc)
+OURS = sorted(name for name, svc in SERVICES.items()
+              if svc.get("build", {}).get("dockerfile") == "deploy/Dockerfile")
+BUILT = sorted(name for name, svc in SERVICES.items() if "build" in svc)
+# "${SARCHIVE_COMPOSE_..._PORT:-9310}:9310": a host port that moves, its default, the container's.
+PORT_MAPPING = re.compile(r"^(?:127\.0\.0\.1:)?\$\{SARCHIVE_COMPOSE_[A-Z_]+_PORT:-(\d+)\}:(\d+)$")
+
+
+def published(service: dict[str, Any]) -> set[tuple[int, int]]:
+    """(default host port, container port) of every mapping; a mapping of another form fails."""
+    pairs = set()
+    for mapping in service.get("ports", []):
+        match = PORT_MAPPING.match(mapping)
+        assert match, f"{mapping}: host ports are SARCHIVE_COMPOSE_*_PORT with a default"
+        pairs.add((int(match[1]), int(match[2])))
+    return pairs
 
 
 def test_compose_runs_the_producer_both_consumers_and_the_web_pages() -> None:
@@ -28,7 +44,7 @@ def test_every_sarchive_command_is_an_installed_console_script(name: str) -> Non
     assert SERVICES[name]["command"][0] in SCRIPTS
 
 
-@pytest.mark.parametrize("name", OURS)
+@pytest.mark.parametrize("name", BUILT)
 def test_every_build_context_and_dockerfile_exists(name: str) -> None:
     build = SERVICES[name]["build"]
     context = REPO / build["context"]
@@ -36,17 +52,18 @@ def test_every_build_context_and_dockerfile_exists(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
-def test_every_service_has_an_image_or_build_and_a_healthcheck(name: str) -> None:
+def test_every_service_is_built_here_and_has_a_healthcheck(name: str) -> None:
+    """No registry image: every image is built from this repository (on a base image)."""
     service = SERVICES[name]
-    assert "image" in service or "build" in service
+    assert "build" in service and "/" not in service["image"]
     assert service["healthcheck"]["test"]
 
 
 @pytest.mark.parametrize("name", OURS)
 def test_every_sarchive_service_exposes_its_metrics_port(name: str) -> None:
     service = SERVICES[name]
-    port = service["environment"]["SARCHIVE_METRICS_PORT"]
-    assert any(mapping.endswith(f":{port}") for mapping in service["ports"])
+    port = int(service["environment"]["SARCHIVE_METRICS_PORT"])
+    assert port in {container for _, container in published(service)}
 
 
 def test_dockerfile_runs_as_a_non_root_user() -> None:
@@ -66,7 +83,7 @@ def test_every_service_serves_metrics_on_its_documented_port(name: str) -> None:
     service = SERVICES[name]
     port = METRICS_PORTS[service["command"][0]]
     assert service["environment"]["SARCHIVE_METRICS_PORT"] == str(port)
-    assert f"{port}:{port}" in service["ports"]
+    assert (port, port) in published(service)
 
 
 def test_the_image_exposes_and_the_examples_use_the_documented_ports() -> None:
@@ -89,3 +106,31 @@ def test_the_image_copies_every_package_the_wheel_ships() -> None:
     copied = {line.split()[1] for line in (REPO / "deploy" / "Dockerfile").read_text()
               .splitlines() if line.startswith("COPY ") and "--from" not in line}
     assert packages <= copied
+
+
+def test_every_volume_is_where_its_image_keeps_its_data() -> None:
+    """A volume mounted anywhere else is never written (the broker's log in /tmp)."""
+    kafka = (REPO / "deploy" / "kafka" / "server.properties").read_text().splitlines()
+    assert "log.dirs=/var/lib/kafka/data" in kafka
+    assert "kafka-data:/var/lib/kafka/data" in SERVICES["kafka"]["volumes"]
+    es = (REPO / "deploy" / "elasticsearch" / "Dockerfile").read_text()
+    assert "SARCHIVE_ES_BASE=/var/lib/elasticsearch " in es  # the launcher's data: BASE/data
+    assert "es-data:/var/lib/elasticsearch/data" in SERVICES["elasticsearch"]["volumes"]
+
+
+def test_the_producer_state_volume_starts_writable_by_the_image_user() -> None:
+    """A fresh named volume is a copy of the image's directory: /state must be uid 10001's."""
+    assert "producer-state:/state" in SERVICES["producer"]["volumes"]
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
+    assert "install -d -o sarchive -g sarchive -m 0700 /state" in dockerfile
+    assert "--uid 10001" in dockerfile
+
+
+@pytest.mark.parametrize("dockerfile", ["deploy/Dockerfile", "deploy/kafka/Dockerfile",
+                                        "deploy/elasticsearch/Dockerfile"])
+def test_every_dockerfile_takes_its_base_image_as_a_build_argument(dockerfile: str) -> None:
+    """Users build on a registry's image by default; `make images` on a local base."""
+    lines = (REPO / dockerfile).read_text().splitlines()
+    arguments = {line.split()[1].split("=")[0] for line in lines if line.startswith("ARG ")}
+    bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
+    assert bases and all(base.startswith("${") and base[2:-1] in arguments for base in bases)

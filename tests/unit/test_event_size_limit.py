@@ -1,6 +1,6 @@
 """One event size limit, the contract's, in every place that states a Kafka size outside the
-code: the test broker's template is filled from it, the compose stack, the README and the docs
-state it."""
+code: the test broker's template is filled from it, the compose stack's broker, the README and
+the docs state it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def test_the_limits_nest_event_inside_message_inside_fetch_response() -> None:
     assert MAX_EVENT_BYTES < MAX_MESSAGE_BYTES < MAX_RESPONSE_BYTES
 
 
-@pytest.mark.parametrize("path", ["docker-compose.yml", "docs/operations.md",
+@pytest.mark.parametrize("path", ["deploy/kafka/server.properties", "docs/operations.md",
                                   "docs/producer.md", "README.md"])
 def test_every_stated_kafka_size_is_the_contracts_message_limit(path: str) -> None:
     sizes = {int(size) for size in SIZE_SETTING.findall((REPO / path).read_text())}
