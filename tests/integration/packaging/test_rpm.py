@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.apt import apt_install
 from infra.packages import RPM_PYTHON, RpmBuild, outside_checkout_environment, project_version
 from schemas.codec import JobEventCodec
 from testkit.events import job_event
@@ -145,6 +146,7 @@ def in_namespace(payload: Path, command: str) -> subprocess.CompletedProcess[str
 
 
 def test_systemd_accepts_every_unit_and_finds_its_command(payload: Path) -> None:
+    apt_install(["systemd"])  # systemd-analyze; a machine image may lack it
     units = " ".join(str(payload / "usr/lib/systemd/system" / unit) for unit in UNITS)
     verified = in_namespace(payload, f"systemd-analyze verify --man=no {units}")
     assert (verified.returncode, verified.stdout + verified.stderr) == (0, "")
