@@ -137,6 +137,36 @@ def test_the_packaged_units_and_configurations_are_the_repositorys(payload: Path
         assert packaged.read_bytes() == (REPO / "deploy" / f"{config}.example.toml").read_bytes()
 
 
+def test_rpm_installs_verifies_and_erases_it_keeping_an_edited_configuration(
+        rpm_build: RpmBuild, tmp_path: Path) -> None:
+    """Into an empty root holding only the sarchive user %pre would create (scriptlets and
+    dependencies are the other tests')."""
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/group").write_text("root:x:0:\nsarchive:x:990:\n")
+    (root / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n"
+                                     "sarchive:x:990:990::/var/lib/sarchive:/sbin/nologin\n")
+
+    def rpm(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["rpm", "--root", str(root), "--nodeps", *args],
+                              capture_output=True, text=True, check=False, env=ENV)
+
+    subprocess.run(["rpm", "--root", str(root), "--initdb"], check=True, env=ENV)
+    installed = rpm("--install", "--noscripts", str(rpm_build.rpm))
+    assert installed.returncode == 0, installed.stderr
+    verified = rpm("--verify", "sarchive")  # every file's digest, size, mode, owner, link
+    assert (verified.returncode, verified.stdout) == (0, "")
+    config = root / "etc/sarchive/web.toml"
+    assert (config.stat().st_mode & 0o777, config.stat().st_gid) == (0o640, 990)
+    with config.open("a") as edited:
+        edited.write('admin-group = ["hpc-admins"]\n')
+    erased = rpm("--erase", "--noscripts", "sarchive")
+    assert erased.returncode == 0, erased.stderr
+    assert sorted(p.name for p in (root / "etc/sarchive").iterdir()) == ["web.toml.rpmsave"]
+    assert not (root / "opt/sarchive").exists()
+    assert not any((root / "usr/bin").iterdir())
+
+
 def in_namespace(payload: Path, command: str) -> subprocess.CompletedProcess[str]:
     """command in a private mount namespace where /opt is the payload's: the environment is
     where the package puts it, and nothing of the host changes."""
