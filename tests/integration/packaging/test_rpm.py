@@ -71,6 +71,8 @@ def test_the_file_list_holds_the_environment_scripts_units_user_configs_and_docs
         # c: %config, n: noreplace (a site's edits survive upgrades)
         assert files[f"/etc/sarchive/{config}.toml"] == ("cn", "-rw-r-----", "root:sarchive")
     assert files["/usr/share/doc/sarchive/producer.md"][0] == "d"
+    assert "/usr/share/sarchive/prometheus/alerts.yml" in files
+    assert "/usr/share/sarchive/grafana/sarchive-dashboard.json" in files
     assert not any(name.startswith("/usr/lib/.build-id") for name in files)
     assert not any(f"{SITE_PACKAGES}/{top}/" in name
                    for name in files for top in ("tests", "infra", "bench", "testkit"))
