@@ -12,6 +12,7 @@ import subprocess
 import tomllib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from infra.apt import apt_install
 from infra.packages import RPM_PYTHON, RpmBuild, outside_checkout_environment, project_version
 from schemas.codec import JobEventCodec
 from testkit.events import job_event
+from testkit.processes import ServiceProcess
 
 # Installed code runs as on a site: not the checkout's modules from PYTHONPATH.
 ENV = outside_checkout_environment()
@@ -211,6 +213,33 @@ def test_the_packaged_codec_decodes_an_event(payload: Path, tmp_path: Path) -> N
     assert decoded.returncode == 0, decoded.stderr.decode()
     assert decoded.stdout.decode().split() == [
         event.job_key, str(payload / SITE_PACKAGES.lstrip("/") / "schemas/__init__.py")]
+
+
+def test_the_packaged_producer_and_archive_consumer_carry_a_job_from_the_spool_to_the_archive(
+        payload: Path, synthetic_spool: Any, kafka_bootstrap: str, kafka_topic: str,
+        tmp_path: Path) -> None:
+    """Their wheels' native code at work (inotify, librdkafka, fastavro), on the shared broker."""
+    venv = payload / "opt/sarchive"
+
+    def packaged(script: str, *argv: str) -> ServiceProcess:
+        return ServiceProcess(script, [str(venv / "bin/python"), str(venv / "bin" / script),
+                                       "--brokers", kafka_bootstrap, "--topic", kafka_topic,
+                                       *argv], tmp_path / f"{script}.log",
+                              env={"PYTHONPATH": ""})
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    script = b"#!/bin/bash\n#SBATCH --job-name=packaged\nsrun hostname\n"
+    with packaged("sarchive-archive", "--archive", str(archive), "--time-zone", "UTC",
+                  "--group", f"packaged-{kafka_topic}", "--batch-timeout", "0.2") as consumer, \
+         packaged("sarchive-producer", "--cluster", "packaged", "--spool",
+                  str(synthetic_spool.root), "--state-dir", str(tmp_path / "state")) as producer:
+        synthetic_spool.write_job(4711, script)
+        consumer.wait_until(lambda: any(archive.glob("*/job.4711_script")), 60,
+                            "the job is archived", context=producer.log_tail)
+        assert next(archive.glob("*/job.4711_script")).read_bytes() == script
+        assert (producer.stop(), consumer.stop()) == (0, 0)
+    assert "job 4711 archived" in producer.log()
 
 
 def test_nothing_in_the_environment_names_the_buildroot(payload: Path,
