@@ -12,7 +12,7 @@ VENV_STAMP := $(VENV)/.sarchive-installed
 SERVICES := infra/services
 LINT_PATHS := producer consumers schemas runtime query web tests infra bench testkit
 
-.PHONY: setup venv services-up services-down demo test test-unit test-integration lint images
+.PHONY: setup venv services-up services-down demo test test-unit test-integration lint images dist rpm
 
 venv: $(VENV_STAMP)
 
@@ -68,6 +68,17 @@ lint: venv
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy --strict infra bench testkit
 	$(VENV)/bin/mypy --explicit-package-bases tests
+
+# Packages (docs/install.md), into dist/: the sdist and the wheel (PyPA's build, in a private
+# environment under build/packages/, never the development one), and the EL9 RPM built from
+# them with rpmbuild (Debian's `rpm` package, installed when missing). Both need PyPI.
+dist:
+	@echo "==> sdist and wheel into dist/"
+	$(PYTHON) -m infra.packages dist
+
+rpm:
+	@echo "==> sdist, wheel and the EL9 RPM into dist/"
+	$(PYTHON) -m infra.packages rpm
 
 .PHONY: bench bench-smoke
 

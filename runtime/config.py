@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from schemas.version import VERSION
+
 ENV_PREFIX = "SARCHIVE_"
 MASK = "********"
 
@@ -144,8 +146,14 @@ def build_parser(config_type: type[Any], prog: str, description: str) -> argpars
         allow_abbrev=False,
         epilog=SETTINGS_EPILOG,
     )
+    _add_version(parser)
     add_setting_arguments(parser, config_type)
     return parser
+
+
+def _add_version(parser: argparse.ArgumentParser) -> None:
+    # The installed distribution's version: what a package (wheel, RPM, image) holds.
+    parser.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
 
 
 SETTINGS_EPILOG = (f"Every setting can also be given as {ENV_PREFIX}<NAME> in the environment"
@@ -156,7 +164,9 @@ SETTINGS_EPILOG = (f"Every setting can also be given as {ENV_PREFIX}<NAME> in th
 def usage_parser(**kwargs: Any) -> argparse.ArgumentParser:
     """An argument parser whose usage errors raise ConfigError (one line, exit 2), for
     command-line tools that add their own arguments and subcommands (sarchive)."""
-    return _Parser(allow_abbrev=False, **kwargs)
+    parser = _Parser(allow_abbrev=False, **kwargs)
+    _add_version(parser)
+    return parser
 
 
 def add_setting_arguments(parser: argparse.ArgumentParser, config_type: type[Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import logging
@@ -9,9 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from runtime.config import ConfigError, describe_config, load_config, setting
+from runtime.config import (
+    ConfigError,
+    build_parser,
+    describe_config,
+    load_config,
+    setting,
+    usage_parser,
+)
 from runtime.kafka import KafkaSettings, kafka_client_properties
 from runtime.logs import LogSettings, configure_logging
+from schemas.version import VERSION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,3 +140,13 @@ def test_log_file_is_reopened_after_rotation(tmp_path: Path) -> None:
     assert "after" not in (tmp_path / "p.log.1").read_text()
     logging.getLogger().removeHandler(handler)
     handler.close()
+
+
+@pytest.mark.parametrize("parser", [build_parser(ExampleConfig, "sarchive-sample", "a sample"),
+                                    usage_parser(prog="sarchive-sample")])
+def test_version_flag_prints_the_installed_version_and_exits_0(
+        parser: argparse.ArgumentParser, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        parser.parse_args(["--version"])
+    assert stopped.value.code == 0
+    assert capsys.readouterr().out == f"sarchive-sample {VERSION}\n"
