@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -32,6 +32,7 @@ from web.render import (
     environment_rows,
     highlight_css,
     highlighted_script,
+    is_highlighted,
     name_glob,
     script_language,
     side_by_side,
@@ -174,7 +175,9 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
 
     def _neighbours(record: JobRecord) -> tuple[str | None, str | None]:
         """The keys of the owner's previous and next job of the same name (that the viewer
-        may see); by the user claim where the scheduler established no owner."""
+        may see); by the user claim where the scheduler established no owner. Each search is
+        bounded by the job's submit time as well as positioned after it: the bound lets
+        Elasticsearch skip the monthly indices on the other side without searching them."""
         metadata = record.metadata
         if not metadata.get("job_name"):
             return None, None
@@ -183,8 +186,9 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
                             user=None if owner else metadata.get("user"),
                             name=name_glob(metadata["job_name"]))
         position = [record.submit_time, record.job_key]
-        older, newer = _index().first_of_each([(criteria, position, False),
-                                               (criteria, position, True)])
+        older, newer = _index().first_of_each([
+            (replace(criteria, until_ms=record.submit_time + 1), position, False),
+            (replace(criteria, since_ms=record.submit_time), position, True)])
         return (older["job_key"] if older else None,
                 newer["job_key"] if newer else None)
 
@@ -215,6 +219,7 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
             "job.html", viewer=g.viewer, job=record, meta=record.metadata,
             script_html=highlighted_script(record.script),
             language=script_language(record.script),
+            highlighted=is_highlighted(record.script),
             environment=environment_rows(record.environment,
                                          record.metadata.get("redacted_keys") or (), needle),
             environment_total=len(record.environment), needle=needle,

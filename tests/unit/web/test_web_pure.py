@@ -12,11 +12,13 @@ from web.access import AccessRules, access_for
 from web.config import WebConfig
 from web.identity import IdentityPolicy, viewer_of
 from web.render import (
+    HIGHLIGHT_LIMIT,
     cursor_position,
     cursor_text,
     download_name,
     environment_rows,
     highlighted_script,
+    is_highlighted,
     name_glob,
     script_language,
     side_by_side,
@@ -87,6 +89,17 @@ def test_scripts_are_highlighted_by_shebang_and_escaped() -> None:
     assert "<script>" not in html
     assert "&lt;/script&gt;&lt;script&gt;alert(1)" in html
     assert 'id="L-2"' in html
+
+
+def test_a_script_over_the_highlight_limit_is_numbered_and_escaped_but_not_coloured() -> None:
+    line = b"echo '<b>' # a comment\n"
+    giant = b"#!/bin/bash\n" + line * (HIGHLIGHT_LIMIT // len(line))
+    assert not is_highlighted(giant) and is_highlighted(giant[:HIGHLIGHT_LIMIT])
+    html = highlighted_script(giant)
+    lines = giant.count(b"\n")
+    assert f'id="L-{lines}"' in html
+    assert "echo '&lt;b&gt;' # a comment" in html and "<b>" not in html
+    assert 'class="nb"' not in html and 'class="nb"' in highlighted_script(giant[:200])
 
 
 def test_environment_rows_filter_and_mark_redactions() -> None:
