@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -33,7 +33,7 @@ from web.render import (
     highlight_css,
     highlighted_script,
     is_highlighted,
-    name_glob,
+    neighbour_searches,
     script_language,
     side_by_side,
 )
@@ -175,20 +175,11 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
 
     def _neighbours(record: JobRecord) -> tuple[str | None, str | None]:
         """The keys of the owner's previous and next job of the same name (that the viewer
-        may see); by the user claim where the scheduler established no owner. Each search is
-        bounded by the job's submit time as well as positioned after it: the bound lets
-        Elasticsearch skip the monthly indices on the other side without searching them."""
-        metadata = record.metadata
-        if not metadata.get("job_name"):
+        may see: first_of_each restricts its searches like every query)."""
+        searches = neighbour_searches(record.metadata)
+        if searches is None:
             return None, None
-        owner = metadata.get("owner")
-        criteria = Criteria(cluster=metadata["cluster"], owner=owner,
-                            user=None if owner else metadata.get("user"),
-                            name=name_glob(metadata["job_name"]))
-        position = [record.submit_time, record.job_key]
-        older, newer = _index().first_of_each([
-            (replace(criteria, until_ms=record.submit_time + 1), position, False),
-            (replace(criteria, since_ms=record.submit_time), position, True)])
+        older, newer = _index().first_of_each(searches)
         return (older["job_key"] if older else None,
                 newer["job_key"] if newer else None)
 

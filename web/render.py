@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pygments import highlight
@@ -14,6 +14,8 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexer import Lexer
 from pygments.lexers import BashLexer, PerlLexer, PythonLexer, TextLexer
 
+from query.criteria import Criteria
+from query.record import Metadata
 from query.terminal import decode
 from schemas.model import REDACTED_MARKER
 
@@ -104,6 +106,24 @@ def download_name(cluster: str, job_id: str, name: str) -> str:
     """A file name safe on every file system and in a header: CLUSTER-ID-NAME, anything but
     letters, digits, '.', '_' and '-' replaced, no leading dot."""
     return _UNSAFE_NAME.sub("_", f"{cluster}-{job_id}-{name}").lstrip(".") or "download"
+
+
+def neighbour_searches(metadata: Metadata) -> list[tuple[Criteria, list[Any], bool]] | None:
+    """The searches (criteria, position, oldest first) for the owner's previous and next job
+    of the same name as first_of_each takes them (None for a job without a name); by the user
+    claim where the scheduler established no owner. Each is bounded by the job's submit time
+    as well as positioned after it: the bound lets Elasticsearch skip the shards of the months
+    on the other side without searching them."""
+    name = metadata.get("job_name")
+    if not name:
+        return None
+    owner = metadata.get("owner")
+    submitted = int(metadata["submit_time"])
+    criteria = Criteria(cluster=metadata["cluster"], owner=owner,
+                        user=None if owner else metadata.get("user"), name=name_glob(name))
+    position = [submitted, metadata["job_key"]]
+    return [(replace(criteria, until_ms=submitted + 1), position, False),
+            (replace(criteria, since_ms=submitted), position, True)]
 
 
 def name_glob(job_name: str) -> str:
