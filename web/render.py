@@ -1,5 +1,6 @@
 """What the pages show, computed from records: highlighted scripts, environment rows, side-by-
-side diffs, download names and paging cursors (pure; Jinja2 escapes everything else)."""
+side diffs, download names, paging cursors and the searches for a job's neighbours (pure;
+Jinja2 escapes everything else)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,8 @@ _FORMATTER = HtmlFormatter(linenos="table", lineanchors="L", anchorlinenos=True,
                            cssclass="highlight")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 # Pygments' lexers take ~1.5 ms per KiB of shell here (a 1 MiB script: 1.5 s of one core, the
-# page's whole budget many times over); plain text, numbered and anchored alike, ~0.03 ms.
-# Scripts' p95 is ~6 KB: only the rare giant is shown unhighlighted.
+# page's whole budget many times over); plain text, numbered and anchored alike, ~0.03 ms per
+# KiB. Scripts' p95 is ~6 KB: only the rare giant is shown unhighlighted.
 HIGHLIGHT_LIMIT = 64 * 1024
 REDACTED = REDACTED_MARKER.decode()
 
