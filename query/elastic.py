@@ -1,19 +1,23 @@
 """The Elasticsearch backend over the standard library's HTTP client.
 
 Not the official client: importing `elasticsearch` alone takes 0.2-0.45 s here, more than
-half of `show`'s budget as a process; urllib, json and ssl take ~0.01 s, and the CLI makes
-only `_search` requests (docs/performance.md has the measurements)."""
+half of `show`'s budget as a process; http.client, json and ssl take ~0.01 s, and the CLI makes
+only `_search` requests (docs/performance.md has the measurements). Connections are kept
+alive, one per thread and URL: sarchive-web makes two requests per job page, and a new TCP
+(and TLS) connection for each cost both sides more than the search itself."""
 
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import ssl
-import urllib.error
-import urllib.request
+import threading
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from query.backend import BackendError
 from query.criteria import Criteria, module_matches
@@ -73,24 +77,89 @@ def record_of(source: Mapping[str, Any], location: str) -> JobRecord:
         spool_files=rebuilt_spool_files(metadata, script, environment), location=location)
 
 
+# What a kept-alive connection the server has meanwhile closed raises on its next request: the
+# request is sent again once on a new connection (a search changes nothing, so it may be).
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer, read whole."""
+
+    status: int
+    body: bytes
+
+
+class KeptConnections:
+    """One persistent HTTP/1.1 connection per thread and base URL: a thread's requests to a
+    URL reuse its connection; threads never share one (http.client's are not thread-safe)."""
+
+    def __init__(self, context: ssl.SSLContext | None, timeout: float) -> None:
+        self._context = context
+        self._timeout = timeout
+        self._local = threading.local()
+
+    def post(self, url: str, path: str, data: bytes, headers: Mapping[str, str]) -> Answer:
+        """POST data to url + path; OSError or http.client.HTTPException when it fails."""
+        kept = self._kept().pop(url, None)
+        if kept is not None:
+            try:
+                return self._exchange(kept, url, path, data, headers)
+            except _STALE:
+                pass  # closed by the server while idle: once more on a new connection
+        return self._exchange(self._connect(url), url, path, data, headers)
+
+    def _kept(self) -> dict[str, http.client.HTTPConnection]:
+        kept: dict[str, http.client.HTTPConnection] = self._local.__dict__.setdefault(
+            "connections", {})
+        return kept
+
+    def _exchange(self, connection: http.client.HTTPConnection, url: str, path: str,
+                  data: bytes, headers: Mapping[str, str]) -> Answer:
+        try:
+            connection.request("POST", path, body=data, headers=dict(headers))
+            response = connection.getresponse()
+            answer = Answer(response.status, response.read())
+        except BaseException:
+            connection.close()
+            raise
+        if response.will_close:
+            connection.close()
+        else:
+            self._kept()[url] = connection
+        return answer
+
+    def _connect(self, url: str) -> http.client.HTTPConnection:
+        parts = urlsplit(url)
+        if parts.scheme == "https":
+            return http.client.HTTPSConnection(parts.hostname or "", parts.port,
+                                               timeout=self._timeout, context=self._context)
+        return http.client.HTTPConnection(parts.hostname or "", parts.port,
+                                          timeout=self._timeout)
+
+
 class ElasticsearchIndex:
-    """_search requests on the index alias, tried on each URL in turn; with access, every
-    request is restricted to the jobs it allows (es_query.access_filter)."""
+    """_search requests on the index alias, tried on each URL in turn over kept-alive
+    connections; with access, every request is restricted to the jobs it allows
+    (es_query.access_filter)."""
 
     def __init__(self, urls: Sequence[str], index: str, headers: Mapping[str, str],
                  context: ssl.SSLContext | None, timeout: float, *,
-                 access: Access | None = None) -> None:
+                 access: Access | None = None,
+                 connections: KeptConnections | None = None) -> None:
         self._urls = [url.rstrip("/") for url in urls]
         self._index = index
         self._headers = {"Content-Type": "application/json", **headers}
         self._context = context
         self._timeout = timeout
         self._access = access
+        self._connections = connections or KeptConnections(context, timeout)
 
     def restricted(self, access: Access) -> ElasticsearchIndex:
-        """The same index, seen by a reader with access."""
+        """The same index over the same connections, seen by a reader with access."""
         return ElasticsearchIndex(self._urls, self._index, self._headers, self._context,
-                                  self._timeout, access=access)
+                                  self._timeout, access=access,
+                                  connections=self._connections)
 
     @property
     def description(self) -> str:
@@ -163,32 +232,33 @@ class ElasticsearchIndex:
         failures = []
         headers = {**self._headers, "Content-Type": content_type}
         for url in self._urls:
-            request = urllib.request.Request(f"{url}/{self._index}/{endpoint}", data=data,
-                                             headers=headers, method="POST")
+            path = f"{urlsplit(url).path}/{self._index}/{endpoint}"
             try:
-                with urllib.request.urlopen(request, timeout=self._timeout,
-                                            context=self._context) as answer:
-                    return url, dict(json.load(answer))
-            except urllib.error.HTTPError as exc:
-                raise BackendError(self._refusal(url, exc)) from exc
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
-                failures.append(f"{url}: {reason}")
+                answer = self._connections.post(url, path, data, headers)
+            except (OSError, http.client.HTTPException) as exc:
+                failures.append(f"{url}: {exc or type(exc).__name__}")
+                continue
+            if answer.status >= 300:
+                raise BackendError(self._refusal(url, answer))
+            try:
+                return url, dict(json.loads(answer.body))
+            except ValueError as exc:
+                raise BackendError(f"Elasticsearch {url} answered with no JSON: {exc}") from exc
         raise BackendError(f"cannot reach Elasticsearch: {'; '.join(failures)}")
 
-    def _refusal(self, url: str, exc: urllib.error.HTTPError) -> str:
+    def _refusal(self, url: str, answer: Answer) -> str:
         try:
-            error = json.loads(exc.read()).get("error", {})
-        except (ValueError, AttributeError, OSError):
+            error = json.loads(answer.body).get("error", {})
+        except (ValueError, AttributeError):
             error = {}
         kind = error.get("type") if isinstance(error, dict) else None
         reason = error.get("reason") if isinstance(error, dict) else str(error)
         if kind == "index_not_found_exception":
             return (f"Elasticsearch {url} has no index or alias {self._index!r}: has"
                     " sarchive-es indexed anything there?")
-        if exc.code == 401:
+        if answer.status == 401:
             return (f"Elasticsearch {url} rejected the credentials (HTTP 401): check"
                     " --es-user and --es-password-file, or --es-api-key")
-        if exc.code == 403:
+        if answer.status == 403:
             return f"Elasticsearch {url} denied the search (HTTP 403): {reason}"
-        return f"Elasticsearch {url} answered HTTP {exc.code}: {kind}: {reason}"
+        return f"Elasticsearch {url} answered HTTP {answer.status}: {kind}: {reason}"

@@ -28,6 +28,7 @@ class JobSpec:
     job_id: str
     cluster: str | None = None
     job_key: str | None = None
+    submit_time: int | None = None  # ms, of a job key
 
 
 def parse_job_spec(text: str) -> JobSpec:
@@ -37,7 +38,7 @@ def parse_job_spec(text: str) -> JobSpec:
     CLUSTER:SCHEDULER:ID:SUBMIT_MS."""
     key = _KEY.match(text)
     if key is not None:
-        return JobSpec(text, key["job_id"], key["cluster"], text)
+        return JobSpec(text, key["job_id"], key["cluster"], text, int(key["submit"]))
     cluster: str | None = None
     rest = text
     if ":" in text:

@@ -32,7 +32,8 @@ from web.render import (
     environment_rows,
     highlight_css,
     highlighted_script,
-    name_glob,
+    is_highlighted,
+    neighbour_searches,
     script_language,
     side_by_side,
 )
@@ -174,17 +175,11 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
 
     def _neighbours(record: JobRecord) -> tuple[str | None, str | None]:
         """The keys of the owner's previous and next job of the same name (that the viewer
-        may see); by the user claim where the scheduler established no owner."""
-        metadata = record.metadata
-        if not metadata.get("job_name"):
+        may see: first_of_each restricts its searches like every query)."""
+        searches = neighbour_searches(record.metadata)
+        if searches is None:
             return None, None
-        owner = metadata.get("owner")
-        criteria = Criteria(cluster=metadata["cluster"], owner=owner,
-                            user=None if owner else metadata.get("user"),
-                            name=name_glob(metadata["job_name"]))
-        position = [record.submit_time, record.job_key]
-        older, newer = _index().first_of_each([(criteria, position, False),
-                                               (criteria, position, True)])
+        older, newer = _index().first_of_each(searches)
         return (older["job_key"] if older else None,
                 newer["job_key"] if newer else None)
 
@@ -215,6 +210,7 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
             "job.html", viewer=g.viewer, job=record, meta=record.metadata,
             script_html=highlighted_script(record.script),
             language=script_language(record.script),
+            highlighted=is_highlighted(record.script),
             environment=environment_rows(record.environment,
                                          record.metadata.get("redacted_keys") or (), needle),
             environment_total=len(record.environment), needle=needle,

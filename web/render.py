@@ -1,12 +1,13 @@
 """What the pages show, computed from records: highlighted scripts, environment rows, side-by-
-side diffs, download names and paging cursors (pure; Jinja2 escapes everything else)."""
+side diffs, download names, paging cursors and the searches for a job's neighbours (pure;
+Jinja2 escapes everything else)."""
 
 from __future__ import annotations
 
 import difflib
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pygments import highlight
@@ -14,6 +15,8 @@ from pygments.formatters import HtmlFormatter
 from pygments.lexer import Lexer
 from pygments.lexers import BashLexer, PerlLexer, PythonLexer, TextLexer
 
+from query.criteria import Criteria
+from query.record import Metadata
 from query.terminal import decode
 from schemas.model import REDACTED_MARKER
 
@@ -24,6 +27,10 @@ _LEXERS: dict[str, type[Lexer]] = {
 _FORMATTER = HtmlFormatter(linenos="table", lineanchors="L", anchorlinenos=True,
                            cssclass="highlight")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+# Pygments' lexers take ~1.5 ms per KiB of shell here (a 1 MiB script: 1.5 s of one core, the
+# page's whole budget many times over); plain text, numbered and anchored alike, ~0.03 ms per
+# KiB. Scripts' p95 is ~6 KB: only the rare giant is shown unhighlighted.
+HIGHLIGHT_LIMIT = 64 * 1024
 REDACTED = REDACTED_MARKER.decode()
 
 
@@ -36,10 +43,16 @@ def script_language(script: bytes) -> str:
     return name if name in _LEXERS else "text"
 
 
+def is_highlighted(script: bytes) -> bool:
+    """Whether highlighted_script colours the script's syntax (not above HIGHLIGHT_LIMIT)."""
+    return len(script) <= HIGHLIGHT_LIMIT
+
+
 def highlighted_script(script: bytes) -> str:
     """The script as escaped HTML with numbered, anchored lines (Pygments escapes every
-    character of it)."""
-    lexer = _LEXERS.get(script_language(script), TextLexer)(stripnl=False, ensurenl=False)
+    character of it), its syntax coloured unless it is larger than HIGHLIGHT_LIMIT."""
+    language = script_language(script) if is_highlighted(script) else "text"
+    lexer = _LEXERS.get(language, TextLexer)(stripnl=False, ensurenl=False)
     return str(highlight(decode(script), lexer, _FORMATTER))
 
 
@@ -94,6 +107,24 @@ def download_name(cluster: str, job_id: str, name: str) -> str:
     """A file name safe on every file system and in a header: CLUSTER-ID-NAME, anything but
     letters, digits, '.', '_' and '-' replaced, no leading dot."""
     return _UNSAFE_NAME.sub("_", f"{cluster}-{job_id}-{name}").lstrip(".") or "download"
+
+
+def neighbour_searches(metadata: Metadata) -> list[tuple[Criteria, list[Any], bool]] | None:
+    """The searches (criteria, position, oldest first) for the owner's previous and next job
+    of the same name as first_of_each takes them (None for a job without a name); by the user
+    claim where the scheduler established no owner. Each is bounded by the job's submit time
+    as well as positioned after it: the bound lets Elasticsearch skip the shards of the months
+    on the other side without searching them."""
+    name = metadata.get("job_name")
+    if not name:
+        return None
+    owner = metadata.get("owner")
+    submitted = int(metadata["submit_time"])
+    criteria = Criteria(cluster=metadata["cluster"], owner=owner,
+                        user=None if owner else metadata.get("user"), name=name_glob(name))
+    position = [submitted, metadata["job_key"]]
+    return [(replace(criteria, until_ms=submitted + 1), position, False),
+            (replace(criteria, since_ms=submitted), position, True)]
 
 
 def name_glob(job_name: str) -> str:

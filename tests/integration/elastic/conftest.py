@@ -516,6 +516,8 @@ HOSTILE_SCRIPT = (b"#!/bin/bash\n#SBATCH --job-name=hostile\n"
                   b"echo '</script><script>alert(1)</script>'\n"
                   b"# <img src=x onerror=\"window.pwned=1\"><script>window.pwned=2</script>\n")
 HOSTILE_NAME = "say \"hi\" & <b>'bye'</b>"
+# As slurmctld gives them with each job's owner.
+WEB_UIDS = {"alice": 1001, "bob": 1002, "mallory": 1003}
 
 
 def _web_event(name: str, n: int, **fields: Any) -> tuple[str, JobEvent]:
@@ -527,8 +529,10 @@ def _web_event(name: str, n: int, **fields: Any) -> tuple[str, JobEvent]:
         "user_source": UserSource.USER, "owner": user, "owner_source": OwnerSource.SCHEDULER,
         "account": "proj1", "partition": "batch",
         "environment": f"USER={user}\0HOME=/home/{user}\0PATH=/usr/bin:/bin\0".encode()}
-    event = job_event(**{**defaults, **fields})
-    return name, event
+    merged = {**defaults, **fields}
+    if merged["owner"] is not None:
+        merged.setdefault("owner_uid", WEB_UIDS[merged["owner"]])
+    return name, job_event(**merged)
 
 
 def web_job_events() -> dict[str, JobEvent]:

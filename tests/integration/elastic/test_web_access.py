@@ -5,32 +5,24 @@ counts only from a trusted proxy; administrators (by Unix group) and coordinator
 from __future__ import annotations
 
 import grp
-import http.client
 import json
 import os
 import pwd
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from schemas.model import JobEvent
+from testkit.web import web_get
 
 WebServer = Any  # conftest's type; tests cannot import conftest
-HEADER = "X-Remote-User"
 MISSING_KEY = "webtest:slurm:9999:1716163200000"
 
 
 def get(url: str, path: str, user: str | None = "alice",
         source: str | None = None) -> tuple[int, bytes, dict[str, str]]:
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30,
-                                            source_address=(source, 0) if source else None)
-    try:
-        connection.request("GET", path, headers={HEADER: user} if user else {})
-        response = connection.getresponse()
-        return response.status, response.read(), dict(response.getheaders())
-    finally:
-        connection.close()
+    answer = web_get(url, path, user, source=source)
+    return answer.status, answer.body, answer.headers
 
 
 def api_keys(url: str, query: str, user: str) -> set[str]:

@@ -4,29 +4,17 @@ index and sarchive-web's access control; the spoofed name stays a claim that gra
 
 from __future__ import annotations
 
-import http.client
 import os
 import pwd
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 from schemas.model import OwnerSource, UserSource
+from testkit.web import web_get
 
 SPOOFED = "bob"
-
-
-def status_as(url: str, path: str, user: str) -> int:
-    parts = urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
-    try:
-        connection.request("GET", path, headers={"X-Remote-User": user})
-        response = connection.getresponse()
-        response.read()
-        return response.status
-    finally:
-        connection.close()
 
 
 def test_a_job_submitted_with_a_spoofed_user_is_owned_by_its_submitter_as_slurm_knows_it(  # noqa: PLR0917 -- pytest passes fixtures as positional parameters
@@ -56,8 +44,8 @@ def test_a_job_submitted_with_a_spoofed_user_is_owned_by_its_submitter_as_slurm_
             90, "the job indexed with its scheduler owner and its user claim", interval=0.3)
         server = web_server("--trusted-proxy", "127.0.0.1")
         page = f"/jobs/{quote(event.job_key)}"
-        assert status_as(server.url, page, SPOOFED) == 404
-        assert status_as(server.url, f"/api/jobs/{quote(event.job_key)}", SPOOFED) == 404
-        assert status_as(server.url, page, submitter) == 200
+        assert web_get(server.url, page, SPOOFED).status == 404
+        assert web_get(server.url, f"/api/jobs/{quote(event.job_key)}", SPOOFED).status == 404
+        assert web_get(server.url, page, submitter).status == 200
     finally:
         slurm.scancel(job_id)

@@ -40,7 +40,7 @@ NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
     ("hydra:4711", JobSpec("hydra:4711", "4711", "hydra")),
     ("hydra:slurm:4711:1710545400000",
      JobSpec("hydra:slurm:4711:1710545400000", "4711", "hydra",
-             "hydra:slurm:4711:1710545400000")),
+             "hydra:slurm:4711:1710545400000", 1710545400000)),
     ("123[].server", JobSpec("123[].server", "123[].server")),
 ])
 def test_job_spec_forms_resolve_to_the_archived_job_id(text: str, expected: JobSpec) -> None:
@@ -112,6 +112,13 @@ def test_es_queries_are_filters_of_the_criteria() -> None:
     assert page["search_after"] == [1, "k"] and page["size"] == 10
     assert show_request(parse_job_spec("c:4711"))["query"]["bool"]["filter"] == [
         {"term": {"job_id": "4711"}}, {"term": {"cluster": "c"}}]
+
+
+def test_a_job_keys_query_is_narrowed_to_its_submit_time_so_one_shard_is_searched() -> None:
+    assert show_request(parse_job_spec("c:slurm:4711:1710545400000"))["query"]["bool"][
+        "filter"] == [{"term": {"job_key": "c:slurm:4711:1710545400000"}},
+                      {"range": {"submit_time": {"gte": 1710545400000, "lte": 1710545400000,
+                                                 "format": "epoch_millis"}}}]
 
 
 def test_terminal_rendering_shows_escapes_instead_of_passing_them() -> None:

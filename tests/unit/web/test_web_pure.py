@@ -6,18 +6,22 @@ import ipaddress
 
 import pytest
 
+from query.criteria import metadata_matches
 from query.es_query import Access
 from runtime.config import ConfigError, load_config
 from web.access import AccessRules, access_for
 from web.config import WebConfig
 from web.identity import IdentityPolicy, viewer_of
 from web.render import (
+    HIGHLIGHT_LIMIT,
     cursor_position,
     cursor_text,
     download_name,
     environment_rows,
     highlighted_script,
+    is_highlighted,
     name_glob,
+    neighbour_searches,
     script_language,
     side_by_side,
 )
@@ -89,6 +93,17 @@ def test_scripts_are_highlighted_by_shebang_and_escaped() -> None:
     assert 'id="L-2"' in html
 
 
+def test_a_script_over_the_highlight_limit_is_numbered_and_escaped_but_not_coloured() -> None:
+    line = b"echo '<b>' # a comment\n"
+    giant = b"#!/bin/bash\n" + line * (HIGHLIGHT_LIMIT // len(line))
+    assert not is_highlighted(giant) and is_highlighted(giant[:HIGHLIGHT_LIMIT])
+    html = highlighted_script(giant)
+    lines = giant.count(b"\n")
+    assert f'id="L-{lines}"' in html
+    assert "echo '&lt;b&gt;' # a comment" in html and "<b>" not in html
+    assert 'class="nb"' not in html and 'class="nb"' in highlighted_script(giant[:200])
+
+
 def test_environment_rows_filter_and_mark_redactions() -> None:
     rows = environment_rows([("HOME", "/home/a"), ("TOKEN", "<redacted>"), ("PATH", "/bin")],
                             ["TOKEN"], "o")
@@ -109,6 +124,31 @@ def test_download_names_and_cursors_are_safe() -> None:
     assert download_name("hydra", "4711", "script") == "hydra-4711-script"
     assert download_name('../"x\r\n', "1", "a b") == "_x_-1-a_b"
     assert name_glob("run*?\\x") == "run\\*\\?\\\\x"
+
+
+def test_neighbour_searches_are_the_owners_same_name_each_bounded_on_its_side() -> None:
+    job = {"cluster": "c", "job_key": "c:slurm:5:2000", "submit_time": 2000, "job_name": "a*b",
+           "owner": "alice", "user": "bob"}
+    searches = neighbour_searches(job)
+    assert searches is not None
+    (older, older_from, oldest_first), (newer, newer_from, newest_last) = searches
+    assert older_from == newer_from == [2000, "c:slurm:5:2000"]
+    assert (oldest_first, newest_last) == (False, True)
+    assert (older.owner, older.user, older.name) == ("alice", None, "a\\*b")
+
+    def same_name(submitted: int) -> dict[str, object]:
+        return {**job, "job_key": f"c:slurm:{submitted}:{submitted}", "submit_time": submitted}
+
+    # Same-millisecond jobs stay within both bounds (job_key orders them); the rest of each
+    # side is excluded by the bound, not only by search_after.
+    assert [metadata_matches(older, same_name(t)) for t in (1999, 2000, 2001)] == [
+        True, True, False]
+    assert [metadata_matches(newer, same_name(t)) for t in (1999, 2000, 2001)] == [
+        False, True, True]
+    assert not metadata_matches(older, {**same_name(1000), "job_name": "axb"})
+    unowned = neighbour_searches({**job, "owner": None})
+    assert unowned is not None and (unowned[0][0].owner, unowned[0][0].user) == (None, "bob")
+    assert neighbour_searches({**job, "job_name": None}) is None
     assert cursor_position(cursor_text([1716163200000, "c:slurm:1:2"])) == [
         1716163200000, "c:slurm:1:2"]
     assert cursor_position("junk") is None
