@@ -13,6 +13,7 @@ from waitress.server import create_server
 
 from query.elastic import ElasticsearchIndex, auth_headers, tls_context
 from runtime.config import ConfigError
+from runtime.logs import LogReopener, ReopenableFileHandler
 from runtime.startup import ConsoleScript, StartupContext, run_console_script
 from web.access import AccessRules, unix_groups
 from web.app import WebContext, create_app
@@ -27,11 +28,14 @@ SCRIPT = ConsoleScript("sarchive-web", "The archive's pages and JSON API: users 
 
 
 class WebService:
-    """The application served by waitress until SIGTERM or SIGINT."""
+    """The application served by waitress until SIGTERM or SIGINT; SIGHUP reopens the log
+    file (logrotate), as in every service."""
 
-    def __init__(self, app: Flask, config: WebConfig) -> None:
+    def __init__(self, app: Flask, config: WebConfig,
+                 log_file: ReopenableFileHandler | None) -> None:
         self._app = app
         self._config = config
+        self._log_file = log_file
 
     def run(self) -> int:
         try:
@@ -50,7 +54,8 @@ class WebService:
         signal.signal(signal.SIGINT, stop)
         log.info("sarchive-web serving on http://%s:%d/", self._config.listen_address,
                  self._config.port)
-        server.run()
+        with LogReopener(self._log_file):
+            server.run()
         log.info("sarchive-web stopped")
         return 0
 
@@ -71,7 +76,7 @@ def build(config: WebConfig, startup: StartupContext) -> WebService:
         index=index, identity=IdentityPolicy(config.proxy_networks(), config.dev_user),
         user_header=config.user_header, rules=rules, groups_of=groups_of,
         metrics=WebMetrics(startup.registry), page_size=config.page_size, zone=config.zone())
-    return WebService(create_app(context), config)
+    return WebService(create_app(context), config, startup.log_file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
