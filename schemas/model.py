@@ -19,6 +19,7 @@ REDACTED_MARKER = b"<redacted>"
 class Scheduler(enum.StrEnum):
     SLURM = "slurm"
     TORQUE = "torque"
+    GRIDENGINE = "gridengine"  # from schema version 3
 
 
 class UserSource(enum.StrEnum):
