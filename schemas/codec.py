@@ -5,6 +5,10 @@ Wire format (Avro specification, "Single-object encoding"): the two marker bytes
 then the Avro binary body. The reader resolves the writer schema by that fingerprint among
 the versions shipped in schemas/avsc/ and reads with the newest one, so no schema registry
 service is needed.
+
+From version 3 a spool file that is rebuilt exactly from the event's script or environment
+travels as its recipe (schemas.spool_rebuild); decoding rebuilds it, so JobEvent.spool_files is
+always the whole tuple of files, whichever version wrote the message.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from schemas.model import (
     UserSource,
     metadata_fields,
 )
+from schemas.spool_rebuild import SpoolFileRebuild, rebuild_of, rebuild_spool_file
 
 MAGIC = b"\xc3\x01"
 HEADER_SIZE = len(MAGIC) + 8
@@ -43,6 +48,8 @@ class SchemaVersion:
     fingerprint: bytes
     parsed: Any  # fastavro's parsed schema; its structure is fastavro's business
     canonical_form: str
+    # The version's SpoolFile has `rebuild` (version 3 on): rebuildable files are not carried.
+    rebuilds_spool_files: bool
 
 
 def _strip_logical_types(node: Any) -> Any:
@@ -54,6 +61,11 @@ def _strip_logical_types(node: Any) -> Any:
     if isinstance(node, list):
         return [_strip_logical_types(v) for v in node]
     return node
+
+
+def _spool_file_fields(raw: Mapping[str, Any]) -> set[str]:
+    spool_files = next(f for f in raw["fields"] if f["name"] == "spool_files")
+    return {f["name"] for f in spool_files["type"]["items"]["fields"]}
 
 
 def load_schema_versions() -> Mapping[int, SchemaVersion]:
@@ -70,7 +82,8 @@ def load_schema_versions() -> Mapping[int, SchemaVersion]:
         # which is exactly the byte order single-object encoding puts on the wire.
         fingerprint = bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
         version = int(match.group(1))
-        versions[version] = SchemaVersion(version, fingerprint, parsed, canonical)
+        versions[version] = SchemaVersion(version, fingerprint, parsed, canonical,
+                                          "rebuild" in _spool_file_fields(raw))
     return MappingProxyType(dict(sorted(versions.items())))
 
 
@@ -93,7 +106,8 @@ class JobEventCodec:
     def encode(self, event: JobEvent) -> bytes:
         buffer = io.BytesIO()
         buffer.write(self._header)
-        fastavro.schemaless_writer(buffer, self.writer.parsed, to_record(event))
+        fastavro.schemaless_writer(buffer, self.writer.parsed,
+                                   to_record(event, self.writer.rebuilds_spool_files))
         return buffer.getvalue()
 
     def decode(self, data: bytes) -> JobEvent:
@@ -128,15 +142,42 @@ class JobEventCodec:
             )
         if not isinstance(record, dict):
             raise CorruptEventError(f"job event body decoded to {type(record).__name__}")
+        for spool_file in record["spool_files"]:
+            if spool_file["rebuild"] != SpoolFileRebuild.CARRIED and spool_file["content"]:
+                raise CorruptEventError(
+                    f"spool file {spool_file['name']!r} is rebuilt ({spool_file['rebuild']})"
+                    f" but also carries {len(spool_file['content'])} bytes"
+                    f" (schema v{writer.version})"
+                )
         return record
 
 
-def to_record(event: JobEvent) -> dict[str, Any]:
+def to_record(event: JobEvent, rebuild_spool_files: bool = True) -> dict[str, Any]:
+    """The event as a writer record; with rebuild_spool_files (version 3 on) a spool file that
+    is rebuilt exactly from the script or environment carries its recipe, not its bytes."""
     record = metadata_fields(event)
     record["script"] = event.script
     record["environment"] = event.environment
-    record["spool_files"] = [{"name": f.name, "content": f.content} for f in event.spool_files]
+    record["spool_files"] = [
+        _spool_file_record(f, event.script, event.environment) if rebuild_spool_files
+        else {"name": f.name, "content": f.content}
+        for f in event.spool_files
+    ]
     return record
+
+
+def _spool_file_record(spool_file: SpoolFile, script: bytes,
+                       environment: bytes) -> dict[str, Any]:
+    rebuild = rebuild_of(spool_file.content, script, environment)
+    content = spool_file.content if rebuild is SpoolFileRebuild.CARRIED else b""
+    return {"name": spool_file.name, "content": content, "rebuild": rebuild.value}
+
+
+def _spool_file(spool_file: Mapping[str, Any], script: bytes, environment: bytes) -> SpoolFile:
+    rebuild = SpoolFileRebuild(spool_file["rebuild"])
+    if rebuild is SpoolFileRebuild.CARRIED:
+        return SpoolFile(spool_file["name"], spool_file["content"])
+    return SpoolFile(spool_file["name"], rebuild_spool_file(rebuild, script, environment))
 
 
 def from_record(record: Mapping[str, Any]) -> JobEvent:
@@ -155,7 +196,8 @@ def from_record(record: Mapping[str, Any]) -> JobEvent:
         script_truncated=record["script_truncated"],
         environment=record["environment"],
         redacted_keys=tuple(record["redacted_keys"]),
-        spool_files=tuple(SpoolFile(f["name"], f["content"]) for f in record["spool_files"]),
+        spool_files=tuple(_spool_file(f, record["script"], record["environment"])
+                          for f in record["spool_files"]),
         user=record["user"],
         user_source=UserSource(record["user_source"]),
         owner=record["owner"],
