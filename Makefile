@@ -23,9 +23,9 @@ $(VENV_STAMP): pyproject.toml
 	touch $@
 
 setup: venv
-	@echo "==> installing service prerequisites (Debian slurm/munge and prometheus packages, Kafka jars)"
+	@echo "==> installing service prerequisites (Debian slurm/munge, prometheus and gridengine packages, Kafka jars)"
 	$(SERVICES) install
-	$(SERVICES) install prometheus
+	$(SERVICES) install prometheus gridengine
 
 services-up: setup
 	@echo "==> starting local services (no-op for those already up)"

@@ -38,7 +38,9 @@ def apt_install(packages: Sequence[str]) -> None:
                 subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
                 _apt_updated = True
             subprocess.run(
-                ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+                # Others may be installing on the same machine: wait for dpkg's lock.
+                ["apt-get", "install", "-o", "DPkg::Lock::Timeout=300", "-y", "-q",
+                 "--no-install-recommends", *missing],
                 check=True,
                 env=env,
             )
@@ -46,6 +48,18 @@ def apt_install(packages: Sequence[str]) -> None:
         raise ServiceError(
             f"`{' '.join(error.cmd)}` failed with exit code {error.returncode}"
         ) from error
+
+
+def debconf_preseed(selections: Sequence[str]) -> None:
+    """Answer a package's debconf questions before it is installed ("<owner> <question> <type>
+    <value>" lines), so its maintainer scripts run unattended."""
+    if os.geteuid() != 0:
+        raise ServiceError("debconf answers need root; run `infra/services install` as root")
+    try:
+        subprocess.run(["debconf-set-selections"], input="".join(f"{s}\n" for s in selections),
+                       text=True, check=True, capture_output=True)
+    except subprocess.CalledProcessError as error:
+        raise ServiceError(f"debconf-set-selections failed: {error.stderr.strip()}") from error
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from infra.elasticsearch import ElasticsearchService
+from infra.gridengine import GridEngineService
 from infra.kafka import KafkaService
 from infra.kafka_cluster import KafkaClusterService
 from infra.kafka_secure import SecureKafkaService
@@ -16,8 +17,11 @@ from infra.service import Service, repo_root, run_dir
 from infra.slurm import SlurmService
 
 # Started only when named: the security and failover tests' own nodes would cost every `up`
-# more JVMs; Prometheus serves the demo and an operator's look, the tests start their own.
-ON_REQUEST = frozenset({"elasticsearch-secure", "prometheus", "kafka-secure", "kafka-cluster"})
+# more JVMs; Prometheus serves the demo and an operator's look, the tests start their own;
+# Grid Engine serves only the tests of its spool.
+ON_REQUEST = frozenset(
+    {"elasticsearch-secure", "prometheus", "kafka-secure", "kafka-cluster", "gridengine"}
+)
 
 
 def registry(run: Path | None = None, repo: Path | None = None) -> list[Service]:
@@ -32,6 +36,7 @@ def registry(run: Path | None = None, repo: Path | None = None) -> list[Service]
         PrometheusService(run, repo),
         SecureKafkaService(run, repo),
         KafkaClusterService(run, repo),
+        GridEngineService(run, repo),
     ]
 
 

@@ -4,10 +4,11 @@ Usage: infra/services up|down|clean|status|env|install|logs [service ...]
 
 With no service named, a command applies to kafka, slurm and elasticsearch, except `down` and
 `clean`, which apply to every service: elasticsearch-secure (the security tests' node),
-prometheus, kafka-secure (the secured broker) and kafka-cluster (three brokers) start only
-when named, but whatever runs is stopped. `clean` stops services and deletes their state
-and logs (jars and Maven's cache are no state and stay); with no service named, the demo's
-directory too: the next `up` and `make demo` start as on a fresh clone.
+prometheus, kafka-secure (the secured broker), kafka-cluster (three brokers) and gridengine
+(a Grid Engine cell) start only when named, but whatever runs is stopped. `clean` stops
+services and deletes their state and logs (jars and Maven's cache are no state and stay);
+with no service named, the demo's directory too: the next `up` and `make demo` start as on a
+fresh clone.
 """
 
 from __future__ import annotations

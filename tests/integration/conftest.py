@@ -10,6 +10,9 @@ Fixtures:
     kafka_service    (function) KafkaControl: .stop() / .start() / .is_up() / .bootstrap
     slurm            (session)  SlurmCluster: .conf .state_dir .cluster .sbatch() .scancel()
                                 .job_dir() .wait_job_dir()
+    gridengine       (session)  GridEngineCell: .env .spool .qsub() .qdel() .record_path()
+                                .script_path() .qstat_xml(); the cell is started for the session
+                                and stopped after it unless it was up
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from infra.gridengine import GridEngineService
 from infra.kafka import KafkaService
 from infra.kafka_metadata import kafka_metadata_brokers
 from infra.registry import ensure_down, ensure_up, registry
@@ -257,3 +261,71 @@ def _external_slurm(conf: Path, workdir: Path) -> SlurmCluster:
     if "is UP" not in ping.stdout:
         pytest.fail(f"SLURM_CONF={conf}: slurmctld does not answer:\n{ping.stdout}{ping.stderr}")
     return SlurmCluster(conf=conf, state_dir=Path(state), cluster=cluster, workdir=workdir)
+
+
+# --------------------------------------------------------------------------- Grid Engine
+
+
+@dataclass(frozen=True)
+class GridEngineCell:
+    """A running Grid Engine cell as seen by the tests, driven through its real CLI."""
+
+    env: Mapping[str, str]  # SGE_ROOT, SGE_CELL, the ports and SARCHIVE_GRIDENGINE_SPOOL
+    spool: Path  # qmaster's spool: jobs/ and job_scripts/
+    workdir: Path  # default cwd of qsub
+
+    def qsub(self, *args: str, script: bytes | None = None, cwd: Path | str | None = None,
+             env: Mapping[str, str] | None = None) -> int:
+        """Submit with `qsub -terse ARGS`, the script (if given) on stdin; return the job id
+        (for an array, the array job's). env is layered over os.environ."""
+        result = subprocess.run(
+            ["qsub", "-terse", *args],
+            input=script if script is not None else b"",
+            capture_output=True,
+            cwd=cwd or self.workdir,
+            env=self._env(env),
+            timeout=60,
+            check=False,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"qsub {' '.join(args)} failed ({result.returncode}): "
+                        f"{result.stderr.decode(errors='replace')}")
+        # -terse prints "<id>", or "<id>.<first>-<last>:<step>" for an array.
+        return int(result.stdout.decode().strip().split(".")[0])
+
+    def qdel(self, *job_ids: int) -> None:
+        result = subprocess.run(["qdel", *map(str, job_ids)], capture_output=True, text=True,
+                                env=self._env(None), timeout=60, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"qdel {job_ids} failed: {result.stdout}{result.stderr}")
+
+    def record_path(self, job_id: int) -> Path:
+        """The job's record: jobs/ then its ten-digit id split 2/4/4 (for an array job a
+        directory holding `common` and one file per task)."""
+        digits = f"{job_id:010d}"
+        return self.spool / "jobs" / digits[:2] / digits[2:6] / digits[6:]
+
+    def script_path(self, job_id: int) -> Path:
+        return self.spool / "job_scripts" / str(job_id)
+
+    def qstat_xml(self, job_id: int) -> bytes:
+        """`qstat -j ID -xml`: what qmaster holds of the job, the tests' oracle."""
+        result = subprocess.run(["qstat", "-j", str(job_id), "-xml"], capture_output=True,
+                                env=self._env(None), timeout=60, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"qstat -j {job_id} failed: {result.stderr.decode(errors='replace')}")
+        return result.stdout
+
+    def _env(self, extra: Mapping[str, str] | None) -> dict[str, str]:
+        return {**os.environ, **(extra or {}), **self.env}
+
+
+@pytest.fixture(scope="session")
+def gridengine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GridEngineCell]:
+    service = GridEngineService(run_dir(), REPO)
+    was_up = service.is_up()
+    ensure_service("gridengine")
+    yield GridEngineCell(env=service.env(), spool=service.qmaster_spool,
+                         workdir=tmp_path_factory.mktemp("gridengine-jobs"))
+    if not was_up:
+        ensure_down(service)
