@@ -45,6 +45,19 @@ def torque_event(**overrides: Any) -> JobEvent:
     return job_event(**{**defaults, **overrides})
 
 
+def gridengine_event(**overrides: Any) -> JobEvent:
+    script = b"#!/bin/sh\n#$ -N hello\necho hello\n"
+    defaults: dict[str, Any] = {
+        "scheduler": Scheduler.GRIDENGINE,
+        "job_id": "11",
+        "script": script,
+        "environment": b"HOME=/home/alice\0SECRET_TOKEN=<redacted>\0",
+        "spool_files": (SpoolFile("script", script), SpoolFile("record", b"\0\0packed")),
+        "job_name": "hello",
+    }
+    return job_event(**{**defaults, **overrides})
+
+
 @pytest.fixture
 def make_event() -> Callable[..., JobEvent]:
     return job_event
@@ -53,6 +66,11 @@ def make_event() -> Callable[..., JobEvent]:
 @pytest.fixture
 def make_torque_event() -> Callable[..., JobEvent]:
     return torque_event
+
+
+@pytest.fixture
+def make_gridengine_event() -> Callable[..., JobEvent]:
+    return gridengine_event
 
 
 # -- the consumer runner's world without Kafka ------------------------------------------------
