@@ -46,6 +46,7 @@ from producer.gridengine_spool import (
     command_line,
     environment_entries,
     render_record,
+    task_range,
 )
 from producer.slurm_owners import UNKNOWN_OWNER, JobOwner
 from producer.slurm_spool import (
@@ -234,7 +235,7 @@ def _gridengine_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     if record_file is None:
         raise SpoolReadError(raw.job_id, REASON_MALFORMED, "no job record")
     job: GridEngineJob = (raw.gridengine_job if raw.gridengine_job is not None
-                          else parse_job_record(record_file.content))
+                          else parse_job_record(record_file.content, job_id=raw.job_id))
     script_file = raw.file(SCRIPT_SPOOL_FILE)
     script = script_file.content if script_file is not None else command_line(job)
     carried = script[:settings.max_script_bytes]
@@ -247,13 +248,13 @@ def _gridengine_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     account = job.account if job.account != GRIDENGINE_DEFAULT_ACCOUNT else None
     metadata = JobMetadata(
         # The record holds what qsub made of its options and the script's #$ lines together.
-        job_name=job.job_name,
+        job_name=job.job_name or None,
         account=_first(account, job.project, job.account),
-        partition=",".join(job.queues) or None,
+        partition=",".join(job.hard_queues) or None,
         work_dir=job.work_dir,
-        time_limit=job.resources.get("h_rt"),
+        time_limit=_duration(job.hard_resources.get("h_rt")),
         nodes=None,
-        ntasks=job.pe.slots if job.pe is not None else None,
+        ntasks=task_range(job.pe_slots) if job.pe_slots is not None else None,
     )
     # The record is the qmaster's, written from the submitting connection's credentials.
     owner = (JobOwner(job.owner, job.owner_uid, OwnerSource.SPOOL_RECORD)
@@ -264,8 +265,17 @@ def _gridengine_content(raw: RawJob, settings: EventSettings) -> _JobContent:
         user=job.owner, user_source=UserSource.SPOOL if job.owner else UserSource.UNKNOWN,
         owner=owner,
         array_job_id=raw.job_id if job.array is not None else None,
-        array_task_id=str(job.array) if job.array is not None else None,
+        array_task_id=task_range(job.array) if job.array is not None else None,
     )
+
+
+def _duration(seconds: str | None) -> str | None:
+    """qmaster's h_rt (seconds) as H:MM:SS, the form the other schedulers' limits take."""
+    if not seconds or not seconds.isdigit():
+        return seconds or None
+    minutes, second = divmod(int(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    return f"{hours}:{minute:02d}:{second:02d}"
 
 
 def build_event(raw: RawJob, settings: EventSettings, read_time_ms: int,

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from producer.environment import FilteredEnvironment
 from producer.errors import REASON_MALFORMED, REASON_NOT_A_JOB, SpoolReadError
-from producer.gridengine_record import GridEngineJob, parse_job_record
+from producer.gridengine_record import GridEngineJob, TaskRange, parse_job_record
 from producer.spool_io import RawJob, open_spool_dir, read_spool_file, spool_error
 from schemas.model import REDACTED_MARKER, Scheduler, SpoolFile
 
@@ -127,16 +127,17 @@ def read_record(leaf: Path, name: str) -> tuple[str, bytes]:
 def record_submit_time_ms(leaf: Path, name: str) -> int | None:
     """The submit time the job's record holds now; None when it cannot be read or decoded."""
     try:
-        return parse_job_record(read_record(leaf, name)[1]).submit_time
+        job_id, record = read_record(leaf, name)
+        return parse_job_record(record, job_id=job_id).submit_time_ms
     except (SpoolReadError, OSError):
         return None
 
 
 def record_removed(leaf: Path, name: str) -> bool:
-    """Whether the job's record is gone from the spool: neither the file nor an array job's
-    `common` is there (the qmaster removes the record before its directory)."""
-    return not (os.path.lexists(leaf / name) and (
-        not os.path.isdir(leaf / name) or os.path.lexists(leaf / name / COMMON_FILE)))
+    """Whether the job's record is gone from the spool: a record file appears whole, by a
+    rename, so its absence is a removal. An array job's directory still without `common` is
+    not: it may be a job on its way in."""
+    return not os.path.lexists(leaf / name)
 
 
 def check_record(job: GridEngineJob, job_id: str) -> None:
@@ -156,7 +157,7 @@ def read_gridengine_job(leaf: Path, name: str) -> RawJob:
     then reports the job gone).
     """
     job_id, record = read_record(leaf, name)
-    job = parse_job_record(record)
+    job = parse_job_record(record, job_id=job_id)
     check_record(job, job_id)
     files = [SpoolFile(RECORD_SPOOL_FILE, record)]
     if not job.binary:
@@ -166,7 +167,7 @@ def read_gridengine_job(leaf: Path, name: str) -> RawJob:
     return RawJob(
         scheduler=Scheduler.GRIDENGINE,
         job_id=job_id,
-        submit_time_ms=job.submit_time,
+        submit_time_ms=job.submit_time_ms,
         files=tuple(files),
         gridengine_job=job,
     )
@@ -177,6 +178,14 @@ def environment_entries(job: GridEngineJob) -> tuple[bytes, ...]:
     """The record's environment list as KEY=VALUE entries, the form every scheduler's
     environment takes in the producer (producer.environment)."""
     return tuple(name + b"=" + value for name, value in job.environment)
+
+
+def task_range(tasks: TaskRange) -> str:
+    """An id range as qsub's -t and -pe take it: '1-50', '1-50:2', '4'."""
+    if tasks.start == tasks.end:
+        return str(tasks.start)
+    step = f":{tasks.step}" if tasks.step > 1 else ""
+    return f"{tasks.start}-{tasks.end}{step}"
 
 
 def command_line(job: GridEngineJob) -> bytes:
@@ -220,7 +229,7 @@ def render_record(record: bytes, job: GridEngineJob,
                                         pair[0] + b"\0" + pair[1] + b"\0")
         expected.append(pair)
     try:
-        decoded = parse_job_record(rendered)
+        decoded = parse_job_record(rendered, job_id=str(job.job_id))
     except SpoolReadError:
         return None
     if (decoded.environment != tuple(expected)

@@ -16,11 +16,11 @@ whatever was created before the watch existed is found by the listing and whatev
 after by events. A Slurm job directory (a Grid Engine array job's directory) gets a watch of
 its own (added by the service through watch_job() right before it reads the job) for the
 close-writes of its files; it is released once the job is read, by a small thread of its own
-(see _WatchRemover). A lost-event signal (IN_Q_OVERFLOW) triggers a full rescan. A directory that cannot be watched (the
-max_user_watches limit; a hash directory slurmctld creates 0700 and opens up a moment later,
-for a producer without root's capabilities) leaves the watcher `degraded`: the service calls
-retry_watches() on a back-off timer, which adds the watches again and scans each directory
-once it is watched, until none is left unwatched.
+(see _WatchRemover). A lost-event signal (IN_Q_OVERFLOW) triggers a full rescan. A directory
+that cannot be watched (the max_user_watches limit; a hash directory slurmctld creates 0700 and
+opens up a moment later, for a producer without root's capabilities) leaves the watcher
+`degraded`: the service calls retry_watches() on a back-off timer, which adds the watches again
+and scans each directory once it is watched, until none is left unwatched.
 """
 
 from __future__ import annotations
