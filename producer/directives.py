@@ -1,14 +1,24 @@
-"""#SBATCH / #PBS directives from a job script's header, as the schema's `directives` map.
+"""#SBATCH / #PBS / #$ directives from a job script, as the schema's `directives` map.
 
-Like sbatch and qsub, only the header counts: directive lines up to the first command, skipping
-the shebang, blank lines and other comments. A directive line starts in column one with the
-prefix and whitespace, then holds one or more options, shell-like quoted, up to a '#' comment:
+Slurm and Torque: like sbatch and qsub, only the header counts: directive lines up to the first
+command, skipping the shebang, blank lines and other comments. A directive line starts in
+column one with the prefix and whitespace, then holds one or more options, shell-like quoted,
+up to a '#' comment:
   --long=value   --long value   -J value   -Jvalue   -HJvalue (clustered short flags)
 Short options are mapped to their long names; a long option is kept as written (without the
 dashes; getopt's unique-prefix abbreviations are not expanded). Flags map to "". PBS `-l`
 resource lists are merged into one key per resource: "l.walltime", "l.nodes", ...
 A repeated option keeps its last value. A line that cannot be parsed (unknown short option,
 missing value, unbalanced quote, stray word) is skipped as a whole; nothing here raises.
+
+Grid Engine (`#$`), as SGE 8.1.9's qsub reads them (each rule tried on the real one): every
+line of the script that starts with `#$` in column one counts, after the first command too,
+whitespace after the prefix or not; the first '#' after the prefix ends it, inside quotes or
+a word too (`-N x#y` and `-N 'x#y'` name the job "x"); quotes group and are removed, an
+unterminated one runs to the end of the line. qsub's options have one dash and are kept under
+their own names ("N", "A", "P", "q", "t", "wd", "S", ...; flags such as "cwd" map to "");
+`-pe` takes two words, kept as one value ("smp 4"); `-l` lists merge into "l.<resource>", or
+"soft.l.<resource>" after a `-soft` on the same line (up to a `-hard`).
 """
 
 from __future__ import annotations
@@ -79,15 +89,16 @@ _PBS = _Dialect(
     resource_option="l",
 )
 
-_DIALECTS = {Scheduler.SLURM: _SBATCH, Scheduler.TORQUE: _PBS}
+_DIALECTS: Mapping[str, _Dialect] = {Scheduler.SLURM: _SBATCH, Scheduler.TORQUE: _PBS}
 
 
 _SHELL_SPECIAL = frozenset("'\"#")
 
 
-def _split_words(text: str) -> list[str] | None:
+def _split_words(text: str, *, open_quote_ends_line: bool = False) -> list[str] | None:
     """Shell-like words: whitespace separated, quotes group and are removed, '#' starts a
-    comment between words. None for an unbalanced quote."""
+    comment between words. None for an unbalanced quote, unless open_quote_ends_line (qsub's
+    reading: the quote runs to the end of the line)."""
     if _SHELL_SPECIAL.isdisjoint(text):
         return text.split()  # splits on str.isspace() runs, like the loop below
     words: list[str] = []
@@ -113,7 +124,7 @@ def _split_words(text: str) -> list[str] | None:
         else:
             current.append(char)
             in_word = True
-    if quote is not None:
+    if quote is not None and not open_quote_ends_line:
         return None
     if in_word:
         words.append("".join(current))
@@ -175,7 +186,61 @@ def _line_options(words: list[str], dialect: _Dialect) -> Options | None:
     return options
 
 
-def parse_directives(script: bytes, scheduler: Scheduler) -> dict[str, str]:
+# Scheduler.GRIDENGINE's value (schema version 3); the dialects are looked up by value.
+GRIDENGINE = "gridengine"
+_QSUB_PREFIX = b"#$"
+# qsub's (8.1.9) options: those taking no value, and those taking one; -pe takes two.
+_QSUB_FLAGS = frozenset({"clear", "cwd", "h", "hard", "notify", "soft", "terse", "V", "verify"})
+_QSUB_WITH_VALUE = frozenset({
+    "a", "A", "ac", "ar", "b", "binding", "c", "ckpt", "C", "dc", "display", "dl", "e",
+    "hold_jid", "hold_jid_ad", "i", "j", "js", "jsv", "l", "m", "M", "masterq", "N", "now",
+    "o", "p", "P", "pty", "q", "r", "R", "S", "sc", "shell", "sync", "t", "tc", "v", "w", "wd",
+})
+_QSUB_TWO_VALUES = frozenset({"pe"})
+
+
+def _qsub_line(words: list[str]) -> Options | None:
+    """The options of one #$ line; None if it does not parse (unknown option, missing value,
+    stray word)."""
+    options: Options = []
+    soft = False  # qsub's -soft holds up to a -hard or the end of its line
+    while words:
+        word = words.pop(0)
+        name = word[1:]
+        if not word.startswith("-") or not name:
+            return None
+        if name in _QSUB_FLAGS:
+            soft = name == "soft" or (soft and name != "hard")
+            options.append((name, ""))
+            continue
+        arity = 2 if name in _QSUB_TWO_VALUES else 1 if name in _QSUB_WITH_VALUE else 0
+        if not arity or len(words) < arity:
+            return None
+        value = " ".join(words[:arity])
+        del words[:arity]
+        if name == "l":
+            options.extend(_resource_options("soft.l" if soft else "l", value))
+        else:
+            options.append((name, value))
+    return options
+
+
+def _qsub_directives(script: bytes) -> dict[str, str]:
+    directives: dict[str, str] = {}
+    for line in io.BytesIO(script):
+        if line.startswith(_QSUB_PREFIX):
+            # qsub ends a directive at its first '#', quoted or not.
+            text = (line[len(_QSUB_PREFIX):].rstrip(b"\r\n").partition(b"#")[0]
+                    .decode("utf-8", "replace"))
+            words = _split_words(text, open_quote_ends_line=True) or []
+            directives.update(_qsub_line(words) or ())
+    return directives
+
+
+def parse_directives(script: bytes, scheduler: str) -> dict[str, str]:
+    """The directives of a script for `scheduler` (a Scheduler, or its value)."""
+    if scheduler == GRIDENGINE:
+        return _qsub_directives(script)
     dialect = _DIALECTS[scheduler]
     directives: dict[str, str] = {}
     for number, line in enumerate(io.BytesIO(script)):  # lazily: the header is usually short
@@ -214,13 +279,21 @@ def ppn_from_nodes(nodes: str | None) -> str | None:
     return match.group(1) if match else None
 
 
-def metadata_from_directives(directives: Mapping[str, str], scheduler: Scheduler) -> JobMetadata:
+def metadata_from_directives(directives: Mapping[str, str], scheduler: str) -> JobMetadata:
     """The event's metadata fields as the directives give them (empty values count as unset)."""
 
     def get(key: str) -> str | None:
         return directives.get(key) or None
 
-    if scheduler is Scheduler.SLURM:
+    if scheduler == GRIDENGINE:
+        # -cwd means the submit directory, which the script does not know; -pe's second word
+        # is the slot count (or range).
+        pe_slots = (get("pe") or "").partition(" ")[2] or None
+        return JobMetadata(
+            job_name=get("N"), account=get("A"), partition=get("q"), work_dir=get("wd"),
+            time_limit=get("l.h_rt"), nodes=None, ntasks=pe_slots,
+        )
+    if scheduler == Scheduler.SLURM:
         return JobMetadata(
             job_name=get("job-name"), account=get("account"), partition=get("partition"),
             work_dir=get("chdir"), time_limit=get("time"), nodes=get("nodes"),

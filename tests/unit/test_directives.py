@@ -1,4 +1,4 @@
-"""#SBATCH / #PBS directive parsing: the header rules, option forms, and robustness."""
+"""#SBATCH / #PBS / #$ directive parsing: the header rules, option forms, and robustness."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from producer.directives import JobMetadata, metadata_from_directives, parse_directives
+from producer.directives import (
+    GRIDENGINE,
+    JobMetadata,
+    metadata_from_directives,
+    parse_directives,
+)
+from producer.gridengine_record import parse_job_record
 from schemas.model import Scheduler
 
 SLURM = Scheduler.SLURM
@@ -23,6 +29,10 @@ def sbatch(*lines: str) -> dict[str, str]:
 
 def pbs(*lines: str) -> dict[str, str]:
     return parse_directives("\n".join(lines).encode(), TORQUE)
+
+
+def qsub(*lines: str) -> dict[str, str]:
+    return parse_directives("\n".join(lines).encode(), GRIDENGINE)
 
 
 def test_real_script_directives() -> None:
@@ -140,6 +150,75 @@ def test_pbs_metadata_takes_ntasks_from_ppn() -> None:
 
 def test_empty_directive_values_are_unset_metadata() -> None:
     assert metadata_from_directives({"job-name": "", "account": ""}, SLURM) == JobMetadata()
+
+
+def test_gridengine_options_the_issue_names() -> None:
+    assert qsub(
+        "#!/bin/bash", "#$ -N relax -A acct", "#$ -P proj -q all.q", "#$ -l h_rt=1:00:00",
+        "#$ -pe smp 4", "#$ -t 1-10:2", "#$ -cwd", "#$ -wd /scratch/run", "#$ -S /bin/bash",
+    ) == {"N": "relax", "A": "acct", "P": "proj", "q": "all.q", "l.h_rt": "1:00:00",
+          "pe": "smp 4", "t": "1-10:2", "cwd": "", "wd": "/scratch/run", "S": "/bin/bash"}
+
+
+def test_gridengine_reads_directives_after_the_first_command_and_without_a_space() -> None:
+    """As qsub does: it named a job 'late' from a #$ line after `echo first`."""
+    assert qsub("#!/bin/sh", "echo first", "#$ -N late", "#$-A nospace") == {
+        "N": "late", "A": "nospace"}
+
+
+def test_gridengine_hash_ends_the_directive_even_inside_quotes() -> None:
+    """qsub named jobs 'x' from `#$ -N x#y` and 'a' from `#$ -N 'a#b'`."""
+    assert qsub("#$ -N x#y") == {"N": "x"}
+    assert qsub("#$ -N 'a#b'") == {"N": "a"}
+    assert qsub("#$ -A acct # a comment") == {"A": "acct"}
+
+
+def test_gridengine_quotes_are_removed_and_an_open_one_runs_to_the_end() -> None:
+    """qsub named jobs 'abcdef' from `ab"cd"ef` and 'unbalanced' from `"unbalanced`."""
+    assert qsub('#$ -N ab"cd"ef') == {"N": "abcdef"}
+    assert qsub('#$ -N "unbalanced', "#$ -A x") == {"N": "unbalanced", "A": "x"}
+    assert parse_directives(b'#$ -N "crlf\r\n', GRIDENGINE) == {"N": "crlf"}
+
+
+def test_gridengine_resource_lists_merge_and_soft_holds_to_the_end_of_its_line() -> None:
+    """qsub kept `-l h_rt=60` on the line after `#$ -soft -l h_vmem=2G` a hard request."""
+    assert qsub(
+        "#$ -l h_rt=0:5:0", "#$ -l h_vmem=1G,s_rt=10", "#$ -soft -l h_vmem=2G -l arch=x",
+        "#$ -l h_rt=60", "#$ -soft -l s_vmem=1G -hard -l h_cpu=5",
+    ) == {"l.h_rt": "60", "l.h_vmem": "1G", "l.s_rt": "10", "soft.l.h_vmem": "2G",
+          "soft.l.arch": "x", "soft.l.s_vmem": "1G", "l.h_cpu": "5", "soft": "", "hard": ""}
+
+
+def test_gridengine_only_its_own_prefix_in_column_one_counts() -> None:
+    assert qsub("  #$ -N indented", "#PBS -N pbs", "#SBATCH -J slurm", "# $ -N spaced",
+                "#$ -q ok") == {"q": "ok"}
+
+
+@pytest.mark.parametrize("line", [
+    "#$ -N",  # missing value
+    "#$ -pe smp",  # -pe takes two words
+    "#$ -bogus 3",  # unknown option
+    "#$ stray -N word",
+    "#$ --N x",
+])
+def test_an_unparsable_gridengine_line_is_skipped_whole(line: str) -> None:
+    assert qsub("#$ -q before", line, "#$ -A after") == {"q": "before", "A": "after"}
+
+
+def test_gridengine_directives_of_a_real_script_match_its_record() -> None:
+    """options_wd was submitted with `-wd /tmp -l h_rt=300 -pe smp 2`: the command line
+    overrides the script's -l h_rt and -cwd, the name comes from the script."""
+    fixture = Path(__file__).parent.parent / "fixtures" / "gridengine" / "options_wd"
+    directives = parse_directives((fixture / "script").read_bytes(), GRIDENGINE)
+    assert directives == {"N": "directive_name", "l.h_rt": "0:10:0", "cwd": ""}
+    assert parse_job_record((fixture / "record").read_bytes()).job_name == directives["N"]
+
+
+def test_gridengine_metadata_from_directives() -> None:
+    directives = qsub("#$ -N a -A acct -q all.q -wd /w -l h_rt=1:00:00 -pe smp 2-4")
+    assert metadata_from_directives(directives, GRIDENGINE) == JobMetadata(
+        job_name="a", account="acct", partition="all.q", work_dir="/w", time_limit="1:00:00",
+        nodes=None, ntasks="2-4")
 
 
 # --- properties ---------------------------------------------------------------------------
