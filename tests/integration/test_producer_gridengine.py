@@ -38,7 +38,7 @@ SECRETS = {"SECRET_TOKEN": "hunter2-token", "DATABASE_URL": "postgres://app:s3cr
            "MULTILINE": "first line\nsecond line"}
 REDACTED = {b"SECRET_TOKEN": b"<redacted>", b"API_KEY": b"<redacted>",
             b"DATABASE_URL": b"postgres://app:<redacted>@db/prod"}
-BURST = 200  # qsub takes 0.2-0.4 s per job against this cell: 500 would take minutes
+BURST = 500  # qsub takes ~0.1 s per job with 8 at once against this cell: about a minute
 
 
 class Submitter:
@@ -168,7 +168,10 @@ def test_every_kind_of_job_arrives_with_the_spools_script_and_qstats_environment
 
 def test_a_job_deleted_right_after_its_submission_is_archived(
         rig: Rig, submitter: Submitter, gridengine: GridEngineCell) -> None:
+    """qdel of a pending job removes its files some 0.1 s later: a running producer (its
+    reader process up, as the first job proves) has read it by then."""
     producer = rig.start_producer()
+    rig.read_until({submitter.qsub()}, timeout=30)
     script = b"#!/bin/sh\n# deleted at once\necho gone\n"
     job_id = submitter.qsub(script=script)
     gridengine.qdel(int(job_id))
