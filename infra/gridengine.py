@@ -149,7 +149,7 @@ class GridEngineService:
             "qmaster_spool": self.qmaster_spool,
             "execd_spool": self.execd_spool,
         }
-        write_if_changed(self.common_dir / "bootstrap", self._render("bootstrap.template", values))
+        write_if_changed(self.common_dir / "bootstrap", self.render("bootstrap.template", values))
         write_if_changed(self.common_dir / "act_qmaster", f"{self.host}\n")
         # 127.0.0.1 resolves to "localhost", the host's name to the same address: without the
         # alias qmaster refuses its own clients ("access denied (client IP resolved to host
@@ -168,8 +168,8 @@ class GridEngineService:
     def _initialise_spool(self) -> None:
         """What Debian's init_cluster does, for classic spooling: the spool, the global
         configuration, the complexes, the usersets and root as manager."""
-        write_if_changed(self.global_conf, self._render("global.template",
-                                                        {"execd_spool": self.execd_spool}))
+        global_conf = self.render("global.template", {"execd_spool": self.execd_spool})
+        write_if_changed(self.global_conf, global_conf)
         resources = Path("/usr/share/gridengine/util/resources")
         for argv in (
             ["spoolinit", "classic", "libspoolc", f"{self.common_dir};{self.qmaster_spool}",
@@ -190,9 +190,9 @@ class GridEngineService:
         work = self.home / "objects"
         work.mkdir(exist_ok=True)
         for kind, name, content in (
-            ("prj", PROJECT, self._render("sarchive.prj", {})),
-            ("p", PARALLEL_ENVIRONMENT, self._render("smp.pe", {})),
-            ("q", QUEUE, self._render("all.q.template",
+            ("prj", PROJECT, self.render("sarchive.prj", {})),
+            ("p", PARALLEL_ENVIRONMENT, self.render("smp.pe", {})),
+            ("q", QUEUE, self.render("all.q.template",
                                       {"host": self.host, "slots": os.cpu_count() or 1})),
         ):
             # qconf reads objects from files; -Mconf-style commands take the name from the
@@ -211,7 +211,8 @@ class GridEngineService:
             path.write_text(fast)
             self._qconf("-Msconf", str(path))
 
-    def _render(self, template: str, values: Mapping[str, object]) -> str:
+    def render(self, template: str, values: Mapping[str, object]) -> str:
+        """A file of infra/gridengine/ as the cell gets it: comments dropped, ${...} filled."""
         text = (self.templates / template).read_text()
         # The files carry comments for the reader; qconf's parsers take none.
         body = "".join(line + "\n" for line in text.splitlines() if not line.startswith("#"))
@@ -283,19 +284,7 @@ class GridEngineService:
         return self.host in self._client("qconf", "-sh").stdout.split()
 
     def _queue_usable(self) -> bool:
-        """`qstat -f`: the queue instance is listed with a load (execd reported) and no state
-        that keeps jobs off it."""
-        out = self._client("qstat", "-f", "-q", QUEUE).stdout
-        for line in out.splitlines():
-            fields = line.split()
-            if not fields or not fields[0].startswith(f"{QUEUE}@"):
-                continue
-            # queuename qtype resv/used/tot load_avg arch [states]
-            if len(fields) < 5 or not re.fullmatch(r"[\d.]+", fields[3]):
-                return False
-            states = fields[5] if len(fields) > 5 else ""
-            return not (set(states) & _UNUSABLE_STATES)
-        return False
+        return queue_usable(self._client("qstat", "-f", "-q", QUEUE).stdout, QUEUE)
 
     def _wait(
         self, what: str, predicate: Callable[[], bool],
@@ -319,3 +308,18 @@ class GridEngineService:
                 f"gridengine: timed out after {self.start_timeout:.0f} s waiting for {what}",
                 self.log_paths(),
             )
+
+
+def queue_usable(qstat_f: str, queue: str) -> bool:
+    """Whether `qstat -f` lists an instance of queue with a load (its execd reported) and no
+    state that keeps jobs off it."""
+    for line in qstat_f.splitlines():
+        fields = line.split()
+        if not fields or not fields[0].startswith(f"{queue}@"):
+            continue
+        # queuename qtype resv/used/tot load_avg arch [states]
+        if len(fields) < 5 or not re.fullmatch(r"[\d.]+", fields[3]):
+            return False
+        states = fields[5] if len(fields) > 5 else ""
+        return not (set(states) & _UNUSABLE_STATES)
+    return False

@@ -18,6 +18,7 @@ is read as it wrote them; anything the format does not allow raises CullFormatEr
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -72,9 +73,13 @@ class CullElement:
 
     descriptor: tuple[Field, ...]
     values: Mapping[int, CullValue]
+    _fields: Mapping[int, Field] = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_fields", {f.name: f for f in self.descriptor})
 
     def field(self, name: int) -> Field | None:
-        return next((f for f in self.descriptor if f.name == name), None)
+        return self._fields.get(name)
 
 
 @dataclass(frozen=True)
@@ -111,21 +116,21 @@ class _Reader:
         self.data = data
         self.offset = 0
 
-    def _take(self, size: int, what: str) -> bytes:
-        end = self.offset + size
-        if end > len(self.data):
-            raise CullFormatError(f"truncated: {what} needs {size} bytes at offset "
-                                  f"{self.offset}, {len(self.data) - self.offset} left")
-        chunk = self.data[self.offset:end]
-        self.offset = end
-        return chunk
+    def _need(self, size: int, what: str) -> int:
+        """The offset of the next size bytes, which are then consumed."""
+        offset = self.offset
+        if offset + size > len(self.data):
+            raise CullFormatError(f"truncated: {what} needs {size} bytes at offset {offset}, "
+                                  f"{len(self.data) - offset} left")
+        self.offset = offset + size
+        return offset
 
     def u32(self) -> int:
-        value: int = _U32.unpack(self._take(4, "an integer"))[0]
+        value: int = _U32.unpack_from(self.data, self._need(4, "an integer"))[0]
         return value
 
     def double(self) -> float:
-        value: float = _DOUBLE.unpack(self._take(8, "a double"))[0]
+        value: float = _DOUBLE.unpack_from(self.data, self._need(8, "a double"))[0]
         return value
 
     def string(self) -> bytes | None:
@@ -140,7 +145,10 @@ class _Reader:
         count = self.u32()
         if not 0 < count <= MAX_DESCR_SIZE:
             raise CullFormatError(f"descriptor of {count} fields at offset {self.offset - 4}")
-        fields = tuple(Field(self.u32(), self.u32()) for _ in range(count))
+        words = struct.unpack_from(f">{2 * count}I", self.data,
+                                   self._need(8 * count, "a descriptor"))
+        fields = tuple(Field(name, kind) for name, kind in zip(words[::2], words[1::2],
+                                                                strict=True))
         for field in fields:
             if field.type not in TYPE_NAMES:
                 raise CullFormatError(f"field {field.name} has unknown type {field.type}")
@@ -163,7 +171,7 @@ class _Reader:
         if changed_bits != len(descriptor):
             raise CullFormatError(f"changed-field bits {changed_bits} for a descriptor of "
                                   f"{len(descriptor)} fields")
-        self._take((changed_bits + 7) // 8, "the changed-field bits")
+        self._need((changed_bits + 7) // 8, "the changed-field bits")
         values: dict[int, CullValue] = {}
         for field in descriptor:
             if field.type != REF_T:

@@ -119,6 +119,10 @@ class TaskRange:
     end: int
     step: int
 
+    def __str__(self) -> str:
+        """As qsub's -t and qstat write it: "1-10:2"."""
+        return f"{self.start}-{self.end}:{self.step}"
+
 
 @dataclass(frozen=True)
 class GridEngineJob:

@@ -10,9 +10,9 @@ Fixtures:
     kafka_service    (function) KafkaControl: .stop() / .start() / .is_up() / .bootstrap
     slurm            (session)  SlurmCluster: .conf .state_dir .cluster .sbatch() .scancel()
                                 .job_dir() .wait_job_dir()
-    gridengine       (session)  GridEngineCell: .env .spool .qsub() .qdel() .record_path()
-                                .script_path() .qstat_xml(); the cell is started for the session
-                                and stopped after it unless it was up
+    gridengine       (session)  GridEngineCell: .env .spool .qsub() .qdel() .qrls()
+                                .record_path() .script_path() .qstat_xml(); the cell is started
+                                for the session and stopped after it unless it was up
 """
 
 from __future__ import annotations
@@ -294,10 +294,17 @@ class GridEngineCell:
         return int(result.stdout.decode().strip().split(".")[0])
 
     def qdel(self, *job_ids: int) -> None:
-        result = subprocess.run(["qdel", *map(str, job_ids)], capture_output=True, text=True,
+        self._job_command("qdel", job_ids)
+
+    def qrls(self, *job_ids: int) -> None:
+        """Release held jobs."""
+        self._job_command("qrls", job_ids)
+
+    def _job_command(self, command: str, job_ids: tuple[int, ...]) -> None:
+        result = subprocess.run([command, *map(str, job_ids)], capture_output=True, text=True,
                                 env=self._env(None), timeout=60, check=False)
         if result.returncode != 0:
-            pytest.fail(f"qdel {job_ids} failed: {result.stdout}{result.stderr}")
+            pytest.fail(f"{command} {job_ids} failed: {result.stdout}{result.stderr}")
 
     def record_path(self, job_id: int) -> Path:
         """The job's record: jobs/ then its ten-digit id split 2/4/4 (for an array job a

@@ -321,13 +321,62 @@ def test_pbs_option_sets_round_trip(case: tuple[bytes, dict[str, str]]) -> None:
     assert parse_directives(script, TORQUE) == expected
 
 
-fragments = st.sampled_from([b"#SBATCH", b"#PBS", b" ", b"\t", b"-", b"--", b"=", b'"', b"'",
-                             b"#", b"J", b"l", b"x", b"a=b,", b"\n", b"\r\n", b"\xff", b"\0"])
+QSUB_WITH_VALUE = ["N", "A", "P", "q", "t", "wd", "S", "o", "e", "j", "hold_jid", "tc"]
+QSUB_FLAGS = ["cwd", "V", "h", "notify"]
+qsub_value = st.text("abcXYZ019:/_.,%@+=-", min_size=1, max_size=12).filter(
+    lambda v: not v.startswith("-"))
 
 
-@pytest.mark.parametrize("scheduler", [SLURM, TORQUE])
+@st.composite
+def qsub_script(draw: st.DrawFn) -> tuple[bytes, dict[str, str]]:
+    """#$ lines anywhere in a script, with or without a space after the prefix."""
+    names = draw(st.lists(st.sampled_from([*QSUB_WITH_VALUE, *QSUB_FLAGS, "pe"]), unique=True,
+                          max_size=8))
+    rendered: list[str] = []
+    expected: dict[str, str] = {}
+    for name in names:
+        if name in QSUB_FLAGS:
+            rendered.append(f"-{name}")
+            expected[name] = ""
+        elif name == "pe":
+            value = f"{draw(qsub_value)} {draw(st.integers(1, 64))}"
+            rendered.append(f"-pe {value}")
+            expected["pe"] = value
+        else:
+            value = draw(st.one_of(qsub_value, st.builds("{} {}".format, qsub_value,
+                                                          qsub_value)))
+            rendered.append(f'-{name} "{value}"' if " " in value or draw(st.booleans())
+                            else f"-{name} {value}")
+            expected[name] = value
+    requested = draw(resources)
+    if requested:
+        rendered.append("-l " + ",".join(f"{key}={value}" for key, value in requested.items()))
+        expected |= {f"l.{key}": value for key, value in requested.items()}
+    lines = ["#!/bin/bash"]
+    while rendered:
+        take = draw(st.integers(min_value=1, max_value=len(rendered)))
+        separator = draw(st.sampled_from([" ", "", "\t"]))
+        lines.append("#$" + separator + " ".join(rendered[:take]))
+        rendered = rendered[take:]
+        lines.append(draw(st.sampled_from(["", "# comment", "echo step", "#$$ -N no"])))
+    newline = draw(st.sampled_from(["\n", "\r\n"]))
+    return newline.join(lines).encode(), expected
+
+
+@given(qsub_script())
+def test_gridengine_option_sets_round_trip(case: tuple[bytes, dict[str, str]]) -> None:
+    script, expected = case
+    assert parse_directives(script, GRIDENGINE) == expected
+
+
+fragments = st.sampled_from([b"#SBATCH", b"#PBS", b"#$", b" ", b"\t", b"-", b"--", b"=", b'"',
+                             b"'", b"#", b"J", b"l", b"pe", b"x", b"a=b,", b"\n", b"\r\n",
+                             b"\xff", b"\0"])
+
+
+@pytest.mark.parametrize("scheduler", [SLURM, TORQUE, GRIDENGINE])
 @given(script=st.one_of(st.binary(max_size=300),
                         st.lists(fragments, max_size=60).map(b"".join)))
-def test_arbitrary_bytes_never_raise(scheduler: Scheduler, script: bytes) -> None:
+def test_arbitrary_bytes_never_raise(scheduler: str, script: bytes) -> None:
     directives = parse_directives(script, scheduler)
     assert all(isinstance(k, str) and isinstance(v, str) for k, v in directives.items())

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import struct
-from dataclasses import dataclass
 from pathlib import Path
-from xml.etree import ElementTree
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from producer.cull import FREE_ELEM, unpack_element
 from producer.errors import REASON_MALFORMED, SpoolReadError
@@ -22,6 +22,7 @@ from producer.gridengine_record import (
     TaskRange,
     parse_job_record,
 )
+from testkit.gridengine import QstatJob, differences
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "gridengine"
 CASES = sorted(p.name for p in FIXTURES.iterdir() if (p / "qstat.xml").exists())
@@ -32,77 +33,17 @@ def record_bytes(case: str) -> bytes:
     return (record / "common").read_bytes() if record.is_dir() else record.read_bytes()
 
 
-@dataclass(frozen=True)
-class Oracle:
-    """`qstat -j ID -xml` of the job: its fields as the bytes qmaster printed."""
-
-    job: ElementTree.Element
-
-    @classmethod
-    def of(cls, case: str) -> Oracle:
-        # qstat prints values unescaped, not always UTF-8: read the bytes as Latin-1 and
-        # encode each value back the same way to get them exactly.
-        root = ElementTree.fromstring((FIXTURES / case / "qstat.xml").read_bytes()
-                                      .decode("latin-1"))
-        job = root.find("djob_info/element")
-        assert job is not None
-        return cls(job)
-
-    def raw(self, tag: str) -> bytes | None:
-        node = self.job.find(tag)
-        return None if node is None or node.text is None else node.text.encode("latin-1")
-
-    def text(self, tag: str) -> str | None:
-        raw = self.raw(tag)
-        return None if raw is None else raw.decode("utf-8", "replace")
-
-    def rows(self, list_tag: str, *fields: str) -> list[tuple[bytes | None, ...]]:
-        return [
-            tuple(None if (n := element.find(f)) is None or n.text is None
-                  else n.text.encode("latin-1") for f in fields)
-            for element in self.job.findall(f"{list_tag}/*")
-        ]
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_record_decodes_to_what_qstat_shows(case: str) -> None:
     job = parse_job_record(record_bytes(case))
-    oracle = Oracle.of(case)
-    assert job.job_id == int(oracle.text("JB_job_number") or 0)
-    assert job.job_name == oracle.text("JB_job_name")
-    assert job.owner == oracle.text("JB_owner")
-    assert job.owner_uid == int(oracle.text("JB_uid") or -1)
-    assert job.group == oracle.text("JB_group")
-    assert job.group_gid == int(oracle.text("JB_gid") or -1)
-    assert job.account == oracle.text("JB_account")
-    assert job.project == oracle.text("JB_project")
-    assert job.work_dir == oracle.text("JB_cwd")
-    assert job.script_file == oracle.text("JB_script_file")
-    assert job.exec_file == oracle.text("JB_exec_file")
-    assert job.submit_time_ms == int(oracle.text("JB_submission_time") or 0) * 1000
-    assert job.parallel_environment == oracle.text("JB_pe")
-    assert list(job.environment) == [
-        (name or b"", value or b"")
-        for name, value in oracle.rows("JB_env_list", "VA_variable", "VA_value")
-    ]
-    assert [(q.encode(),) for q in job.hard_queues] == oracle.rows("JB_hard_queue_list",
-                                                                   "QR_name")
-    assert [(k.encode(), v.encode()) for k, v in job.hard_resources.items()] == oracle.rows(
-        "JB_hard_resource_list", "CE_name", "CE_stringval")
-    assert [(a,) for a in job.job_args] == oracle.rows("JB_job_args", "ST_name")
-    shells = oracle.rows("JB_shell_list", "PN_path")
-    assert job.shell == (shells[0][0].decode() if shells and shells[0][0] else None)
-    assert job.pe_slots == _range(oracle.rows("JB_pe_range", "RN_min", "RN_max", "RN_step"))
-    structure = _range(oracle.rows("JB_ja_structure", "RN_min", "RN_max", "RN_step"))
-    is_array = int(oracle.text("JB_type") or 0) & 0x80
-    assert job.array == (structure if is_array else None)
+    oracle = QstatJob.parse((FIXTURES / case / "qstat.xml").read_bytes())
+    assert differences(job, oracle) == {}
 
 
-def _range(rows: list[tuple[bytes | None, ...]]) -> TaskRange | None:
-    if not rows:
-        return None
-    start, end, step = (int(value or 0) for value in rows[0])
-    return TaskRange(start, end, step)
+def test_the_oracle_comparison_sees_a_difference() -> None:
+    job = parse_job_record(record_bytes("export_named"))
+    oracle = QstatJob.parse((FIXTURES / "export_all" / "qstat.xml").read_bytes())
+    assert {"job_id", "environment", "script_file"} <= set(differences(job, oracle))
 
 
 def test_every_option_of_the_submission_is_decoded() -> None:
@@ -144,6 +85,11 @@ def test_a_binary_job_has_its_command_and_no_script() -> None:
 def test_array_ranges_with_and_without_step() -> None:
     assert parse_job_record(record_bytes("array")).array == TaskRange(1, 3, 1)
     assert parse_job_record(record_bytes("array_step")).array == TaskRange(2, 10, 4)
+
+
+def test_a_range_reads_as_qstat_writes_it() -> None:
+    """qstat -j of array_step says `job-array tasks: 2-10:4`."""
+    assert str(parse_job_record(record_bytes("array_step")).array) == "2-10:4"
 
 
 def test_export_named_variables_keep_their_values_and_order() -> None:
@@ -236,3 +182,19 @@ def test_a_record_error_is_a_per_job_spool_read_error() -> None:
     assert isinstance(caught.value, GridEngineRecordError)
     assert caught.value.job_id == "42"
     assert caught.value.reason == REASON_MALFORMED
+
+
+@settings(max_examples=300, deadline=None)
+@given(case=st.sampled_from(["plain", "export_all", "options_cwd", "array_running"]),
+       edits=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)),
+                      min_size=1, max_size=8))
+def test_damaged_records_decode_or_raise_a_record_error_never_anything_else(
+        case: str, edits: list[tuple[int, int]]) -> None:
+    data = bytearray(record_bytes(case))
+    for position, byte in edits:
+        data[position % len(data)] = byte
+    try:
+        job = parse_job_record(bytes(data))
+    except GridEngineRecordError:
+        return
+    assert isinstance(job, GridEngineJob)
