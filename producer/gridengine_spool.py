@@ -173,7 +173,6 @@ def read_gridengine_job(leaf: Path, name: str) -> RawJob:
     )
 
 
-
 def environment_entries(job: GridEngineJob) -> tuple[bytes, ...]:
     """The record's environment list as KEY=VALUE entries, the form every scheduler's
     environment takes in the producer (producer.environment)."""
@@ -209,24 +208,25 @@ def render_record(record: bytes, job: GridEngineJob,
     """The record as stored, with the environment entries the policy hid masked in place;
     None when that cannot be done safely (the record is then not carried).
 
-    The record packs every string NUL-terminated, a list element's name and value back to
-    back, with no length anywhere, so an entry `NAME\0VALUE\0` is replaced by its filtered
-    form wherever it occurs. The result is decoded again and must hold the filtered
-    environment with nothing else changed; when it does not (the pair also occurs elsewhere
-    in the record, say), None: never a record with a secret, nor a damaged one.
+    The record packs every string NUL-terminated with no length anywhere, a list element's
+    name and value back to back after its header (whose last byte is NUL as the qmaster
+    writes records), so an entry `\\0NAME\\0VALUE\\0` is replaced by its filtered form
+    wherever it occurs: never inside a longer name (`__SGE_PREFIX__O_HOME` for `HOME`). The
+    result is decoded again and must hold the filtered environment with nothing else changed;
+    when it does not (the pair also spells another field, say), None: never a record with a
+    secret, nor a damaged one.
     """
     if not environment.hidden_keys:
         return record
-    hidden = {key.encode("utf-8", "surrogateescape") for key in environment.hidden_keys}
     kept_keys = set(environment.keys)
     kept = iter(environment.entries)
     expected: list[tuple[bytes, bytes]] = []
     rendered = record
     for name, value in job.environment:
         pair = _packed_entry(next(kept) if name in kept_keys else None)
-        if name in hidden and pair != (name, value):
-            rendered = rendered.replace(name + b"\0" + value + b"\0",
-                                        pair[0] + b"\0" + pair[1] + b"\0")
+        if pair != (name, value):
+            rendered = rendered.replace(b"\0" + name + b"\0" + value + b"\0",
+                                        b"\0" + pair[0] + b"\0" + pair[1] + b"\0")
         expected.append(pair)
     try:
         decoded = parse_job_record(rendered, job_id=str(job.job_id))

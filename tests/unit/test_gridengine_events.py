@@ -146,6 +146,15 @@ def test_an_excluded_variable_leaves_neither_its_name_nor_its_value(tmp_path: Pa
     assert (REDACTED_MARKER, REDACTED_MARKER) in parse_job_record(record).environment
 
 
+def test_a_hidden_variable_is_masked_alone_not_inside_a_longer_name(tmp_path: Path) -> None:
+    """HOME=/root is also the end of __SGE_PREFIX__O_HOME=/root in the packed list."""
+    policy = EnvPolicy(exclude=None, redact=re.compile(r"^HOME$"))
+    event = event_of(tmp_path, "export_all", dataclasses.replace(SETTINGS, env_policy=policy))
+    carried = dict(parse_job_record(record_of(event)).environment)
+    assert carried[b"HOME"] == REDACTED_MARKER
+    assert carried[b"__SGE_PREFIX__O_HOME"] == b"/root"
+
+
 def test_a_record_whose_masking_would_change_another_field_is_not_carried() -> None:
     """A hidden pair `sge\\0\\0` (a variable sge, no value) is also how the account `sge` and
     the next field's first byte are packed: masking it would damage the account, so the
