@@ -133,6 +133,21 @@ def record_submit_time_ms(leaf: Path, name: str) -> int | None:
         return None
 
 
+def script_second_ms(leaf: Path, name: str) -> int | None:
+    """The second in which the job's script was written, in ms: the qmaster stamps a
+    submission in whole seconds and writes the script within milliseconds, so this is the
+    record's submit time but for a submission that straddles a second. One lstat, where the
+    record's own takes decoding it; None without a script (a binary job) or a job path."""
+    job_id = job_id_of(f"{JOBS_DIR}/{leaf.parent.name}/{leaf.name}/{name}")
+    if job_id is None:
+        return None
+    try:
+        mtime_ns = os.lstat(spool_root(leaf) / SCRIPTS_DIR / job_id).st_mtime_ns
+    except OSError:
+        return None
+    return mtime_ns // 1_000_000_000 * 1000
+
+
 def record_removed(leaf: Path, name: str) -> bool:
     """Whether the job's record is gone from the spool: a record file appears whole, by a
     rename, so its absence is a removal. An array job's directory still without `common` is

@@ -11,6 +11,7 @@ from producer.gridengine_spool import (
     read_gridengine_job,
     record_removed,
     record_submit_time_ms,
+    script_second_ms,
 )
 from producer.slurm_spool import SCRIPT_FILE, read_slurm_job
 from producer.spool_io import RawJob
@@ -66,6 +67,15 @@ class JobRef:
             return os.lstat(self.identity_file).st_mtime_ns // 1_000_000
         except OSError:
             return None
+
+    def probable_submit_time_ms(self) -> int | None:
+        """submit_time_ms() where it is cheap; for Grid Engine the second its script was
+        written, which is the record's submit time nearly always (a match identifies the
+        submission: a job id comes back only after a reinstall, never within a second)."""
+        if self.scheduler is Scheduler.GRIDENGINE:
+            assert self.base is not None
+            return script_second_ms(self.directory, self.base)
+        return self.submit_time_ms()
 
     def removed_from_spool(self) -> bool:
         """Whether a job whose submit time cannot be told is on its way out of the spool, not

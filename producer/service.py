@@ -358,17 +358,24 @@ class ProducerService:
     def _known(self, job: JobRef) -> bool:
         """Whether this submission of the job was acknowledged or is in the outbox already.
 
-        Its submit time is read only for a name seen before: a Grid Engine record has to be
-        decoded for it. A known name whose record was removed meanwhile is a job on its way
-        out (a rewrite then a removal), not a new one."""
+        Its submit time is looked at only for a name seen before, its cheap probable value
+        first: a Grid Engine record has to be decoded for the exact one (about 1 ms, which a
+        start-up scan of a large spool would pay per job on the loop). A known name whose
+        record was removed meanwhile is a job on its way out (a rewrite then a removal), not
+        a new one."""
         name = job.name
-        published = self.state.published
-        if name not in published and not self.publisher.has_queued(name):
+        if name not in self.state.published and not self.publisher.has_queued(name):
             return False
+        probable = job.probable_submit_time_ms()
+        if probable is not None and self._recorded(name, probable):
+            return True
         submit_time_ms = job.submit_time_ms()
         if submit_time_ms is None:
             return job.removed_from_spool()
-        return (published.is_published(name, submit_time_ms)
+        return self._recorded(name, submit_time_ms)
+
+    def _recorded(self, name: str, submit_time_ms: int) -> bool:
+        return (self.state.published.is_published(name, submit_time_ms)
                 or self.publisher.is_queued(name, submit_time_ms))
 
     def _read_due_jobs(self, now: float) -> None:
