@@ -29,7 +29,7 @@ import re
 import stat
 from pathlib import Path
 
-from producer.environment import FilteredEnvironment
+from producer.environment import FilteredEnvironment, entry_key
 from producer.errors import REASON_MALFORMED, REASON_NOT_A_JOB, SpoolReadError
 from producer.gridengine_record import GridEngineJob, TaskRange, parse_job_record
 from producer.spool_io import RawJob, open_spool_dir, read_spool_file, spool_error
@@ -237,11 +237,15 @@ def render_record(record: bytes, job: GridEngineJob,
     kept = iter(environment.entries)
     expected: list[tuple[bytes, bytes]] = []
     rendered = record
-    for name, value in job.environment:
-        pair = _packed_entry(next(kept) if name in kept_keys else None)
-        if pair != (name, value):
-            rendered = rendered.replace(b"\0" + name + b"\0" + value + b"\0",
-                                        b"\0" + pair[0] + b"\0" + pair[1] + b"\0")
+    for (name, value), entry in zip(job.environment, environment_entries(job), strict=True):
+        # The policy keeps or drops every entry of a key, in order: `kept` follows along.
+        filtered = next(kept) if entry_key(entry) in kept_keys else None
+        if filtered == entry:
+            expected.append((name, value))
+            continue
+        pair = _packed_entry(filtered)
+        rendered = rendered.replace(b"\0" + name + b"\0" + value + b"\0",
+                                    b"\0" + pair[0] + b"\0" + pair[1] + b"\0")
         expected.append(pair)
     try:
         decoded = parse_job_record(rendered, job_id=str(job.job_id))
