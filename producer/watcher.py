@@ -60,8 +60,7 @@ DIRECTORY_MASK = (flags.CREATE | flags.MOVED_TO | flags.DELETE | flags.MOVED_FRO
                   | flags.DELETE_SELF | flags.MOVE_SELF | _NO_SYMLINKS)
 # Torque writes job files straight into its directories, Grid Engine its scripts into
 # job_scripts/: their close-writes matter there.
-TORQUE_DIRECTORY_MASK = DIRECTORY_MASK | flags.CLOSE_WRITE
-SCRIPTS_MASK = DIRECTORY_MASK | flags.CLOSE_WRITE
+FILES_DIRECTORY_MASK = DIRECTORY_MASK | flags.CLOSE_WRITE
 JOB_MASK = flags.CLOSE_WRITE | flags.MOVED_TO | _NO_SYMLINKS
 _GONE = flags.DELETE | flags.MOVED_FROM
 _WRITTEN = flags.CLOSE_WRITE | flags.MOVED_TO
@@ -441,12 +440,8 @@ class SpoolWatcher:
 
     def _add_directory(self, path: Path, kind: _Kind, changes: SpoolChanges) -> bool:
         assert self._inotify is not None
-        if kind is _Kind.SCRIPTS:
-            mask = SCRIPTS_MASK
-        elif self.scheduler is Scheduler.TORQUE:
-            mask = TORQUE_DIRECTORY_MASK
-        else:
-            mask = DIRECTORY_MASK
+        writes_files = kind is _Kind.SCRIPTS or self.scheduler is Scheduler.TORQUE
+        mask = FILES_DIRECTORY_MASK if writes_files else DIRECTORY_MASK
         try:
             wd = self._inotify.add_watch(str(path), mask)
         except OSError as exc:
