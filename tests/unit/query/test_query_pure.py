@@ -38,6 +38,9 @@ NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 @pytest.mark.parametrize(("text", "expected"), [
     ("4711", JobSpec("4711", "4711")),
     ("4711_7", JobSpec("4711_7", "4711")),
+    ("4711.7", JobSpec("4711.7", "4711")),
+    ("hydra:4711.7", JobSpec("hydra:4711.7", "4711", "hydra")),
+    ("4711.server", JobSpec("4711.server", "4711.server")),
     ("4711+1", JobSpec("4711+1", "4712")),
     ("hydra:4711", JobSpec("hydra:4711", "4711", "hydra")),
     ("hydra:slurm:4711:1710545400000",
