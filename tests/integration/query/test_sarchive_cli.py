@@ -303,6 +303,7 @@ def test_gridengine_jobs_are_archived_indexed_and_shown_alike_from_both_backends
     plain, binary, array = (str(jobs[kind]) for kind in ("plain", "binary", "array"))
     assert both("show", plain, "--script") == spooled["plain"] == GE_SCRIPT
     assert both("show", array, "--script") == spooled["array"]
+    assert both("show", f"{array}.2", "--script") == spooled["array"]  # JOB_ID.TASK_ID
     assert both("show", binary, "--script") == b"/bin/echo binary job"
     environment = both("show", plain, "--env", "-0").split(b"\0")
     assert b"API_KEY=<redacted>" in environment
