@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from xml.etree import ElementTree
 
 import pytest
 
 from testkit.deliveries import delivered_once
+from testkit.gridengine import QstatJob
 from testkit.waiting import wait_until
 
 if TYPE_CHECKING:  # fixtures come from pytest; their types are for mypy alone
@@ -105,14 +105,10 @@ def rig(gridengine: GridEngineCell, kafka_bootstrap: str, kafka_topic: str, tmp_
 
 
 def qstat_environment(cell: GridEngineCell, job_id: str) -> list[bytes]:
-    """The job's environment as qstat -j -xml lists it, as KEY=VALUE entries (qstat prints
-    the values' bytes unescaped: read as Latin-1 to get them back exactly)."""
-    root = ElementTree.fromstring(cell.qstat_xml(int(job_id)).decode("latin-1"))
-    return [
-        (element.findtext("VA_variable") or "").encode("latin-1") + b"="
-        + (element.findtext("VA_value") or "").encode("latin-1")
-        for element in root.findall("djob_info/element/JB_env_list/*")
-    ]
+    """The job's environment as qstat -j -xml lists it, as KEY=VALUE entries."""
+    oracle = QstatJob.parse(cell.qstat_xml(int(job_id)))
+    return [(name or b"") + b"=" + (value or b"")
+            for name, value in oracle.rows("JB_env_list", "VA_variable", "VA_value")]
 
 
 def redacted(entries: list[bytes]) -> list[bytes]:
