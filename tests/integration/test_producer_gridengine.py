@@ -9,9 +9,12 @@ up without repeating; a rewritten record is not a new job; a burst arrives once.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -81,14 +84,14 @@ class Rig:
     runner: Callable[..., Any]
     reader: Callable[..., Any]
 
-    def start_producer(self, *extra: str) -> Any:
+    def start_producer(self, *extra: str, wrapper: tuple[str, ...] = ()) -> Any:
         """The producer finds the spool in the cell's bootstrap file, as on a site."""
         bootstrap_file = (Path(self.cell.env["SGE_ROOT"]) / self.cell.env["SGE_CELL"]
                           / "common" / "bootstrap")
         producer = self.runner(
             "--scheduler", "gridengine", "--gridengine-bootstrap", str(bootstrap_file),
             "--cluster", "ge-test", "--state-dir", str(self.state_dir),
-            "--brokers", self.bootstrap, "--topic", self.topic, *extra)
+            "--brokers", self.bootstrap, "--topic", self.topic, *extra, wrapper=wrapper)
         producer.wait_for_log("watching gridengine spool")
         return producer
 
@@ -160,6 +163,31 @@ def test_every_kind_of_job_arrives_with_the_spools_script_and_qstats_environment
     assert set(events[export_all].redacted_keys) == {"SECRET_TOKEN", "DATABASE_URL"}
     producer.signal(signal.SIGTERM)
     assert producer.wait(30) == 0
+
+
+def test_an_unprivileged_user_without_capabilities_reads_the_spool(
+        rig: Rig, submitter: Submitter) -> None:
+    """The qmaster's spool is 0755 directories and 0644 files, its bootstrap 0644: the
+    producer needs neither root nor a capability (docs/producer.md's unit drop-in)."""
+    nobody = 65534
+    # Its own state directory, where that user reaches it (pytest's temporary tree is 0700).
+    state_dir = Path(tempfile.mkdtemp(prefix="sarchive-ge-unprivileged-"))
+    os.chown(state_dir, nobody, nobody)
+    try:
+        # Read in the main process: this machine's virtual environment links its interpreter
+        # from under /root (0700), which a reader process, spawned anew, cannot execute as
+        # another user; an installation in /opt (docs/producer.md) has no such link.
+        producer = dataclasses.replace(rig, state_dir=state_dir).start_producer(
+            "--read-workers", "0", wrapper=(
+                "setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups",
+                "--inh-caps=-all", "--bounding-set=-all"))
+        job_id = submitter.qsub()
+        reader = rig.read_until({job_id}, timeout=30)
+        assert_as_spooled(delivered_once(reader.events, {job_id})[job_id], rig.cell, None)
+        producer.signal(signal.SIGTERM)
+        assert producer.wait(30) == 0
+    finally:
+        shutil.rmtree(state_dir)
 
 
 def test_a_job_deleted_right_after_its_submission_is_archived(
