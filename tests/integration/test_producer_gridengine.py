@@ -45,25 +45,24 @@ BURST = 500  # qsub takes ~0.1 s per job with 8 at once against this cell: about
 
 
 class Submitter:
-    """qsub through the fixture, every job held unless told; deletes them all at the end."""
+    """qsub through the fixture, every job held; deletes those still there at the end."""
 
     def __init__(self, cell: GridEngineCell) -> None:
         self.cell = cell
         self.job_ids: list[int] = []
 
-    def qsub(self, *args: str, script: bytes | None = PLAIN, held: bool = True,
+    def qsub(self, *args: str, script: bytes | None = PLAIN,
              env: dict[str, str] | None = None) -> str:
-        job_id = self.cell.qsub(*((HELD,) if held else ()), *args, script=script, env=env)
+        job_id = self.cell.qsub(HELD, *args, script=script, env=env)
         self.job_ids.append(job_id)
         return str(job_id)
 
     def delete_all(self) -> None:
-        gone = set()
-        for job_id in self.job_ids:  # qdel of a finished or deleted job fails: not ours to care
-            if self.cell.record_path(job_id).exists():
-                gone.add(job_id)
-        if gone:
-            self.cell.qdel(*sorted(gone))
+        # qdel of a job that ended or was deleted fails: only those still spooled.
+        present = sorted(job_id for job_id in self.job_ids
+                         if self.cell.record_path(job_id).exists())
+        if present:
+            self.cell.qdel(*present)
 
 
 @pytest.fixture
