@@ -21,12 +21,13 @@ from schemas.limits import MAX_MESSAGE_BYTES, MIB
 
 PROG = "sarchive-producer"
 DESCRIPTION = (
-    "Watch a Slurm or Torque spool and deliver every submitted job (script, environment,"
-    " directives) to Kafka, through an on-disk outbox that survives restarts and broker"
-    " outages."
+    "Watch a Slurm, Torque or Grid Engine spool and deliver every submitted job (script,"
+    " environment, directives) to Kafka, through an on-disk outbox that survives restarts and"
+    " broker outages."
 )
 DEFAULT_SPOOL = {"slurm": Path("/var/spool/slurmctld"),
                  "torque": Path("/var/spool/torque/server_priv/jobs")}
+SCHEDULERS = (*DEFAULT_SPOOL, "gridengine")  # Grid Engine's spool: its bootstrap's
 COMPRESSIONS = ("zstd", "lz4", "gzip", "snappy", "none")
 
 
@@ -34,11 +35,18 @@ COMPRESSIONS = ("zstd", "lz4", "gzip", "snappy", "none")
 class ProducerConfig(KafkaSettings, ServiceSettings):
     cluster: str = setting("", required=True,
                            help="cluster name stamped into every event and its job key")
-    scheduler: str = setting("slurm", choices=tuple(DEFAULT_SPOOL),
+    scheduler: str = setting("slurm", choices=SCHEDULERS,
                              help="scheduler whose spool is watched")
     spool: Path | None = setting(
-        None, help="spool directory: Slurm's StateSaveLocation, or Torque's server_priv/jobs"
-        f" (default: {DEFAULT_SPOOL['slurm']} or {DEFAULT_SPOOL['torque']})")
+        None, help="spool directory: Slurm's StateSaveLocation, Torque's server_priv/jobs or"
+        " Grid Engine's qmaster spool directory (default: "
+        f"{DEFAULT_SPOOL['slurm']}, {DEFAULT_SPOOL['torque']}, or the qmaster_spool_dir of"
+        " gridengine-bootstrap)")
+    gridengine_bootstrap: Path = setting(
+        Path("/var/lib/gridengine/default/common/bootstrap"),
+        help="Grid Engine's $SGE_ROOT/$SGE_CELL/common/bootstrap, read at start: the qmaster"
+        " must spool classic (spooling_method), and its qmaster_spool_dir is the default"
+        " spool")
     torque_subdirs: bool = setting(
         False, help="Torque keeps job files in the 0-9 subdirectories of the spool (without"
         " it, subdirectories holding job files at start are followed anyway, with a warning)")
@@ -103,7 +111,13 @@ class ProducerConfig(KafkaSettings, ServiceSettings):
 
     @property
     def spool_dir(self) -> Path:
-        return self.spool if self.spool is not None else DEFAULT_SPOOL[self.scheduler]
+        """The spool directory; Grid Engine's is resolved from its bootstrap at start
+        (producer.main) and set as `spool`."""
+        if self.spool is not None:
+            return self.spool
+        if self.scheduler not in DEFAULT_SPOOL:
+            raise ConfigError(f"spool must be set for scheduler {self.scheduler}")
+        return DEFAULT_SPOOL[self.scheduler]
 
     def env_policy(self) -> EnvPolicy:
         return EnvPolicy(exclude=_compile("env_exclude", self.env_exclude),

@@ -2,14 +2,17 @@
 
 What the event keeps of the script (schema field `script`):
 - Slurm stores the script followed by one NUL; exactly that one trailing NUL is dropped. Every
-  other byte (CR, non-UTF-8, trailing newlines) is kept. Torque's .SC is kept as stored.
+  other byte (CR, non-UTF-8, trailing newlines) is kept. Torque's .SC and Grid Engine's
+  job_scripts/<id> are kept as stored. A Grid Engine binary job (`qsub -b y`) has no script:
+  its command line, as the record holds it, stands in for one.
 - script_size and script_sha256 describe that whole script; when it is longer than
   max_script_bytes only its first max_script_bytes bytes are carried (script_truncated).
 - The script copy in spool_files is the stored file with the same cut: the carried script plus
   Slurm's NUL terminator when the stored file had one.
 The environment leaves only after the policy: canonical `environment`, and the environment
-inside spool_files (Slurm's environment file, Torque's Variable_List and submit_args) rebuilt
-from the filtered entries, so no excluded or redacted value is carried anywhere.
+inside spool_files (Slurm's environment file, Torque's Variable_List and submit_args, Grid
+Engine's record) rebuilt from the filtered entries, so no excluded or redacted value is carried
+anywhere.
 """
 
 from __future__ import annotations
@@ -36,6 +39,15 @@ from producer.environment import (
     user_from_environment,
 )
 from producer.errors import REASON_MALFORMED, SpoolReadError
+from producer.gridengine_record import GridEngineJob, parse_job_record
+from producer.gridengine_spool import (
+    RECORD_SPOOL_FILE,
+    SCRIPT_SPOOL_FILE,
+    command_line,
+    environment_entries,
+    render_record,
+    task_range,
+)
 from producer.slurm_owners import UNKNOWN_OWNER, JobOwner
 from producer.slurm_spool import (
     ENVIRONMENT_FILE,
@@ -214,18 +226,74 @@ def _torque_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     )
 
 
+# Grid Engine's default account string: what the record holds when qsub had no -A.
+GRIDENGINE_DEFAULT_ACCOUNT = "sge"
+
+
+def _gridengine_content(raw: RawJob, settings: EventSettings) -> _JobContent:
+    record_file = raw.file(RECORD_SPOOL_FILE)
+    if record_file is None:
+        raise SpoolReadError(raw.job_id, REASON_MALFORMED, "no job record")
+    job: GridEngineJob = (raw.gridengine_job if raw.gridengine_job is not None
+                          else parse_job_record(record_file.content, job_id=raw.job_id))
+    script_file = raw.file(SCRIPT_SPOOL_FILE)
+    script = script_file.content if script_file is not None else command_line(job)
+    carried = script[:settings.max_script_bytes]
+    environment = apply_policy(environment_entries(job), settings.env_policy)
+    record = render_record(record_file.content, job, environment)
+    rebuilt = {SCRIPT_SPOOL_FILE: carried, RECORD_SPOOL_FILE: record}
+    spool_files = tuple(SpoolFile(f.name, content) for f in raw.files
+                        if (content := rebuilt.get(f.name, f.content)) is not None)
+    directives = parse_directives(script, Scheduler.GRIDENGINE) if script_file else {}
+    account = job.account if job.account != GRIDENGINE_DEFAULT_ACCOUNT else None
+    metadata = JobMetadata(
+        # The record holds what qsub made of its options and the script's #$ lines together.
+        job_name=job.job_name or None,
+        account=_first(account, job.project, job.account),
+        partition=",".join(job.hard_queues) or None,
+        work_dir=job.work_dir,
+        time_limit=_duration(job.hard_resources.get("h_rt")),
+        nodes=None,
+        ntasks=task_range(job.pe_slots) if job.pe_slots is not None else None,
+    )
+    # The record is the qmaster's, written from the submitting connection's credentials.
+    owner = (JobOwner(job.owner, job.owner_uid, OwnerSource.SPOOL_RECORD)
+             if job.owner else UNKNOWN_OWNER)
+    return _JobContent(
+        script=script, carried_script=carried, environment=environment,
+        spool_files=spool_files, directives=directives, metadata=metadata,
+        user=job.owner, user_source=UserSource.SPOOL if job.owner else UserSource.UNKNOWN,
+        owner=owner,
+        array_job_id=raw.job_id if job.array is not None else None,
+        array_task_id=task_range(job.array) if job.array is not None else None,
+    )
+
+
+def _duration(seconds: str | None) -> str | None:
+    """qmaster's h_rt (seconds) as H:MM:SS, the form the other schedulers' limits take."""
+    if not seconds or not seconds.isdigit():
+        return seconds or None
+    minutes, second = divmod(int(seconds), 60)
+    hours, minute = divmod(minutes, 60)
+    return f"{hours}:{minute:02d}:{second:02d}"
+
+
 def build_event(raw: RawJob, settings: EventSettings, read_time_ms: int,
                 slurm_owner: JobOwner = UNKNOWN_OWNER) -> JobEvent:
     """The job event for one job read from the spool (see the module doc for what is kept).
 
     slurm_owner is a Slurm job's owner as slurmctld told it (producer.slurm_owners); a Torque
-    job's owner comes from its own .JB record.
+    job's owner comes from its own .JB record, a Grid Engine job's from its record.
 
     Raises SpoolReadError when the files cannot make an event (the readers already check this,
     so only a RawJob built elsewhere can hit it).
     """
-    content = (_slurm_content(raw, settings, slurm_owner) if raw.scheduler is Scheduler.SLURM
-               else _torque_content(raw, settings))
+    if raw.scheduler is Scheduler.SLURM:
+        content = _slurm_content(raw, settings, slurm_owner)
+    elif raw.scheduler is Scheduler.GRIDENGINE:
+        content = _gridengine_content(raw, settings)
+    else:
+        content = _torque_content(raw, settings)
     metadata = content.metadata
     return JobEvent(
         cluster=settings.cluster,

@@ -86,6 +86,10 @@ class Publisher:
         self._queued[entry.meta.spool_name] = entry.meta.submit_time_ms
         self.dispatcher.add(entry, entry.value_size)
 
+    def has_queued(self, spool_name: str) -> bool:
+        """Whether some submission of the job has an event in the outbox."""
+        return spool_name in self._queued
+
     def is_queued(self, spool_name: str, submit_time_ms: int) -> bool:
         """Whether this submission of the job has an event in the outbox."""
         return self._queued.get(spool_name) == submit_time_ms

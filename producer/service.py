@@ -320,14 +320,20 @@ class ProducerService:
             self.metrics.jobs_failed.labels(rejected.reason).inc()
             log.warning("ignoring %s in the spool: %s", rejected.path, rejected.reason)
         published = self.state.published
+        # Touched before gone: a batch holding both for one job saw it written (a Grid Engine
+        # record rewritten at the job's end) and then removed; the other way round, a job
+        # already published would be forgotten first and then taken for a new one.
+        for job in changes.touched:
+            self._touch(job, counted_if_known=changes.full_scan)
+        for job in changes.updated:
+            if job in self.pending:
+                self.pending.touch(job)
         for job in changes.gone:
             # A job being read is left to its reader's answer: a complete event is kept.
             if job in self.pending and not self.pending.is_reading(job):
                 self._give_up(job, REASON_VANISHED,
                               "removed from the spool before its files were complete")
             published.forget(job.name)
-        for job in changes.touched:
-            self._touch(job, counted_if_known=changes.full_scan)
         if changes.full_scan and not changes.spool_lost:
             published.retain(job.name for job in changes.touched)
         if changes.spool_lost:
@@ -337,7 +343,7 @@ class ProducerService:
 
     def _touch(self, job: JobRef, counted_if_known: bool) -> None:
         if job not in self.pending:
-            if self._known(job.name, job.submit_time_ms()):
+            if self._known(job):
                 if counted_if_known:
                     self.metrics.jobs_skipped.inc()
                 return
@@ -349,9 +355,26 @@ class ProducerService:
             log.warning("no inotify watch for job %s (watch limit reached): re-checking it"
                         " on a timer", job.label)
 
-    def _known(self, name: str, submit_time_ms: int | None) -> bool:
-        if submit_time_ms is None:
+    def _known(self, job: JobRef) -> bool:
+        """Whether this submission of the job was acknowledged or is in the outbox already.
+
+        Its submit time is looked at only for a name seen before, its cheap probable value
+        first: a Grid Engine record has to be decoded for the exact one (about 1 ms, which a
+        start-up scan of a large spool would pay per job on the loop). A known name whose
+        record was removed meanwhile is a job on its way out (a rewrite then a removal), not
+        a new one."""
+        name = job.name
+        if name not in self.state.published and not self.publisher.has_queued(name):
             return False
+        probable = job.probable_submit_time_ms()
+        if probable is not None and self._recorded(name, probable):
+            return True
+        submit_time_ms = job.submit_time_ms()
+        if submit_time_ms is None:
+            return job.removed_from_spool()
+        return self._recorded(name, submit_time_ms)
+
+    def _recorded(self, name: str, submit_time_ms: int) -> bool:
         return (self.state.published.is_published(name, submit_time_ms)
                 or self.publisher.is_queued(name, submit_time_ms))
 

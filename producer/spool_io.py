@@ -1,4 +1,5 @@
-"""Spool file I/O shared by the Slurm and Torque readers: the thin edge to the file system.
+"""Spool file I/O shared by the Slurm, Torque and Grid Engine readers: the thin edge to the
+file system.
 
 Every file is opened relative to its job's directory with O_NOFOLLOW (a symlink planted in the
 spool is refused, never followed) and read exactly once; an OSError becomes the per-job
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from producer.errors import (
     REASON_IO,
@@ -26,6 +28,9 @@ from producer.errors import (
     SpoolReadError,
 )
 from schemas.model import Scheduler, SpoolFile
+
+if TYPE_CHECKING:
+    from producer.gridengine_record import GridEngineJob
 
 READ_CHUNK_BYTES = 1 << 20
 
@@ -43,6 +48,9 @@ class RawJob:
     # part of equality.
     environment_entries: Sequence[bytes] | None = field(default=None, compare=False,
                                                         repr=False)
+    # Grid Engine: the record, decoded once by the reader (it checks it anyway); derived from
+    # `files` like environment_entries.
+    gridengine_job: GridEngineJob | None = field(default=None, compare=False, repr=False)
 
     def file(self, name: str) -> SpoolFile | None:
         return next((f for f in self.files if f.name == name), None)

@@ -4,18 +4,23 @@ Slurm keeps each job in StateSaveLocation/hash.<id % 10>/job.<id>/{script,enviro
 hash directories created lazily and its own state files (job_state, node_state, *.old, *.new)
 beside them. Torque keeps <base>.SC, <base>.JB (and <base>.TA, <base>-<i>.JB for arrays) in
 server_priv/jobs or, with --torque-subdirs, in its 0-9 subdirectories; subdirectories that hold
-job files when the watcher starts are followed even without the setting (with a warning).
+job files when the watcher starts are followed even without the setting (with a warning). Grid
+Engine's qmaster keeps each job's record at jobs/00/0000/0011 (a file renamed into place, or an
+array job's directory holding `common`), its levels created lazily and removed when empty, and
+its script in job_scripts/<id> (see producer.gridengine_spool): the jobs/ tree is watched at
+every level, a record's directory like a Slurm job's, and job_scripts/ for close-writes that
+complete a job already detected.
 
 Every level is watch-then-scan: the watch is added first and the directory listed after, so
 whatever was created before the watch existed is found by the listing and whatever comes
-after by events. A Slurm job directory gets a watch of its own (added by the service through
-watch_job() right before it reads the job) for the close-writes of its two files; it is
-released once the job is read, by a small thread of its own (see _WatchRemover). A lost-event
-signal (IN_Q_OVERFLOW) triggers a full rescan. A directory that cannot be watched (the
-max_user_watches limit; a hash directory slurmctld creates 0700 and opens up a moment later,
-for a producer without root's capabilities) leaves the watcher `degraded`: the service calls
-retry_watches() on a back-off timer, which adds the watches again and scans each directory
-once it is watched, until none is left unwatched.
+after by events. A Slurm job directory (a Grid Engine array job's directory) gets a watch of
+its own (added by the service through watch_job() right before it reads the job) for the
+close-writes of its files; it is released once the job is read, by a small thread of its own
+(see _WatchRemover). A lost-event signal (IN_Q_OVERFLOW) triggers a full rescan. A directory
+that cannot be watched (the max_user_watches limit; a hash directory slurmctld creates 0700 and
+opens up a moment later, for a producer without root's capabilities) leaves the watcher
+`degraded`: the service calls retry_watches() on a back-off timer, which adds the watches again
+and scans each directory once it is watched, until none is left unwatched.
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ from typing import Any, Protocol
 from inotify_simple import INotify, flags
 
 from producer.errors import REASON_SYMLINK
+from producer.gridengine_spool import (
+    COMMON_FILE,
+    SCRIPTS_DIR,
+    is_jobs_level,
+    is_record_entry,
+    record_path,
+    script_job_id,
+)
 from producer.jobs import JobRef
 from producer.slurm_spool import ENVIRONMENT_FILE, SCRIPT_FILE, SLURM_HASH_DIR
 from producer.torque_spool import torque_job_base
@@ -45,14 +58,18 @@ log = logging.getLogger(__name__)
 _NO_SYMLINKS = flags.ONLYDIR | flags.DONT_FOLLOW
 DIRECTORY_MASK = (flags.CREATE | flags.MOVED_TO | flags.DELETE | flags.MOVED_FROM
                   | flags.DELETE_SELF | flags.MOVE_SELF | _NO_SYMLINKS)
-# Torque writes job files straight into its directories: their close-writes matter there.
-TORQUE_DIRECTORY_MASK = DIRECTORY_MASK | flags.CLOSE_WRITE
+# Torque writes job files straight into its directories, Grid Engine its scripts into
+# job_scripts/: their close-writes matter there.
+FILES_DIRECTORY_MASK = DIRECTORY_MASK | flags.CLOSE_WRITE
 JOB_MASK = flags.CLOSE_WRITE | flags.MOVED_TO | _NO_SYMLINKS
 _GONE = flags.DELETE | flags.MOVED_FROM
+_WRITTEN = flags.CLOSE_WRITE | flags.MOVED_TO
 _SELF_GONE = flags.DELETE_SELF | flags.MOVE_SELF | flags.UNMOUNT | flags.IGNORED
 _LIMIT_ERRORS = {errno.ENOSPC, errno.ENOMEM}
 SLURM_JOB_PREFIX = "job."
 SLURM_JOB_FILES = frozenset({SCRIPT_FILE, ENVIRONMENT_FILE})
+# The files whose close-write or rename into a watched job directory may complete the job.
+JOB_FILES = {Scheduler.SLURM: SLURM_JOB_FILES, Scheduler.GRIDENGINE: frozenset({COMMON_FILE})}
 TORQUE_SUBDIRS = frozenset(str(d) for d in range(10))
 TORQUE_SCRIPT_SUFFIX = ".SC"
 
@@ -138,8 +155,9 @@ class _WatchRemover:
 
 class _Kind(enum.Enum):
     ROOT = "root"
-    CONTAINER = "container"  # Slurm hash.N; Torque 0-9 subdirectory
-    JOB = "job"  # Slurm job.<id>
+    CONTAINER = "container"  # Slurm hash.N; Torque 0-9 subdirectory; Grid Engine jobs/...
+    JOB = "job"  # Slurm job.<id>; Grid Engine array job jobs/00/0000/0011/
+    SCRIPTS = "scripts"  # Grid Engine job_scripts/
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +180,9 @@ class Rejected:
 class SpoolChanges:
     touched: list[JobRef] = field(default_factory=list)  # detected, or a file completed
     gone: list[JobRef] = field(default_factory=list)  # the job's directory or script removed
+    # A file of the job was written that completes it if it is pending (Grid Engine's
+    # script): read it again then; not a detection.
+    updated: list[JobRef] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     full_scan: bool = False  # `touched` lists every job in the spool
     overflow: bool = False  # the kernel dropped events (a full scan followed)
@@ -171,6 +192,7 @@ class SpoolChanges:
     def merge(self, other: SpoolChanges) -> None:
         self.touched.extend(other.touched)
         self.gone.extend(other.gone)
+        self.updated.extend(other.updated)
         self.rejected.extend(other.rejected)
         self.full_scan = self.full_scan or other.full_scan
         self.overflow = self.overflow or other.overflow
@@ -273,22 +295,30 @@ class SpoolWatcher:
         return changes
 
     def watch_job(self, job: JobRef) -> bool:
-        """Watch a Slurm job directory for its files' close-writes, before reading it.
+        """Watch a Slurm job directory (a Grid Engine array job's directory) for its files'
+        close-writes and renames, before reading it.
 
         Returns False when the kernel's watch limit refused it: the job is then only found
         complete by re-checking it on a timer. Other failures (the directory vanished, it is
-        a symlink) are the read's to report.
+        a symlink, a Grid Engine record that is a file and needs no watch) are the read's to
+        report.
         """
-        if job.base is not None or self._inotify is None or job in self._job_watches:
+        if self._inotify is None or job in self._job_watches:
             return True
+        if job.scheduler is Scheduler.GRIDENGINE and job.base is not None:
+            directory = job.directory / job.base
+        elif job.base is None:
+            directory = job.directory
+        else:
+            return True  # Torque: the files are in a watched directory
         try:
-            wd = self._inotify.add_watch(str(job.directory), JOB_MASK)
+            wd = self._inotify.add_watch(str(directory), JOB_MASK)
             if self._remover is not None and not self._remover.claim(wd):
-                wd = self._inotify.add_watch(str(job.directory), JOB_MASK)
+                wd = self._inotify.add_watch(str(directory), JOB_MASK)
         except OSError as exc:
             return exc.errno not in _LIMIT_ERRORS
         self._job_watches[job] = wd
-        self._watches[wd] = _Watch(job.directory, _Kind.JOB, job)
+        self._watches[wd] = _Watch(directory, _Kind.JOB, job)
         return True
 
     def release(self, job: JobRef) -> None:
@@ -323,8 +353,13 @@ class SpoolWatcher:
                 changes.spool_lost = True
             return
         if watch.kind is _Kind.JOB:
-            if name in SLURM_JOB_FILES and watch.job is not None:
+            if name in JOB_FILES.get(self.scheduler, ()) and watch.job is not None:
                 changes.touched.append(watch.job)
+            return
+        if watch.kind is _Kind.SCRIPTS:
+            job_id = script_job_id(name)
+            if job_id is not None and mask & _WRITTEN:  # not its creation: still empty
+                changes.updated.append(self._gridengine_job(record_path(job_id)))
             return
         path = watch.path / name
         if mask & _GONE:
@@ -332,9 +367,10 @@ class SpoolWatcher:
             if job is not None:
                 changes.gone.append(job)
             return
-        if self._is_container(watch.kind, name):
-            if self._add_directory(path, _Kind.CONTAINER, changes):
-                self._scan(path, _Kind.CONTAINER, changes)
+        kind = self._subdirectory_kind(watch.kind, watch.relative, name)
+        if kind is not None:
+            if self._add_directory(path, kind, changes):
+                self._scan(path, kind, changes)
             return
         job = self._job_for(watch, name, gone=False)
         if job is not None:
@@ -345,12 +381,25 @@ class SpoolWatcher:
         if watch.job is not None and self._job_watches.get(watch.job) == wd:
             del self._job_watches[watch.job]
 
-    def _is_container(self, kind: _Kind, name: str) -> bool:
+    def _subdirectory_kind(self, kind: _Kind, relative: str, name: str) -> _Kind | None:
+        """The watch a directory entry gets, if it is a directory the watcher follows."""
+        if self.scheduler is Scheduler.GRIDENGINE:
+            if kind is _Kind.ROOT and name == SCRIPTS_DIR:
+                return _Kind.SCRIPTS
+            if kind in (_Kind.ROOT, _Kind.CONTAINER) and is_jobs_level(relative, name):
+                return _Kind.CONTAINER
+            return None
         if kind is not _Kind.ROOT:
-            return False
+            return None
         if self.scheduler is Scheduler.SLURM:
-            return SLURM_HASH_DIR.match(name) is not None
-        return self.follow_torque_subdirs and name in TORQUE_SUBDIRS
+            return _Kind.CONTAINER if SLURM_HASH_DIR.match(name) is not None else None
+        follow = self.follow_torque_subdirs and name in TORQUE_SUBDIRS
+        return _Kind.CONTAINER if follow else None
+
+    def _gridengine_job(self, record: str) -> JobRef:
+        """The Grid Engine job whose record is at this path below the spool."""
+        leaf, _, name = record.rpartition("/")
+        return JobRef(Scheduler.GRIDENGINE, record, self.spool / leaf, name)
 
     def _detect_torque_subdirs(self) -> None:
         """Torque keeps its job files in 0-9 subdirectories but --torque-subdirs is off:
@@ -368,6 +417,8 @@ class SpoolWatcher:
         """The job a directory entry belongs to, by the spool's naming rules; None for
         anything else (Slurm's own state files, Torque's temporary files)."""
         relative = watch.relative
+        if self.scheduler is Scheduler.GRIDENGINE:
+            return self._gridengine_record(watch, name)
         if self.scheduler is Scheduler.SLURM:
             if watch.kind is not _Kind.CONTAINER or not name.startswith(SLURM_JOB_PREFIX):
                 return None
@@ -380,9 +431,17 @@ class SpoolWatcher:
         prefix = "" if watch.kind is _Kind.ROOT else f"{relative}/"
         return JobRef(Scheduler.TORQUE, prefix + base, watch.path, base)
 
+    @staticmethod
+    def _gridengine_record(watch: _Watch, name: str) -> JobRef | None:
+        """The job whose record (file or array job's directory) this entry is."""
+        if watch.kind is not _Kind.CONTAINER or not is_record_entry(watch.relative, name):
+            return None
+        return JobRef(Scheduler.GRIDENGINE, f"{watch.relative}/{name}", watch.path, name)
+
     def _add_directory(self, path: Path, kind: _Kind, changes: SpoolChanges) -> bool:
         assert self._inotify is not None
-        mask = TORQUE_DIRECTORY_MASK if self.scheduler is Scheduler.TORQUE else DIRECTORY_MASK
+        writes_files = kind is _Kind.SCRIPTS or self.scheduler is Scheduler.TORQUE
+        mask = FILES_DIRECTORY_MASK if writes_files else DIRECTORY_MASK
         try:
             wd = self._inotify.add_watch(str(path), mask)
         except OSError as exc:
@@ -414,6 +473,8 @@ class SpoolWatcher:
         self._unwatched.pop(path, None)
 
     def _scan(self, directory: Path, kind: _Kind, changes: SpoolChanges) -> None:
+        if kind is _Kind.SCRIPTS:
+            return  # a script is no job of its own: its record is (found in jobs/)
         try:
             with os.scandir(directory) as entries:
                 names = [e.name for e in entries]
@@ -424,10 +485,11 @@ class SpoolWatcher:
         watch = _Watch(directory, kind, relative=str(directory.relative_to(self.spool)))
         seen: set[JobRef] = set()
         for name in sorted(names):
-            if self._is_container(kind, name):
+            subdirectory = self._subdirectory_kind(kind, watch.relative, name)
+            if subdirectory is not None:
                 path = directory / name
-                if self._add_directory(path, _Kind.CONTAINER, changes):
-                    self._scan(path, _Kind.CONTAINER, changes)
+                if self._add_directory(path, subdirectory, changes):
+                    self._scan(path, subdirectory, changes)
                 continue
             job = self._job_for(watch, name, gone=False)
             if job is not None and job not in seen:  # Torque: several files per job

@@ -255,6 +255,8 @@ class FileArchive:
                 content = content + b"\0" if slurm else content
             elif role == Role.ENVIRONMENT.value:
                 canonical = slurm_environment_entries(content) if slurm else content
+                if document.get("scheduler") == Scheduler.GRIDENGINE.value:
+                    continue  # the event's environment, kept beside: not a spool file
             spool_files.append((str(entry.get("spool_name")), content))
         modules = document.get("modules")
         environment = environment_from_canonical(canonical)

@@ -11,7 +11,9 @@ from schemas.model import Scheduler
 _JOB_ID = r"[0-9A-Za-z][0-9A-Za-z._\[\]-]*"
 _KEY = re.compile(rf"^(?P<cluster>[^:]+):(?P<scheduler>{'|'.join(s.value for s in Scheduler)})"
                   rf":(?P<job_id>{_JOB_ID}):(?P<submit>[0-9]+)$")
-_ARRAY_TASK = re.compile(r"^(?P<array>[0-9]+)_(?P<task>[0-9]+)$")
+# Slurm's 4711_7 and Grid Engine's 4711.7 (JOB_ID.TASK_ID); a Torque id has a server name
+# after its dot, never a number alone.
+_ARRAY_TASK = re.compile(r"^(?P<array>[0-9]+)[_.](?P<task>[0-9]+)$")
 _HET_COMPONENT = re.compile(r"^(?P<leader>[0-9]+)\+(?P<offset>[0-9]+)$")
 _PLAIN = re.compile(rf"^{_JOB_ID}$")
 
@@ -32,10 +34,10 @@ class JobSpec:
 
 
 def parse_job_spec(text: str) -> JobSpec:
-    """4711, 4711_7 (the array's record: Slurm keeps an array in one spool directory, that
-    of the array job), 4711+1 (a heterogeneous job's component: Slurm gives component N the
-    id leader+N, and each component its own spool directory), CLUSTER:4711, or a job key
-    CLUSTER:SCHEDULER:ID:SUBMIT_MS."""
+    """4711, 4711_7 or 4711.7 (the array's record: Slurm and Grid Engine keep one script for
+    all of an array's tasks, in the array job's spool entry), 4711+1 (a heterogeneous job's
+    component: Slurm gives component N the id leader+N, and each component its own spool
+    directory), CLUSTER:4711, or a job key CLUSTER:SCHEDULER:ID:SUBMIT_MS."""
     key = _KEY.match(text)
     if key is not None:
         return JobSpec(text, key["job_id"], key["cluster"], text, int(key["submit"]))
@@ -53,5 +55,6 @@ def parse_job_spec(text: str) -> JobSpec:
         return JobSpec(text, str(int(het["leader"]) + int(het["offset"])), cluster)
     if _PLAIN.match(rest):
         return JobSpec(text, rest, cluster)
-    raise JobSpecError(f"{text!r} is not a job: give an id (4711), an array task (4711_7), a"
-                       " heterogeneous component (4711+1), CLUSTER:ID or a job key")
+    raise JobSpecError(f"{text!r} is not a job: give an id (4711), an array task (4711_7,"
+                       " Grid Engine's 4711.7), a heterogeneous component (4711+1),"
+                       " CLUSTER:ID or a job key")

@@ -100,6 +100,9 @@ def rebuilt_spool_files(metadata: Metadata, script: bytes,
     if metadata.get("scheduler") == Scheduler.SLURM.value:
         return (("script", script + b"\0"),
                 ("environment", slurm_environment_file(environment_bytes(environment))))
+    if metadata.get("scheduler") == Scheduler.GRIDENGINE.value:
+        # job_scripts/<id>; the record, which holds the environment, is the file archive's.
+        return (("script", script),)
     return ((f"{metadata['job_id']}.SC", script),)
 
 

@@ -77,7 +77,7 @@ _PERIOD_FORMATS = {Period.YEARLY: "%Y", Period.MONTHLY: "%Y%m", Period.DAILY: "%
 class Role(enum.StrEnum):
     SCRIPT = "script"
     ENVIRONMENT = "environment"
-    SPOOL = "spool"  # any other spool file (Torque .JB, .TA, ...)
+    SPOOL = "spool"  # any other spool file (Torque .JB, .TA, Grid Engine's record, ...)
     METADATA = "metadata"
 
 
@@ -183,7 +183,18 @@ def source_files(event: JobEvent) -> tuple[SourceFile, ...]:
     producer carried it (Slurm's own format, redactions applied), as sarchive copies it.
     Torque: every spool file as carried, under its original name; the `.SC` file is the
     script (the event's script stands in if the spool copy is missing).
+    Grid Engine: the script is the event's script (job_scripts/<id> as submitted; a binary
+    job's command line, which the spool keeps in the record only); the environment is the
+    event's (its canonical form: the spool keeps it inside the record); then the record as
+    carried (redactions applied).
     """
+    if event.scheduler is Scheduler.GRIDENGINE:
+        files = [SourceFile(Role.SCRIPT, "script", event.script)]
+        if event.environment:
+            files.append(SourceFile(Role.ENVIRONMENT, "environment", event.environment))
+        files += [SourceFile(Role.SPOOL, spool.name, spool.content)
+                  for spool in event.spool_files if spool.name != "script"]
+        return tuple(files)
     if event.scheduler is Scheduler.SLURM:
         files = [SourceFile(Role.SCRIPT, "script", event.script)]
         for spool in event.spool_files:
@@ -205,7 +216,7 @@ def _file_fields(event: JobEvent, file: SourceFile | None) -> dict[str, str]:
     """{name} and {ext} of one file; file None means the metadata sidecar."""
     if file is None:
         return {"name": f"job.{event.job_id}_metadata.json", "ext": "json"}
-    if event.scheduler is Scheduler.SLURM:
+    if event.scheduler in (Scheduler.SLURM, Scheduler.GRIDENGINE):
         name = f"job.{event.job_id}_{file.spool_name}"
     else:
         name = file.spool_name

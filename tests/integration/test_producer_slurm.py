@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import signal
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from testkit.deliveries import delivered_once
 
 HELD = "--hold"
 # Directives, a bare CR and trailing blank lines, bytes that are not UTF-8 (sbatch itself
@@ -127,14 +128,9 @@ def test_burst_of_500_sbatch_jobs_all_arrive_once_exactly_as_slurm_stored_them(
 
     reader = rig.read_until(submitted, timeout=120)
     delivered_seconds = time.monotonic() - started
-    missing = submitted - reader.job_ids()
-    assert not missing, f"{len(missing)} jobs never arrived: {sorted(missing)[:20]}"
-    ours = [e for e in reader.events if e.job_id in submitted]
-    duplicates = [job for job, n in Counter(e.job_id for e in ours).items() if n > 1]
-    assert not duplicates, f"published more than once: {duplicates[:20]}"
-    for event in ours:
+    by_id = delivered_once(reader.events, submitted)
+    for event in by_id.values():
         assert_exactly_as_stored(event, rig.slurm)
-    by_id = {e.job_id: e for e in ours}
     wrapped = by_id[singles[3]]
     assert dict(wrapped.environment_entries())["MULTILINE"] == "a\nb"
     assert dict(wrapped.environment_entries())["EQUALS"] == "x=y=z"

@@ -4,13 +4,15 @@ clock that drive the consumer runner without Kafka (see test_consumer_runner.py)
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import confluent_kafka
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
 from consumers.common.runner import ConsumerRunner
@@ -45,6 +47,19 @@ def torque_event(**overrides: Any) -> JobEvent:
     return job_event(**{**defaults, **overrides})
 
 
+def gridengine_event(**overrides: Any) -> JobEvent:
+    script = b"#!/bin/sh\n#$ -N hello\necho hello\n"
+    defaults: dict[str, Any] = {
+        "scheduler": Scheduler.GRIDENGINE,
+        "job_id": "11",
+        "script": script,
+        "environment": b"HOME=/home/alice\0SECRET_TOKEN=<redacted>\0",
+        "spool_files": (SpoolFile("script", script), SpoolFile("record", b"\0\0packed")),
+        "job_name": "hello",
+    }
+    return job_event(**{**defaults, **overrides})
+
+
 @pytest.fixture
 def make_event() -> Callable[..., JobEvent]:
     return job_event
@@ -53,6 +68,85 @@ def make_event() -> Callable[..., JobEvent]:
 @pytest.fixture
 def make_torque_event() -> Callable[..., JobEvent]:
     return torque_event
+
+
+@pytest.fixture
+def make_gridengine_event() -> Callable[..., JobEvent]:
+    return gridengine_event
+
+
+# -- the producer's Kafka client without Kafka ------------------------------------------------
+
+class ScriptedProducer:
+    """Stands in for confluent_kafka.Producer: queues messages, reports them on poll() with
+    the outcome the test scripted for its generation. flush() answers what is queued even
+    while poll() holds (librdkafka's flush sends what lingers at once), unless the broker is
+    silent: then it lets its whole timeout pass with nothing answered."""
+
+    made: ClassVar[list[ScriptedProducer]] = []
+    max_value_bytes: ClassVar[int] = 1000  # larger values are refused as too large
+    outcomes: ClassVar[list[KafkaError | None]] = []  # per generation: every message's error
+    start_holding: ClassVar[bool] = False
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.generation = len(ScriptedProducer.made)
+        self.queue: list[Any] = []
+        self.purged = False
+        self.holding = ScriptedProducer.start_holding  # poll() reports nothing: a slow broker
+        self.buffer_errors = 0
+        self.silent = False
+        self.flushes: list[float] = []
+        ScriptedProducer.made.append(self)
+
+    def produce(self, topic: str, value: bytes, key: bytes, headers: Any,
+                on_delivery: Any) -> None:
+        if self.buffer_errors:
+            self.buffer_errors -= 1
+            raise BufferError("queue full")
+        if len(value) > ScriptedProducer.max_value_bytes:
+            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+        self.queue.append(on_delivery)
+
+    def poll(self, timeout: float = 0) -> int:
+        if self.holding:
+            return 0
+        return self._answer()
+
+    def flush(self, timeout: float) -> int:
+        self.flushes.append(timeout)
+        if self.silent:
+            time.sleep(timeout)  # the blocking call being faked, not a synchronisation
+            return len(self.queue)
+        self._answer()
+        return 0
+
+    def _answer(self) -> int:
+        callbacks, self.queue = self.queue, []
+        error = ScriptedProducer.outcomes[min(self.generation, len(self.outcomes) - 1)]
+        for callback in callbacks:
+            callback(error, None)
+        if error is not None and error.fatal() and callbacks:  # a message met the error
+            self.config["error_cb"](error)
+        return len(callbacks)
+
+    def list_topics(self, topic: str, timeout: float) -> None:
+        """The broker check's metadata request: the scripted broker always answers."""
+
+    def purge(self, **_flags: bool) -> None:
+        self.purged = True
+        callbacks, self.queue = self.queue, []
+        for callback in callbacks:
+            callback(KafkaError(KafkaError._PURGE_QUEUE), None)
+
+
+@pytest.fixture
+def scripted_producer() -> type[ScriptedProducer]:
+    ScriptedProducer.made = []
+    ScriptedProducer.outcomes = [None]
+    ScriptedProducer.start_holding = False
+    ScriptedProducer.max_value_bytes = 1000
+    return ScriptedProducer
 
 
 # -- the consumer runner's world without Kafka ------------------------------------------------

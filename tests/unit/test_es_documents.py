@@ -21,8 +21,9 @@ from consumers.elastic.documents import (
     script_bytes,
 )
 from consumers.elastic.template import MAPPING_PROPERTIES
-from schemas.model import JobEvent, SpoolFile
+from schemas.model import JobEvent, OwnerSource, SpoolFile
 from testkit.events import job_event
+from tests.unit.conftest import gridengine_event
 
 # Milliseconds of 0001-01-01T00:00:00Z and of the last millisecond of 9999.
 FIRST_MS = int(datetime(1, 1, 1, tzinfo=UTC).timestamp() * 1000)
@@ -82,6 +83,19 @@ def test_document_carries_the_searchable_fields_and_times_as_epoch_millis() -> N
     assert document["directives"] == {"time": "1:00:00"}
     assert document["redacted_keys"] == ["TOKEN"]
     assert "module load gromacs/2023.1" in document["script"]
+
+
+def test_a_gridengine_document_carries_its_scheduler_owner_and_directives() -> None:
+    event = gridengine_event(owner="alice", owner_uid=1000,
+                             owner_source=OwnerSource.SPOOL_RECORD,
+                             directives={"N": "hello", "l.h_rt": "1:00:00"})
+    document = build_document(event)
+    assert document["scheduler"] == "gridengine"
+    assert (document["owner"], document["owner_uid"], document["owner_source"]) == (
+        "alice", 1000, "SPOOL_RECORD")
+    assert document["directives"] == {"N": "hello", "l.h_rt": "1:00:00"}
+    assert document["environment"] == {"HOME": "/home/alice", "SECRET_TOKEN": "<redacted>"}
+    assert bulk_item(event, "sarchive-jobs").doc_id == event.job_key
 
 
 def test_environment_is_a_map_whose_repeated_key_keeps_its_last_value() -> None:

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -29,6 +29,9 @@ from producer.service import ProducerService
 from producer.state_dir import StateDir
 from testkit.waiting import wait_until
 
+if TYPE_CHECKING:  # the fixture's type, for mypy alone
+    from tests.unit.conftest import ScriptedProducer
+
 
 @pytest.mark.parametrize(("error", "kind"), [
     (KafkaError(KafkaError._MSG_TIMED_OUT), FailureKind.TIMED_OUT),
@@ -44,76 +47,6 @@ def test_librdkafka_errors_are_classified_into_our_failure_kinds(error: KafkaErr
     failure = classify(error)
     assert failure.kind is kind
     assert failure.code == error.name()
-
-
-class ScriptedProducer:
-    """Stands in for confluent_kafka.Producer: queues messages, reports them on poll() with
-    the outcome the test scripted for its generation. flush() answers what is queued even
-    while poll() holds (librdkafka's flush sends what lingers at once), unless the broker is
-    silent: then it lets its whole timeout pass with nothing answered."""
-
-    made: ClassVar[list[ScriptedProducer]] = []
-    outcomes: ClassVar[list[KafkaError | None]] = []  # per generation: every message's error
-    start_holding: ClassVar[bool] = False
-
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config = config
-        self.generation = len(ScriptedProducer.made)
-        self.queue: list[Any] = []
-        self.purged = False
-        self.holding = ScriptedProducer.start_holding  # poll() reports nothing: a slow broker
-        self.buffer_errors = 0
-        self.silent = False
-        self.flushes: list[float] = []
-        ScriptedProducer.made.append(self)
-
-    def produce(self, topic: str, value: bytes, key: bytes, headers: Any,
-                on_delivery: Any) -> None:
-        if self.buffer_errors:
-            self.buffer_errors -= 1
-            raise BufferError("queue full")
-        if len(value) > 1000:
-            raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
-        self.queue.append(on_delivery)
-
-    def poll(self, timeout: float = 0) -> int:
-        if self.holding:
-            return 0
-        return self._answer()
-
-    def flush(self, timeout: float) -> int:
-        self.flushes.append(timeout)
-        if self.silent:
-            time.sleep(timeout)  # the blocking call being faked, not a synchronisation
-            return len(self.queue)
-        self._answer()
-        return 0
-
-    def _answer(self) -> int:
-        callbacks, self.queue = self.queue, []
-        error = ScriptedProducer.outcomes[min(self.generation, len(self.outcomes) - 1)]
-        for callback in callbacks:
-            callback(error, None)
-        if error is not None and error.fatal() and callbacks:  # a message met the error
-            self.config["error_cb"](error)
-        return len(callbacks)
-
-    def list_topics(self, topic: str, timeout: float) -> None:
-        """The broker check's metadata request: the scripted broker always answers."""
-
-    def purge(self, **_flags: bool) -> None:
-        self.purged = True
-        callbacks, self.queue = self.queue, []
-        for callback in callbacks:
-            callback(KafkaError(KafkaError._PURGE_QUEUE), None)
-
-
-@pytest.fixture
-def scripted_producer() -> type[ScriptedProducer]:
-    ScriptedProducer.made = []
-    ScriptedProducer.outcomes = [None]
-    ScriptedProducer.start_holding = False
-    return ScriptedProducer
 
 
 def test_buffer_error_is_retried_once_after_a_poll_then_reported_as_queue_full(

@@ -137,7 +137,8 @@ def test_help_documents_every_producer_setting(capsys: pytest.CaptureFixture[str
         main(["--help"])
     assert exited.value.code == 0
     text = capsys.readouterr().out
-    for flag in ("--cluster", "--scheduler", "--spool", "--torque-subdirs", "--state-dir",
+    for flag in ("--cluster", "--scheduler", "--spool", "--torque-subdirs",
+                 "--gridengine-bootstrap", "--state-dir",
                  "--max-script-bytes", "--env-exclude", "--env-redact", "--env-redact-values",
                  "--ready-timeout",
                  "--outbox-max-bytes", "--outbox-max-events", "--shutdown-timeout",

@@ -12,7 +12,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
-from schemas.model import JobEvent
+from schemas.model import JobEvent, OwnerSource, Scheduler, SpoolFile, UserSource
+from testkit.events import job_event
 from testkit.web import web_get
 
 WebServer = Any  # conftest's type; tests cannot import conftest
@@ -111,3 +112,28 @@ def test_every_page_sets_a_script_free_content_security_policy_and_escapes(
     status, body, headers = get(server.url, f"/jobs/{quote(hostile.job_key)}/spool/script")
     assert status == 200 and body == hostile.spool_files[0].content
     assert headers["Content-Disposition"] == 'attachment; filename="webtest-7003-script"'
+
+
+def test_a_gridengine_job_is_its_record_owners_alone_with_its_script_to_download(
+        pipeline: Any, web_server: Callable[..., WebServer]) -> None:
+    """Owned by the record's owner (SPOOL_RECORD) whatever USER says; the spool file the index
+    can give back is the script (the record is the file archive's)."""
+    script = b"#!/bin/sh\n#$ -N ge\necho grid engine\n"
+    event = job_event(
+        cluster="webtest-ge", scheduler=Scheduler.GRIDENGINE, job_id="11", script=script,
+        user="alice", user_source=UserSource.SPOOL, owner="alice", owner_uid=1000,
+        owner_source=OwnerSource.SPOOL_RECORD, environment=b"USER=bob\0HOME=/home/alice\0",
+        spool_files=(SpoolFile("script", script), SpoolFile("record", b"\0packed\0")))
+    pipeline.produce([event])
+    pipeline.wait_for_count(1, 90, pipeline.start_consumer())
+    server = web_server("--trusted-proxy", "127.0.0.1")
+    key = quote(event.job_key)
+    status, page, _ = get(server.url, f"/jobs/{key}")
+    assert status == 200 and b"gridengine" in page
+    status, body, headers = get(server.url, f"/jobs/{key}/spool/script")
+    assert (status, body) == (200, script)
+    assert "webtest-ge-11-script" in headers["Content-Disposition"]
+    status, body, _ = get(server.url, f"/api/jobs/{key}")
+    assert status == 200
+    assert [url.rsplit("/", 1)[1] for url in json.loads(body)["spool_files"]] == ["script"]
+    assert get(server.url, f"/jobs/{key}", "bob")[0] == 404

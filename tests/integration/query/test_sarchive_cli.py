@@ -236,3 +236,90 @@ def test_every_subcommand_gives_the_same_answers_from_both_backends(  # noqa: PL
     assert both("show", f"{slurm.cluster}:{REUSED_ID}", "--submitted",
                 older_second.strftime("%Y-%m-%dT%H:%M:%S"), "--script") == older.script
     assert both("show", older.job_key, "--script") == older.script
+
+
+GE_ENVIRONMENT = {"CLI_MULTI": "first line\nsecond=line", "API_KEY": "ge-secret-value"}
+GE_SCRIPT = b"#!/bin/sh\n#$ -N cli-ge\n#$ -l h_rt=0:02:00\nmodule load gromacs/2023.1\necho ge\n"
+
+
+def test_gridengine_jobs_are_archived_indexed_and_shown_alike_from_both_backends(  # noqa: PLR0917 -- pytest passes fixtures positionally
+        gridengine: Harness, kafka_topic: str, kafka_bootstrap: str,
+        producer_runner: Callable[..., ServiceProcess], es_prefix: str,
+        tmp_path: Path) -> None:
+    """qsub (a script with -V and a secret, a binary job, an array) through the producer,
+    Kafka and both consumers: sarchive shows each the same from both backends, the script as
+    job_scripts/ held it (the command line of the binary job), the environment redacted."""
+    es_url = "http://127.0.0.1:19200"
+    jobs = {"plain": gridengine.qsub("-h", "-V", script=GE_SCRIPT, env=GE_ENVIRONMENT),
+            "binary": gridengine.qsub("-h", "-b", "y", "/bin/echo", "binary", "job"),
+            "array": gridengine.qsub("-h", "-t", "1-4", script=GE_SCRIPT)}
+    job_ids = {str(job_id) for job_id in jobs.values()}
+    spooled = {kind: gridengine.script_path(job_id).read_bytes()
+               for kind, job_id in jobs.items() if kind != "binary"}
+    bootstrap = (Path(gridengine.env["SGE_ROOT"]) / gridengine.env["SGE_CELL"] / "common"
+                 / "bootstrap")
+    producer = producer_runner(
+        "--cluster", "ge-cli", "--scheduler", "gridengine", "--gridengine-bootstrap",
+        str(bootstrap), "--state-dir", str(tmp_path / "producer-state"),
+        "--brokers", kafka_bootstrap, "--topic", kafka_topic)
+    root = tmp_path / "archive"
+    root.mkdir()
+    common = ["--brokers", kafka_bootstrap, "--topic", kafka_topic, "--batch-timeout", "0.2"]
+    archive = ServiceProcess("sarchive-archive", [
+        str(BIN / "sarchive-archive"), *common, "--archive", str(root),
+        "--group", f"cli-archive-{kafka_topic}"], tmp_path / "archive.log").start()
+    elastic = ServiceProcess("sarchive-es", [
+        str(BIN / "sarchive-es"), *common, "--es-url", es_url, "--index-prefix", es_prefix,
+        "--group", f"cli-es-{kafka_topic}", "--index-replicas", "0"],
+        tmp_path / "es.log").start()
+    try:
+        def indexed() -> bool:
+            query = {"query": {"terms": {"job_id": sorted(job_ids)}}}
+            try:
+                _es(es_url, "POST", f"{es_prefix}/_refresh")
+                return int(_es(es_url, "POST", f"{es_prefix}/_count", query)["count"]) == 3
+            except OSError:
+                return False
+
+        wait_until(lambda: all(list(root.glob(f"*/job.{job_id}_metadata.json"))
+                               for job_id in job_ids), 90,
+                   f"3 jobs archived\n{archive.log_tail()}\n{producer.log()[-2000:]}")
+        wait_until(indexed, 90, f"3 jobs indexed\n{elastic.log_tail()}")
+    finally:
+        for process in (producer, archive, elastic):
+            process.signal(signal.SIGTERM)
+            process.wait(30)
+        gridengine.qdel(*jobs.values())
+    on_archive = ["--archive", str(root), "--time-zone", "UTC"]
+    on_es = ["--es-url", es_url, "--index", es_prefix, "--time-zone", "UTC"]
+
+    def both(*argv: str) -> bytes:
+        from_archive, from_es = sarchive(*argv, *on_archive), sarchive(*argv, *on_es)
+        assert from_archive.returncode == from_es.returncode == 0, (
+            argv, from_archive.stderr, from_es.stderr)
+        assert from_archive.stdout == from_es.stdout, argv
+        return from_archive.stdout
+
+    plain, binary, array = (str(jobs[kind]) for kind in ("plain", "binary", "array"))
+    assert both("show", plain, "--script") == spooled["plain"] == GE_SCRIPT
+    assert both("show", array, "--script") == spooled["array"]
+    assert both("show", f"{array}.2", "--script") == spooled["array"]  # JOB_ID.TASK_ID
+    assert both("show", binary, "--script") == b"/bin/echo binary job"
+    environment = both("show", plain, "--env", "-0").split(b"\0")
+    assert b"API_KEY=<redacted>" in environment
+    assert b"CLI_MULTI=first line\nsecond=line" in environment
+    shown = json.loads(both("show", plain, "--json"))
+    assert (shown["scheduler"], shown["owner"], shown["owner_source"]) == (
+        "gridengine", "root", "SPOOL_RECORD")
+    assert (shown["job_name"], shown["time_limit"]) == ("cli-ge", "0:02:00")
+    assert shown["modules"] == ["gromacs/2023.1"]
+    assert json.loads(both("show", array, "--json"))["array_task_id"] == "1-4"
+    assert both("search", "--name", "cli-ge", "--format", "{job_id}").split() == sorted(
+        [plain.encode(), array.encode()], reverse=True)
+    # --restore: the file archive keeps the record too; both give the script as spooled.
+    for backend, argv in (("archive", on_archive), ("es", on_es)):
+        target = tmp_path / f"restore-{backend}"
+        assert sarchive("show", plain, "--restore", str(target), *argv).returncode == 0
+        assert (target / "script").read_bytes() == GE_SCRIPT
+    record = (tmp_path / "restore-archive" / "record").read_bytes()
+    assert b"ge-secret-value" not in record and b"API_KEY\0<redacted>\0" in record

@@ -118,6 +118,29 @@ def test_torque_files_keep_their_spool_names(make_torque_event: MakeEvent) -> No
         "20240315/job.2[].master_metadata.json"]
 
 
+def test_gridengine_files_are_the_script_the_environment_and_the_record(
+        make_gridengine_event: MakeEvent) -> None:
+    event = make_gridengine_event()
+    assert paths("sarchive", event) == [
+        "20240315/job.11_script", "20240315/job.11_environment", "20240315/job.11_record",
+        "20240315/job.11_metadata.json"]
+    files = Layout.from_setting("per-user", Period.DAILY, UTC).place(event).files
+    assert [(f.role, f.content) for f in files] == [
+        (Role.SCRIPT, event.script), (Role.ENVIRONMENT, event.environment),
+        (Role.SPOOL, event.spool_files[1].content)]
+
+
+def test_a_gridengine_binary_jobs_command_is_archived_as_its_script(
+        make_gridengine_event: MakeEvent) -> None:
+    event = make_gridengine_event(script=b"/bin/echo hello",
+                                  spool_files=(SpoolFile("record", b"packed"),))
+    files = Layout.from_setting("sarchive", Period.DAILY, UTC).place(event).files
+    assert [(f.role, f.spool_name, f.content) for f in files] == [
+        (Role.SCRIPT, "script", b"/bin/echo hello"),
+        (Role.ENVIRONMENT, "environment", event.environment),
+        (Role.SPOOL, "record", b"packed")]
+
+
 def test_slurm_script_is_the_submitted_script_and_environment_the_spool_file(
         make_event: MakeEvent) -> None:
     event = make_event()

@@ -24,6 +24,7 @@ from query.jobspec import parse_job_spec
 from schemas.archive_layout import Layout, Period
 from schemas.model import JobEvent
 from testkit.events import SUBMIT_MS, job_event
+from tests.unit.conftest import gridengine_event
 
 DAY_MS = 86_400_000
 HOSTILE = b"#!/bin/bash\necho '\x1b]0;owned\x07'\x1b[2J\nmodule load gcc/9.3.0\n"
@@ -52,6 +53,16 @@ def test_a_job_is_found_by_id_in_every_layout(tmp_path: Path, layout: str) -> No
     if layout != "xdmod":  # xdmod's layout keeps the script alone
         assert dict(records[0].environment) == {"A": "1", "MULTI": "x\ny"}
         assert records[0].spool_files == tuple((f.name, f.content) for f in event.spool_files)
+
+
+def test_a_gridengine_job_reads_back_its_script_environment_and_spool_files(
+        tmp_path: Path) -> None:
+    event = gridengine_event()
+    [record] = archive_of(tmp_path, [event]).find(parse_job_spec(event.job_key))
+    assert record.script == event.script
+    assert dict(record.environment) == {"HOME": "/home/alice", "SECRET_TOKEN": "<redacted>"}
+    assert record.spool_files == tuple((f.name, f.content) for f in event.spool_files)
+    assert record.metadata["scheduler"] == "gridengine"
 
 
 def test_a_reused_id_on_the_same_day_gives_both_jobs_newest_first(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ rendering, the environment diff and the layout's sidecar patterns."""
 
 from __future__ import annotations
 
+import struct
 from datetime import UTC, datetime
 
 import pytest
@@ -27,6 +28,7 @@ from query.formatting import (
     table,
 )
 from query.jobspec import JobSpec, JobSpecError, parse_job_spec
+from query.record import rebuilt_spool_files
 from query.terminal import safe_bytes, safe_line
 from schemas.archive_layout import Layout, Period, period_directory, sidecar_pattern
 
@@ -36,6 +38,9 @@ NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
 @pytest.mark.parametrize(("text", "expected"), [
     ("4711", JobSpec("4711", "4711")),
     ("4711_7", JobSpec("4711_7", "4711")),
+    ("4711.7", JobSpec("4711.7", "4711")),
+    ("hydra:4711.7", JobSpec("hydra:4711.7", "4711", "hydra")),
+    ("4711.server", JobSpec("4711.server", "4711.server")),
     ("4711+1", JobSpec("4711+1", "4712")),
     ("hydra:4711", JobSpec("hydra:4711", "4711", "hydra")),
     ("hydra:slurm:4711:1710545400000",
@@ -190,3 +195,19 @@ def test_show_names_the_scheduler_owner_apart_from_the_user_claim() -> None:
     assert owner_text({"owner": None, "owner_source": "UNKNOWN"}) == (
         "unknown (administrators only)")
     assert owner_text({}) == "unknown (administrators only)"  # archived before version 2
+
+
+@pytest.mark.parametrize(("scheduler", "job_id", "files"), [
+    ("slurm", "4711", [("script", b"echo\n\0"), ("environment", b"\1\0\0\0A=1\0")]),
+    ("torque", "4711.srv", [("4711.srv.SC", b"echo\n")]),
+    ("gridengine", "11", [("script", b"echo\n")]),
+])
+def test_spool_files_rebuilt_from_a_document_are_each_schedulers_own(
+        scheduler: str, job_id: str, files: list[tuple[str, bytes]]) -> None:
+    """Elasticsearch keeps no spool copies: Slurm's script and environment come back in its
+    formats, Torque's .SC and Grid Engine's job_scripts/ copy are the script itself."""
+    rebuilt = rebuilt_spool_files({"scheduler": scheduler, "job_id": job_id}, b"echo\n",
+                                  (("A", "1"),))
+    if scheduler == "slurm":  # the count in the host's byte order
+        files[1] = ("environment", struct.pack("=I", 1) + b"A=1\0")
+    assert list(rebuilt) == files

@@ -1,0 +1,210 @@
+"""Grid Engine jobs from a classic spool laid out with the real records and scripts of
+tests/fixtures/gridengine (captured from SGE 8.1.9's qsub) to job events: script, environment
+under the default policy (in the event and in the carried record), metadata, owner, identity."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from producer.config import load_producer_config
+from producer.environment import EnvPolicy, apply_policy
+from producer.errors import REASON_MALFORMED, REASON_VANISHED, JobIncompleteError, SpoolReadError
+from producer.events import EventSettings, build_event
+from producer.gridengine_record import parse_job_record
+from producer.gridengine_spool import environment_entries, read_gridengine_job, render_record
+from producer.jobs import JobRef
+from schemas.model import REDACTED_MARKER, JobEvent, OwnerSource, Scheduler, UserSource
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "gridengine"
+READ_MS = 1_800_000_000_000
+SETTINGS = EventSettings(
+    cluster="grid", max_script_bytes=1 << 20, host="qmaster01", version="1.2.3",
+    env_policy=load_producer_config(["--cluster", "grid"], environ={}).env_policy())
+
+
+def fixture_job_id(case: str) -> int:
+    return int(json.loads((FIXTURES / case / "qsub.json").read_text())["job_id"])
+
+
+def lay_out(spool: Path, case: str, job_id: int | None = None) -> JobRef:
+    """The fixture's record and script where the qmaster keeps them: jobs/00/0000/<id>
+    (a directory for an array job), job_scripts/<id>."""
+    job_id = job_id if job_id is not None else fixture_job_id(case)
+    digits = f"{job_id:010d}"
+    leaf = spool / "jobs" / digits[:2] / digits[2:6]
+    leaf.mkdir(parents=True, exist_ok=True)
+    record = FIXTURES / case / "record"
+    if record.is_dir():
+        shutil.copytree(record, leaf / digits[6:])
+    else:
+        shutil.copyfile(record, leaf / digits[6:])
+    (spool / "job_scripts").mkdir(exist_ok=True)
+    if (FIXTURES / case / "script").exists():
+        shutil.copyfile(FIXTURES / case / "script", spool / "job_scripts" / str(job_id))
+    return JobRef(Scheduler.GRIDENGINE, f"jobs/{digits[:2]}/{digits[2:6]}/{digits[6:]}", leaf,
+                  digits[6:])
+
+
+def event_of(spool: Path, case: str, settings: EventSettings = SETTINGS) -> JobEvent:
+    job = lay_out(spool, case)
+    assert job.base is not None
+    return build_event(read_gridengine_job(job.directory, job.base), settings, READ_MS)
+
+
+def entries(event: JobEvent) -> list[bytes]:
+    return event.environment.split(b"\0")[:-1]
+
+
+def record_of(event: JobEvent) -> bytes:
+    return next(f.content for f in event.spool_files if f.name == "record")
+
+
+def test_a_plain_job_carries_the_spools_script_and_the_records_environment(
+        tmp_path: Path) -> None:
+    event = event_of(tmp_path, "plain")
+    script = (FIXTURES / "plain" / "script").read_bytes()
+    record = (FIXTURES / "plain" / "record").read_bytes()
+    job = parse_job_record(record)
+    assert (event.scheduler, event.job_id) == (Scheduler.GRIDENGINE, str(job.job_id))
+    assert event.job_key == f"grid:gridengine:{job.job_id}:{job.submit_time_ms}"
+    assert event.submit_time == job.submit_time_ms
+    assert event.script == script and event.script_size == len(script)
+    assert entries(event) == [name + b"=" + value for name, value in job.environment]
+    assert [(f.name, f.content) for f in event.spool_files] == [
+        ("script", script), ("record", record)]
+    assert (event.owner, event.owner_uid, event.owner_source) == (
+        "root", 0, OwnerSource.SPOOL_RECORD)
+    assert (event.user, event.user_source) == ("root", UserSource.SPOOL)
+    assert event.job_name == "from_directive"
+    assert (event.account, event.partition, event.time_limit) == ("sge", None, None)
+
+
+def test_qsub_options_become_the_events_metadata(tmp_path: Path) -> None:
+    event = event_of(tmp_path, "options_cwd")
+    assert (event.job_name, event.account, event.partition) == ("named_job", "acct42", "all.q")
+    assert (event.work_dir, event.time_limit, event.ntasks) == (
+        "/tmp/sarchive-ge-fixtures", "1:00:00", "1-2")
+    assert (event.array_job_id, event.array_task_id) == (None, None)
+
+
+def test_without_an_account_the_project_stands_for_it(tmp_path: Path) -> None:
+    event = event_of(tmp_path, "options_wd")
+    job = parse_job_record((FIXTURES / "options_wd" / "record").read_bytes())
+    assert job.account in (None, "sge")
+    assert event.account == (job.project or job.account)
+
+
+@pytest.mark.parametrize(("case", "tasks"), [("array", "1-3"), ("array_step", "2-10:4"),
+                                              ("array_running", "1-3")])
+def test_an_array_job_is_one_event_with_its_task_range(
+        tmp_path: Path, case: str, tasks: str) -> None:
+    """qsub -t as given; a running array's per-task records are not the job's."""
+    event = event_of(tmp_path, case)
+    assert (event.array_job_id, event.array_task_id) == (event.job_id, tasks)
+    assert [f.name for f in event.spool_files] == ["script", "record"]
+
+
+def test_a_binary_jobs_command_line_stands_for_its_script(tmp_path: Path) -> None:
+    event = event_of(tmp_path, "binary")
+    assert event.script == b"/bin/echo hello binary world"
+    assert [f.name for f in event.spool_files] == ["record"]
+    assert event.directives == {}
+
+
+def test_a_script_that_is_not_utf8_is_carried_byte_for_byte(tmp_path: Path) -> None:
+    event = event_of(tmp_path, "not_utf8")
+    assert event.script == (FIXTURES / "not_utf8" / "script").read_bytes()
+    assert b"\xff\xfe" in event.script
+
+
+def test_secrets_are_redacted_in_the_event_and_masked_in_the_carried_record(
+        tmp_path: Path) -> None:
+    """qsub -v A=1,SECRET_TOKEN=x: the default policy hides SECRET_TOKEN's value; the record
+    carried is the spool's with that value masked in place, and still decodes."""
+    event = event_of(tmp_path, "export_named")
+    assert event.redacted_keys == ("SECRET_TOKEN",)
+    assert b"SECRET_TOKEN=<redacted>" in entries(event) and b"A=1" in entries(event)
+    carried = parse_job_record(record_of(event))
+    original = parse_job_record((FIXTURES / "export_named" / "record").read_bytes())
+    assert dict(carried.environment)[b"SECRET_TOKEN"] == REDACTED_MARKER
+    assert dataclasses.replace(carried, environment=original.environment) == original
+    assert b"SECRET_TOKEN\0x\0" not in record_of(event)
+
+
+def test_an_excluded_variable_leaves_neither_its_name_nor_its_value(tmp_path: Path) -> None:
+    policy = EnvPolicy(exclude=re.compile(r"^MULTILINE$"), redact=None)
+    event = event_of(tmp_path, "export_all", dataclasses.replace(SETTINGS, env_policy=policy))
+    assert not [e for e in entries(event) if e.startswith(b"MULTILINE=")]
+    record = record_of(event)
+    assert b"MULTILINE" not in record and b"second line" not in record
+    assert (REDACTED_MARKER, REDACTED_MARKER) in parse_job_record(record).environment
+
+
+def test_a_hidden_variable_is_masked_alone_not_inside_a_longer_name(tmp_path: Path) -> None:
+    """HOME=/root is also the end of __SGE_PREFIX__O_HOME=/root in the packed list."""
+    policy = EnvPolicy(exclude=None, redact=re.compile(r"^HOME$"))
+    event = event_of(tmp_path, "export_all", dataclasses.replace(SETTINGS, env_policy=policy))
+    carried = dict(parse_job_record(record_of(event)).environment)
+    assert carried[b"HOME"] == REDACTED_MARKER
+    assert carried[b"__SGE_PREFIX__O_HOME"] == b"/root"
+
+
+def test_a_record_whose_masking_would_change_another_field_is_not_carried() -> None:
+    """A hidden pair `sge\\0\\0` (a variable sge, no value) is also how the account `sge` and
+    the next field's first byte are packed: masking it would damage the account, so the
+    record is not carried at all rather than carried damaged (or with the secret)."""
+    record = (FIXTURES / "plain" / "record").read_bytes()
+    job = parse_job_record(record)
+    assert b"sge\0\0" in record and job.account == "sge"
+    doctored = dataclasses.replace(job, environment=(*job.environment, (b"sge", b"")))
+    policy = EnvPolicy(exclude=re.compile(r"^sge$"), redact=None)
+    filtered = apply_policy(environment_entries(doctored), policy)
+    assert filtered.hidden_keys == ("sge",)
+    assert render_record(record, doctored, filtered) is None
+    assert render_record(record, job, apply_policy(environment_entries(job), policy)) == record
+
+
+def test_a_record_at_another_jobs_path_is_malformed(tmp_path: Path) -> None:
+    job = lay_out(tmp_path, "plain", job_id=99)
+    assert job.base is not None
+    with pytest.raises(SpoolReadError) as raised:
+        read_gridengine_job(job.directory, job.base)
+    assert raised.value.reason == REASON_MALFORMED
+
+
+def test_a_missing_script_beside_its_record_is_incomplete_and_a_missing_record_vanished(
+        tmp_path: Path) -> None:
+    job = lay_out(tmp_path, "plain")
+    assert job.base is not None
+    (tmp_path / "job_scripts" / job.label).unlink()
+    with pytest.raises(JobIncompleteError):
+        read_gridengine_job(job.directory, job.base)
+    (job.directory / job.base).unlink()
+    with pytest.raises(SpoolReadError) as raised:
+        read_gridengine_job(job.directory, job.base)
+    assert raised.value.reason == REASON_VANISHED
+
+
+def test_an_array_directory_without_its_common_yet_is_incomplete(tmp_path: Path) -> None:
+    job = lay_out(tmp_path, "array")
+    assert job.base is not None
+    (job.directory / job.base / "common").unlink()
+    with pytest.raises(JobIncompleteError):
+        read_gridengine_job(job.directory, job.base)
+    assert job.submit_time_ms() is None and not job.removed_from_spool()
+    (job.directory / job.base).rmdir()
+    assert job.removed_from_spool()
+
+
+def test_a_jobs_submit_time_is_its_records_whatever_the_files_mtimes(tmp_path: Path) -> None:
+    job = lay_out(tmp_path, "array_running")
+    record = parse_job_record((FIXTURES / "array_running" / "record" / "common").read_bytes())
+    assert job.submit_time_ms() == record.submit_time_ms
+    assert not job.removed_from_spool()
+    assert job.label == str(record.job_id)

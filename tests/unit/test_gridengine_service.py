@@ -1,0 +1,115 @@
+"""The producer service on a Grid Engine spool (real inotify, the real fixtures' records, the
+Kafka client scripted): a record the qmaster rewrites, or rewrites and then removes, is the
+job already published, never a new detection nor a vanished job, told cheaply by its script's
+second where it can be."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+from inotify_simple import INotify
+from prometheus_client import CollectorRegistry
+
+from producer.config import kafka_producer_properties, load_producer_config
+from producer.gridengine_record import parse_job_record
+from producer.gridengine_spool import record_submit_time_ms
+from producer.service import ProducerService
+from testkit.waiting import wait_until
+
+if TYPE_CHECKING:
+    from tests.conftest import SyntheticGridEngineSpool
+    from tests.unit.conftest import ScriptedProducer
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "gridengine"
+PLAIN_RECORD = (FIXTURES / "plain" / "record").read_bytes()
+PLAIN_ID = 15  # the job the fixture's record holds
+
+
+class HeldINotify(INotify):  # type: ignore[misc]  # inotify_simple is untyped: INotify is Any
+    """Real inotify whose events stay queued in the kernel while `holding`: released, they
+    reach the service in one read, as a busy loop meets them."""
+
+    holding = False
+
+    def read(self, timeout: int | None = None) -> list[object]:
+        return [] if self.holding else list(super().read(timeout=timeout))
+
+
+def lay_out_fixture(spool: SyntheticGridEngineSpool, case: str, job_id: int) -> None:
+    """A fixture job where the qmaster puts it (an array job's record is a directory)."""
+    record = FIXTURES / case / "record"
+    shutil.copyfile(FIXTURES / case / "script", spool.root / "job_scripts" / str(job_id))
+    if record.is_dir():
+        shutil.copytree(record, spool.record_path(job_id))
+    else:
+        spool.write_record(job_id, record.read_bytes())
+
+
+@pytest.mark.parametrize("script_second", ["with the record", "later"])
+def test_rewritten_and_removed_records_of_published_jobs_are_not_new_jobs(
+        tmp_path: Path, gridengine_spool: SyntheticGridEngineSpool,
+        scripted_producer: type[ScriptedProducer], monkeypatch: pytest.MonkeyPatch,
+        script_second: str) -> None:
+    """A script written in the record's second (as the qmaster writes it) tells a rewrite
+    from a new job without decoding the record; one written later (a submission straddling
+    a second) is told by the record itself."""
+    scripted_producer.max_value_bytes = 1 << 20
+    spool = gridengine_spool
+    script = spool.write_script(PLAIN_ID, (FIXTURES / "plain" / "script").read_bytes())
+    submitted_ns = parse_job_record(PLAIN_RECORD).submit_time_ms * 1_000_000
+    written_ns = submitted_ns + (300_000_000 if script_second == "with the record" else 10**9)
+    os.utime(script, ns=(written_ns, written_ns))
+    spool.write_record(PLAIN_ID, PLAIN_RECORD)
+    decoded: list[Path] = []
+
+    def counted_submit_time(leaf: Path, name: str) -> int | None:
+        decoded.append(leaf / name)
+        return record_submit_time_ms(leaf, name)
+
+    monkeypatch.setattr("producer.jobs.record_submit_time_ms", counted_submit_time)
+    config = load_producer_config(
+        ["--cluster", "grid", "--scheduler", "gridengine", "--spool", str(spool.root),
+         "--state-dir", str(tmp_path / "state"), "--read-workers", "0"], environ={})
+    registry = CollectorRegistry()
+    inotify = HeldINotify()
+    service = ProducerService(config, registry, kafka_producer_properties(config),
+                              producer_factory=scripted_producer,
+                              inotify_factory=lambda: inotify)
+
+    def value(name: str, labels: dict[str, str] | None = None) -> float:
+        return registry.get_sample_value(name, labels) or 0.0
+
+    def published(count: int) -> None:
+        wait_until(lambda: value("sarchive_producer_jobs_published_total") == count, 10,
+                   f"{count} jobs acknowledged")
+
+    thread = threading.Thread(target=service.run, kwargs={"install_signals": False})
+    thread.start()
+    try:
+        published(1)
+        for _ in range(3):  # state changes: the qmaster renames a new record over the job's
+            spool.write_record(PLAIN_ID, PLAIN_RECORD)
+        # A job of another id afterwards: once it is published, every event before it was
+        # applied.
+        lay_out_fixture(spool, "array", 18)
+        published(2)
+        assert bool(decoded) is (script_second == "later")
+        inotify.holding = True  # its end, rewritten then removed, seen in one batch
+        spool.write_record(PLAIN_ID, PLAIN_RECORD)
+        spool.record_path(PLAIN_ID).unlink()
+        (spool.root / "job_scripts" / str(PLAIN_ID)).unlink()
+        inotify.holding = False
+        lay_out_fixture(spool, "array_step", 19)
+        published(3)
+    finally:
+        service.request_stop()
+        thread.join(10)
+    assert value("sarchive_producer_jobs_detected_total") == 3
+    assert value("sarchive_producer_jobs_failed_total", {"reason": "vanished"}) == 0
+    assert value("sarchive_producer_jobs_failed_total", {"reason": "incomplete"}) == 0
+    assert len(scripted_producer.made[0].queue) == 0
