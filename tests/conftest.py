@@ -40,44 +40,7 @@ from inotify_simple import Event, INotify, flags
 
 from schemas.codec import JobEventCodec
 from testkit.processes import ServiceProcess, free_port
-from testkit.spool import SyntheticSlurmSpool
-
-class SyntheticGridEngineSpool:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-
-    def record_path(self, job_id: int) -> Path:
-        digits = f"{job_id:010d}"
-        return self.root / "jobs" / digits[:2] / digits[2:6] / digits[6:]
-
-    def write_script(self, job_id: int, script: bytes) -> Path:
-        scripts = self.root / "job_scripts"
-        scripts.mkdir(parents=True, exist_ok=True)
-        SyntheticSlurmSpool.write_file(scripts / str(job_id), script, 0o644)
-        return scripts / str(job_id)
-
-    def write_record(self, job_id: int, record: bytes, array: bool = False) -> Path:
-        """The record renamed into place (again, for a rewrite); an array job's as `common`
-        in the job's directory."""
-        path = self.record_path(job_id)
-        if array:
-            path.mkdir(parents=True, exist_ok=True, mode=0o755)
-            path = path / "common"
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-        temporary = path.with_name("." + path.name)
-        SyntheticSlurmSpool.write_file(temporary, record, 0o644)
-        temporary.rename(path)
-        return path
-
-    def write_job(self, job_id: int, script: bytes | None, record: bytes,
-                  array: bool = False) -> Path:
-        """A submission in the qmaster's order: the script (none for a binary job), then
-        the record."""
-        if script is not None:
-            self.write_script(job_id, script)
-        return self.write_record(job_id, record, array)
-
+from testkit.spool import SyntheticGridEngineSpool, SyntheticSlurmSpool
 
 # Hypothesis: examples write and fsync files, so their duration is the disk's, not the code's:
 # no deadline. CI (CI=true) runs the same examples every time (derandomize), so that a red run

@@ -19,10 +19,10 @@ from producer.config import kafka_producer_properties, load_producer_config
 from producer.gridengine_record import parse_job_record
 from producer.gridengine_spool import record_submit_time_ms
 from producer.service import ProducerService
+from testkit.spool import SyntheticGridEngineSpool
 from testkit.waiting import wait_until
 
 if TYPE_CHECKING:
-    from tests.conftest import SyntheticGridEngineSpool
     from tests.unit.conftest import ScriptedProducer
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "gridengine"

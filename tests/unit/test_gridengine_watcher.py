@@ -15,7 +15,8 @@ from schemas.model import Scheduler
 from testkit.waiting import wait_until
 
 if TYPE_CHECKING:
-    from tests.conftest import ScriptedInotify, SyntheticGridEngineSpool
+    from testkit.spool import SyntheticGridEngineSpool
+    from tests.conftest import ScriptedInotify
 
 
 def names(jobs: Iterable[JobRef]) -> set[str]:
