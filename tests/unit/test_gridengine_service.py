@@ -6,7 +6,6 @@ second where it can be."""
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,11 +42,10 @@ class HeldINotify(INotify):  # type: ignore[misc]  # inotify_simple is untyped: 
 def lay_out_fixture(spool: SyntheticGridEngineSpool, case: str, job_id: int) -> None:
     """A fixture job where the qmaster puts it (an array job's record is a directory)."""
     record = FIXTURES / case / "record"
-    shutil.copyfile(FIXTURES / case / "script", spool.root / "job_scripts" / str(job_id))
-    if record.is_dir():
-        shutil.copytree(record, spool.record_path(job_id))
-    else:
-        spool.write_record(job_id, record.read_bytes())
+    array = record.is_dir()
+    # Renamed into place as the qmaster does (a copy in place can be read half written).
+    spool.write_job(job_id, (FIXTURES / case / "script").read_bytes(),
+                    (record / "common" if array else record).read_bytes(), array)
 
 
 @pytest.mark.parametrize("script_second", ["with the record", "later"])
