@@ -8,7 +8,9 @@ ratios are what count, absolute figures move from run to run.
 
     bench/run.py                 full size (what `make bench` runs)
     bench/run.py --smoke         tiny sizes, one run: proves the suite works (CI)
-Exit status: 0 when every stage could be measured (targets missed or not), 1 otherwise.
+Exit status: 0 when every stage could be measured (targets missed or not), 1 otherwise;
+a full run without the prior art comparison (cargo or its build failing) is a failure too,
+unless --no-prior-art asked for it.
 """
 
 from __future__ import annotations
@@ -543,7 +545,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "skipped": skipped, "table": table,
     })
     print(f"\nwritten: {args.output}")
-    return 1 if errors else 0
+    # A full run that could not compare with the prior art has not measured a target row:
+    # a failure, unless asked for (--no-prior-art); a smoke run never builds it.
+    prior_art_missing = "prior_art" in skipped and not args.no_prior_art \
+        and sizes.build_prior_art
+    return 1 if errors or prior_art_missing else 0
 
 
 if __name__ == "__main__":
