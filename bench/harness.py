@@ -39,6 +39,7 @@ from testkit.processes import ServiceProcess  # noqa: E402 -- needs the root on 
 from testkit.waiting import wait_until  # noqa: E402 -- as above
 
 VENV_BIN = REPO / ".venv" / "bin"
+PROFILE_ENV = "SARCHIVE_BENCH_PROFILE"
 TOPIC_PARTITIONS = 3
 
 
@@ -307,12 +308,113 @@ def process_tree(pid: int) -> list[int]:
     return [pid, *children]
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far, all its threads (utime and
+    stime of /proc/<pid>/stat, fields 14 and 15); 0 for a process that is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on this TCP port of this machine (the shared broker, the
+    Elasticsearch node): its socket's inode from /proc/net/tcp*, then the process holding
+    that inode among its descriptors. None when nothing visible listens there."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{parts[9]}]")
+    if not inodes:
+        return None
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd.path) in inodes:
+                        return int(entry.name)
+    return None
+
+
+def port_of(address: str) -> int:
+    """The port of `host:port`, of the first of a bootstrap list or of a URL."""
+    return int(address.split(",", maxsplit=1)[0].rstrip("/").rsplit(":", 1)[1])
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per named process between start() and stop(): `processes` maps a name
+    to a function giving the pids it stands for now (a service's readers come and go)."""
+
+    processes: Mapping[str, Callable[[], Sequence[int]]]
+    _start: dict[str, dict[int, float]] | None = None
+    used: dict[str, float] | None = None
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        return {name: {pid: cpu_seconds(pid) for pid in pids()}
+                for name, pids in self.processes.items()}
+
+    def start(self) -> None:
+        self._start = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds each name used since start(); a process started meanwhile counts
+        from 0, one gone meanwhile is left out (its time is lost with it)."""
+        if self._start is None:
+            raise BenchError("CpuMeter.stop() before start()")
+        end = self._sample()
+        # A name with no process at either end (a listener not found) is not measured: NaN.
+        self.used = {name: (sum(cpu - self._start[name].get(pid, 0.0)
+                                for pid, cpu in end[name].items())
+                            if end[name] or self._start[name] else math.nan)
+                     for name in end}
+        return self.used
+
+    def per_job_us(self, jobs: int) -> dict[str, float]:
+        """Microseconds of CPU per job for each name (NaN before stop() or without jobs)."""
+        if self.used is None or jobs <= 0:
+            return {name: math.nan for name in self.processes}
+        return {name: seconds / jobs * 1e6 for name, seconds in self.used.items()}
+
+
+def listener(address: str) -> Callable[[], list[int]]:
+    """The pids function of a CpuMeter for the process listening at `address` (none found,
+    e.g. a broker of another machine: its figure is NaN)."""
+    port = port_of(address)
+    found = listening_pid(port)
+    return lambda: [found] if found is not None else []
+
+
 @dataclass
 class Service(ServiceProcess):
     """A service under test, run as the real console script in its own process, from the
     repository root; a bench run fails (BenchError) as soon as it has died."""
 
     cwd: Path | None = REPO
+
+    def __post_init__(self) -> None:
+        # SARCHIVE_BENCH_PROFILE=<dir>: each of our services runs under cProfile, its profile
+        # written to <dir>/<script>-<n>.prof when it stops (SIGTERM ends it normally).
+        # Reader processes are spawned and not profiled (profile producer.read_outcomes
+        # in-process for them).
+        profiles = os.environ.get(PROFILE_ENV)
+        script = Path(self.argv[0])
+        if profiles and script.parent == VENV_BIN:
+            directory = Path(profiles)
+            directory.mkdir(parents=True, exist_ok=True)
+            output = Path(tempfile.mkstemp(prefix=f"{script.name}-", suffix=".prof",
+                                           dir=directory)[1])
+            self.argv = [sys.executable, "-m", "cProfile", "-o", str(output), *self.argv]
 
     def require_alive(self) -> None:
         if not self.alive():
@@ -329,6 +431,14 @@ class Service(ServiceProcess):
     def pids(self) -> list[int]:
         """The service's process and its children."""
         return process_tree(self.pid)
+
+    def main_pid(self) -> list[int]:
+        """The service's own process alone (a CpuMeter's pids function)."""
+        return [self.pid] if self.alive() else []
+
+    def child_pids(self) -> list[int]:
+        """Its child processes alone: the producer's readers."""
+        return process_tree(self.pid)[1:] if self.alive() else []
 
 
 # --------------------------------------------------------------------------- statistics

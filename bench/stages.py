@@ -19,7 +19,7 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -38,9 +38,11 @@ from confluent_kafka import Producer
 from harness import (
     VENV_BIN,
     BenchError,
+    CpuMeter,
     Record,
     Service,
     committed_total,
+    listener,
     progress_rate,
     read_topic,
     scratch,
@@ -154,6 +156,17 @@ class ProducerThroughput:
     throughput: float
     write_rate: float
     records: list[Record]
+    # Microseconds of CPU per job: the service's process, its readers, the broker.
+    cpu_us: dict[str, float]
+
+
+def producer_meter(producer: ProducerProcess, kafka: str,
+                   **others: Callable[[], Sequence[int]]) -> CpuMeter:
+    """CPU of the producer's own process, of its reader processes, of the broker and of
+    the `others` (name: their pids)."""
+    return CpuMeter({"producer": producer.service.main_pid,
+                     "readers": producer.service.child_pids, "broker": listener(kafka),
+                     **others})
 
 
 def producer_throughput(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob],
@@ -162,14 +175,18 @@ def producer_throughput(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob
     the first job's mkdir to the last event's acknowledgement."""
     with scratch("producer") as workdir, ProducerProcess(workdir, kafka, topic) as producer:
         warm_up(producer, seed)
+        meter = producer_meter(producer, kafka)
         writer = spoolgen.SlurmSpoolWriter(producer.spool, "vectored")
+        meter.start()
         run = spoolgen.write_paced(writer.write, jobs, None)
         producer.wait_published(WARM_UP_JOBS + len(jobs), 300)
+        meter.stop()
     records = measured_records(read_topic(kafka, topic, WARM_UP_JOBS + len(jobs), 120))
     if len(records) != len(jobs):
         raise BenchError(f"producer: {len(records)} events for {len(jobs)} jobs")
     last_ack = max(r.timestamp_ms for r in records) / 1000
-    return ProducerThroughput(len(jobs) / (last_ack - run.started), run.rate, records)
+    return ProducerThroughput(len(jobs) / (last_ack - run.started), run.rate, records,
+                              meter.per_job_us(len(jobs)))
 
 
 def latencies_ms(records: Sequence[Record], closed_at: dict[int, float]) -> list[float]:
@@ -333,6 +350,9 @@ def sbatch_latency(kafka: str, topic: str, slurm_conf: str, state_dir: Path,
 class ConsumerResult:
     throughput: float
     peak_rss_mb: float
+    # Microseconds of CPU per event after the first commit: the consumer, the broker (and
+    # the Elasticsearch node for sarchive-es).
+    cpu_us: dict[str, float]
 
 
 def batch_args(batch: int | None) -> list[str]:
@@ -341,17 +361,28 @@ def batch_args(batch: int | None) -> list[str]:
 
 
 def run_consumer(name: str, argv: Sequence[str], kafka: str, topic: str, *, expected: int,
-                 workdir: Path) -> ConsumerResult:
-    """Run a consumer service on a filled topic until its group committed `expected`."""
+                 workdir: Path, sink_address: str | None = None) -> ConsumerResult:
+    """Run a consumer service on a filled topic until its group committed `expected`; its
+    CPU (and the broker's, and the sink service's at sink_address) counted from its first
+    commit, as the rate is: start-up and the group join are no cost per event."""
     group = unique_name(name)
     service = Service(name, [str(VENV_BIN / name), "--brokers", kafka, "--topic", topic,
                              "--group", group, "--log-file", str(workdir / f"{name}.log"),
                              *argv], workdir / f"{name}.out")
+    processes = {"consumer": service.main_pid, "broker": listener(kafka)}
+    if sink_address is not None:
+        processes["sink"] = listener(sink_address)
+    meter = CpuMeter(processes)
     with service:
-        timeline = wait_committed(kafka, group, topic, expected, timeout=600,
-                                  alive=service.alive)
+        timeline = wait_committed(kafka, group, topic, 1, timeout=600, alive=service.alive,
+                                  interval=0.01)
+        meter.start()
+        first = timeline[-1][1]
+        timeline += wait_committed(kafka, group, topic, expected, timeout=600,
+                                   alive=service.alive)
+        meter.stop()
         peak = service.peak_rss_mb()
-    return ConsumerResult(progress_rate(timeline), peak)
+    return ConsumerResult(progress_rate(timeline), peak, meter.per_job_us(expected - first))
 
 
 def archive_consumer(kafka: str, topic: str, expected: int, *,
@@ -372,7 +403,8 @@ def es_consumer(kafka: str, topic: str, expected: int, es_url: str, *,
         try:
             return run_consumer("sarchive-es", ["--es-url", es_url, "--index-prefix", prefix,
                                                 *batch_args(batch)],
-                                kafka, topic, expected=expected, workdir=workdir)
+                                kafka, topic, expected=expected, workdir=workdir,
+                                sink_address=es_url)
         finally:
             delete_es_indices(es_url, prefix)
 
@@ -525,15 +557,19 @@ def spool_to_archive(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob],
         with ProducerProcess(workdir, kafka, topic) as producer, consumer:
             warm_up(producer, seed)
             wait_committed(kafka, group, topic, WARM_UP_JOBS, timeout=120, alive=consumer.alive)
+            meter = producer_meter(producer, kafka, archive=consumer.main_pid)
             writer = spoolgen.SlurmSpoolWriter(producer.spool,
                                                "vectored" if rate is None else "slurmctld")
+            meter.start()
             run = spoolgen.write_paced(writer.write, jobs, rate)
             wait_committed(kafka, group, topic, WARM_UP_JOBS + len(jobs), timeout=600,
                            alive=consumer.alive)
+            meter.stop()
         archived = {j: t for j, t in archived_times(archive).items() if j in run.closed_at}
     latencies = [(archived[j] - closed) * 1000 for j, closed in run.closed_at.items()
                  if j in archived]
     return {"jobs": float(len(jobs)), "lost": float(len(jobs) - len(archived)),
             "write_rate": run.rate,
             "throughput": len(archived) / (max(archived.values()) - run.started),
+            **{f"cpu.{name}_us": us for name, us in meter.per_job_us(len(jobs)).items()},
             **latency_summary(latencies)}
