@@ -248,7 +248,10 @@ class ProducerService:
             wakeups.append(publish_at)
         if self.gate.can_read(now, self.state.outbox):
             recheck_at = self.pending.next_wakeup()
-            if recheck_at is not None:
+            # Jobs due now that no reader can take yet wait for an answer (the readers'
+            # descriptors wake the loop) or for room in the outbox (an acknowledgement, on
+            # the publisher's wake-ups): a wake-up now would spin the loop until then.
+            if recheck_at is not None and (recheck_at > now or self._can_hand_over()):
                 wakeups.append(recheck_at)
         else:
             # A full outbox makes room only through acknowledgements, which the publisher's
@@ -355,15 +358,23 @@ class ProducerService:
         return (self.state.published.is_published(name, submit_time_ms)
                 or self.publisher.is_queued(name, submit_time_ms))
 
-    def _read_due_jobs(self, now: float) -> None:
+    def _room(self) -> int:
+        """Jobs that may be handed to the readers now. Every job handed over may become an
+        event: keep the event bound exact. The byte bound is checked before jobs are handed
+        over (the gate), so the events of the jobs in flight (at most the readers' capacity)
+        may take the outbox past it."""
         outbox = self.state.outbox
-        # Every job handed over may become an event: keep the event bound exact. The byte
-        # bound is checked before jobs are handed over, so the events of the jobs in flight
-        # (at most the readers' capacity) may take the outbox past it.
-        room = outbox.max_events - outbox.events - self.readers.in_flight
-        if room <= 0 or not self.gate.can_read(now, outbox):
+        return min(outbox.max_events - outbox.events - self.readers.in_flight,
+                   self.readers.capacity())
+
+    def _can_hand_over(self) -> bool:
+        return self._room() > 0
+
+    def _read_due_jobs(self, now: float) -> None:
+        room = self._room()
+        if room <= 0 or not self.gate.can_read(now, self.state.outbox):
             return
-        jobs = self.pending.due(now, min(room, JOBS_PER_TURN, self.readers.capacity()))
+        jobs = self.pending.due(now, min(room, JOBS_PER_TURN))
         for job in jobs:
             self.pending.reading(job)
         if jobs:
