@@ -113,6 +113,8 @@ class ProducerService:
         self._waiting_for_spool_logged = False
         self._watch_retry_delays: Iterator[float] | None = None
         self._next_watch_retry = 0.0
+        # The descriptors the loop waits on, registered once while they stay the same.
+        self._poller: tuple[tuple[int, ...], select.poll] | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -193,6 +195,7 @@ class ProducerService:
         self._take_read_outcomes(now)
         self.state.outbox.commit()
         self.publisher.publish(now)
+        self.state.outbox.flush_acks()
         self.state.published.flush()
         # The outbox as this turn leaves it: what the wait and the next turn's reads go by.
         self.gate.update(now, self.state.outbox, len(self.pending))
@@ -268,11 +271,14 @@ class ProducerService:
 
     def _wait(self, timeout: float) -> None:
         # poll(), not select(): descriptor numbers may pass select's limit of 1024.
-        poller = select.poll()
-        for fd in (self._wake_read, self.watcher.fileno(), *self.readers.filenos()):
-            if fd is not None:
+        fds = tuple(fd for fd in (self._wake_read, self.watcher.fileno(),
+                                  *self.readers.filenos()) if fd is not None)
+        if self._poller is None or self._poller[0] != fds:
+            poller = select.poll()
+            for fd in fds:
                 poller.register(fd, select.POLLIN)
-        ready = {fd for fd, _ in poller.poll(timeout * 1000)}
+            self._poller = (fds, poller)
+        ready = {fd for fd, _ in self._poller[1].poll(timeout * 1000)}
         if self._wake_read in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_read, 4096)
