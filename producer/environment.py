@@ -157,10 +157,21 @@ class EnvPolicy:
         return entry[:start] + self.redact_values.sub(_mask_match, value)
 
     def values_clean(self, entries: Sequence[bytes], keys: Sequence[bytes]) -> bool:
-        if self.redact_values is None or self._clean.entries.issuperset(entries):
+        pattern = self.redact_values
+        clean = self._clean
+        if pattern is None or clean.entries.issuperset(entries):
             return True
-        return all([self.masked_entry(entry, key) is entry
-                    for entry, key in zip(entries, keys, strict=True)])
+        # Only the entries not known clean are searched, in this loop rather than through
+        # masked_entry: most of a job's entries are known, and a call per entry cost more
+        # than the look-up. The first value with a match ends it: the caller masks entry by
+        # entry.
+        for entry, key in zip(entries, keys, strict=True):
+            if entry in clean.entries:
+                continue
+            if pattern.search(entry[len(key) + 1:]) is not None:
+                return False
+            clean.remember(entry)
+        return True
 
 
 @dataclass(frozen=True)
