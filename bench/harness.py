@@ -133,21 +133,22 @@ def unique_name(kind: str) -> str:
     return f"bench.{kind}.{uuid.uuid4().hex[:8]}"
 
 
-def create_topic(bootstrap: str, name: str, *, log_append_time: bool = True) -> str:
-    """A fresh topic like the project's: 3 partitions. With log_append_time every message
-    carries the broker's clock at append, which is how latency to the acknowledgement is
-    read back (the broker appends, then acknowledges)."""
+def create_topic(bootstrap: str, name: str, *, log_append_time: bool = True,
+                 partitions: int = TOPIC_PARTITIONS) -> str:
+    """A fresh topic like the project's: 3 partitions unless told. With log_append_time every
+    message carries the broker's clock at append, which is how latency to the acknowledgement
+    is read back (the broker appends, then acknowledges)."""
     admin = AdminClient(client_config(bootstrap))
     config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
     if log_append_time:
         config["message.timestamp.type"] = "LogAppendTime"
-    admin.create_topics([NewTopic(name, num_partitions=TOPIC_PARTITIONS, replication_factor=1,
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
                                   config=config)])[name].result(timeout=30)
 
     def led() -> bool:
         meta = admin.list_topics(name, timeout=10).topics.get(name)
         return meta is not None and meta.error is None \
-            and len(meta.partitions) == TOPIC_PARTITIONS \
+            and len(meta.partitions) == partitions \
             and all(p.leader >= 0 for p in meta.partitions.values())
 
     wait_until(led, 30, f"topic {name} has a leader for every partition", interval=0.1)
@@ -165,12 +166,13 @@ def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
 
 
 @contextlib.contextmanager
-def fresh_topics(bootstrap: str) -> Iterator[Callable[[str], str]]:
-    """`new(kind)` creates a topic; every topic created is deleted on the way out."""
+def fresh_topics(bootstrap: str) -> Iterator[Callable[..., str]]:
+    """`new(kind)` creates a topic (`new(kind, partitions)`: with that many partitions); every
+    topic created is deleted on the way out."""
     created: list[str] = []
 
-    def new(kind: str) -> str:
-        created.append(create_topic(bootstrap, unique_name(kind)))
+    def new(kind: str, partitions: int = TOPIC_PARTITIONS) -> str:
+        created.append(create_topic(bootstrap, unique_name(kind), partitions=partitions))
         return created[-1]
 
     try:
@@ -195,7 +197,7 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float) -> lis
         "max.partition.fetch.bytes": str(16 * 1024 * 1024)}))
     records: list[Record] = []
     try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(TOPIC_PARTITIONS)])
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions_of(consumer, topic)])
         deadline = time.monotonic() + timeout
         while len(records) < expected and time.monotonic() < deadline:
             for message in consumer.consume(1000, 0.5):
@@ -221,11 +223,21 @@ def committed_total(bootstrap: str, group: str, topic: str) -> int:
         consumer.close()
 
 
-def _committed(consumer: Consumer, topic: str) -> int | None:
+def partitions_of(consumer: Consumer, topic: str) -> list[int]:
+    """The topic's partition numbers, from the broker's metadata."""
+    meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise BenchError(f"topic {topic} has no partitions: {meta.error if meta else 'gone'}")
+    return sorted(meta.partitions)
+
+
+def _committed(consumer: Consumer, topic: str, partitions: Sequence[int] | None = None
+               ) -> int | None:
     """None while the group coordinator cannot answer (moving, or the broker restarting):
     the caller simply asks again."""
-    request = [TopicPartition(topic, p) for p in range(TOPIC_PARTITIONS)]
     try:
+        numbers = partitions if partitions is not None else partitions_of(consumer, topic)
+        request = [TopicPartition(topic, p) for p in numbers]
         return sum(max(tp.offset, 0) for tp in consumer.committed(request, timeout=10))
     except KafkaException:
         return None
@@ -239,8 +251,9 @@ def wait_committed(bootstrap: str, group: str, topic: str, target: int, *, timeo
     consumer = Consumer(client_config(bootstrap, **{"group.id": group}))
     deadline = time.monotonic() + timeout
     try:
+        partitions = partitions_of(consumer, topic)
         while time.monotonic() < deadline:
-            done = _committed(consumer, topic)
+            done = _committed(consumer, topic, partitions)
             if done is None:
                 time.sleep(interval)
                 continue
@@ -322,6 +335,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def machine_idle_seconds() -> float:
+    """Idle (and I/O-wait) CPU seconds of the whole machine since boot, all cores."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / CLOCK_TICKS
+
+
 def listening_pid(port: int) -> int | None:
     """The process listening on this TCP port of this machine (the shared broker, the
     Elasticsearch node): its socket's inode from /proc/net/tcp*, then the process holding
@@ -349,6 +368,40 @@ def listening_pid(port: int) -> int | None:
 def port_of(address: str) -> int:
     """The port of `host:port`, of the first of a bootstrap list or of a URL."""
     return int(address.split(",", maxsplit=1)[0].rstrip("/").rsplit(":", 1)[1])
+
+
+def broker_topic_bytes(bootstrap: str, topic: str) -> float:
+    """Bytes the topic's log segments take on the broker listening at `bootstrap` (this
+    machine's), read from its log directories (log.dirs of the .properties file on its
+    command line); NaN where they cannot be found."""
+    pid = listening_pid(port_of(bootstrap))
+    if pid is None:
+        return math.nan
+    arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    properties = [Path(a) for a in arguments if a.endswith(".properties") and Path(a).exists()]
+    directories: list[Path] = []
+    for path in properties:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() in ("log.dirs", "log.dir"):
+                directories += [Path(d.strip()) for d in value.split(",") if d.strip()]
+    segments = [f for d in directories for f in d.glob(f"{glob_escape(topic)}-*/*.log")]
+    return float(sum(f.stat().st_size for f in segments)) if segments else math.nan
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def tree_bytes(root: Path) -> tuple[int, int]:
+    """(bytes of content, bytes of disk blocks) of the regular files below root."""
+    content = blocks = 0
+    for directory, _, names in os.walk(root):
+        for name in names:
+            info = os.lstat(os.path.join(directory, name))
+            content += info.st_size
+            blocks += info.st_blocks * 512
+    return content, blocks
 
 
 @dataclass

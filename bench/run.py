@@ -92,6 +92,18 @@ def cpu_names(stage: str) -> tuple[str, ...]:
     return tuple(f"cpu.{stage}.{process}_us" for process in CPU_PROCESSES[stage])
 
 
+# Bytes per event: the Avro event, on the broker (its log segments: zstd batches and their
+# headers), in the archive (content and disk blocks) and in the index (primary shards).
+BYTES_FIGURES = ("bytes.event", "bytes.broker", "bytes.archive", "bytes.archive_blocks",
+                 "bytes.index")
+
+# The scaling step's figures; not among STAGES, which the smoke test requires finite: a smoke
+# run's few hundred events give a group of two too few commits to time reliably.
+GROUP_FIGURES = ("archive.group.one", "archive.group.two", "archive.group.speedup",
+                 "archive.group.allowed", "archive.group.idle_cores",
+                 *(f"cpu.archive.group.{size}.{process}_us" for size in ("one", "two")
+                   for process in ("consumer", "broker")))
+
 # Every figure a run produces: the stages, then the baselines. The smoke test checks them all.
 STAGES = (
     "producer.throughput", "producer.write_rate",
@@ -103,6 +115,7 @@ STAGES = (
     "pipeline.throughput", "pipeline.latency.p50_ms", "pipeline.latency.p99_ms",
     "sbatch.latency.p50_ms", "sbatch.latency.p99_ms",
     *(name for stage in CPU_PROCESSES for name in cpu_names(stage)),
+    *BYTES_FIGURES,
 )
 BASELINES = (
     "R_prod", "R_prod.latency.p50_ms", "R_prod.latency.p99_ms", "R_prod.latency.p999_ms",
@@ -144,7 +157,7 @@ class Suite:
     """The measuring steps of one run; each returns its figures by name."""
 
     def __init__(self, sizes: Sizes, services: Services, seed: int,
-                 new_topic: Callable[[str], str], prior_art_binary: Path | None) -> None:
+                 new_topic: Callable[..., str], prior_art_binary: Path | None) -> None:
         self.sizes = sizes
         self.services = services
         self.kafka = services.kafka
@@ -163,8 +176,11 @@ class Suite:
     # the method that measures them.
     STEPS: tuple[tuple[tuple[str, ...], str], ...] = (
         (("R_prod",), "r_prod"), (("R_cons",), "r_cons"), (("R_fs",), "r_fs"),
-        (("archive.throughput", "archive.peak_rss_mb", *cpu_names("archive")), "archive"),
-        (("R_es",), "r_es"), (("es.throughput", "es.peak_rss_mb", *cpu_names("es")), "es"),
+        (("archive.throughput", "archive.peak_rss_mb", "bytes.archive", "bytes.archive_blocks",
+          *cpu_names("archive")), "archive"),
+        (GROUP_FIGURES, "archive_group"),
+        (("R_es",), "r_es"),
+        (("es.throughput", "es.peak_rss_mb", "bytes.index", *cpu_names("es")), "es"),
         (("es.drain_ratio",), "es_drain"),
         (("producer.latency.p50_ms", "producer.latency.p99_ms", "producer.latency.p999_ms"),
          "latency"),
@@ -196,6 +212,8 @@ class Suite:
         self.events = decode_all(outcome.records)
         return {"producer.throughput": outcome.throughput,
                 "producer.write_rate": outcome.write_rate,
+                "bytes.event": sum(len(r.value) for r in outcome.records) / len(outcome.records),
+                "bytes.broker": outcome.broker_bytes_per_event,
                 **cpu_figures("producer", outcome.cpu_us)}
 
     def r_prod(self) -> dict[str, float]:
@@ -215,7 +233,28 @@ class Suite:
                                           batch=self.sizes.consumer_batch)
         return {"archive.throughput": outcome.throughput,
                 "archive.peak_rss_mb": outcome.peak_rss_mb,
+                "bytes.archive": outcome.stored_bytes_per_event["content"],
+                "bytes.archive_blocks": outcome.stored_bytes_per_event["blocks"],
                 **cpu_figures("archive", outcome.cpu_us)}
+
+    def archive_group(self) -> dict[str, float]:
+        """One archive consumer, then two in one group, each on a fresh topic of
+        GROUP_PARTITIONS partitions filled with the producer's events: the capacity model's
+        key input (docs/capacity.md). `allowed` is the speed-up the machine's cores allowed
+        the second consumer: the cores one consumer and the broker kept busy, plus those
+        the machine left idle meanwhile, over the former; at most 2. On a shared machine
+        the idle cores are what the other users left."""
+        one, two = (stages.archive_group(
+            self.kafka, self.new_topic(f"group-{members}", stages.GROUP_PARTITIONS),
+            self.records, members, batch=self.sizes.consumer_batch) for members in (1, 2))
+        busy = one.throughput * (one.cpu_us["consumer"] + one.cpu_us["broker"]) / 1e6
+        allowed = min(2.0, (busy + one.idle_cores) / busy)
+        return {"archive.group.one": one.throughput, "archive.group.two": two.throughput,
+                "archive.group.speedup": two.throughput / one.throughput,
+                "archive.group.allowed": allowed,
+                "archive.group.idle_cores": one.idle_cores,
+                **cpu_figures("archive.group.one", one.cpu_us),
+                **cpu_figures("archive.group.two", two.cpu_us)}
 
     def r_es(self) -> dict[str, float]:
         self._warm_up_es()
@@ -240,6 +279,7 @@ class Suite:
         outcome = stages.es_consumer(self.kafka, self._source(), len(self.records),
                                      self._es_url(), batch=self.sizes.consumer_batch)
         return {"es.throughput": outcome.throughput, "es.peak_rss_mb": outcome.peak_rss_mb,
+                "bytes.index": outcome.stored_bytes_per_event["index"],
                 **cpu_figures("es", outcome.cpu_us)}
 
     def es_drain(self) -> dict[str, float]:
@@ -337,7 +377,8 @@ def measure_run(sizes: Sizes, services: Services, seed: int,
     result = RunResult()
     with fresh_topics(services.kafka) as new_topic:
         suite = Suite(sizes, services, seed, new_topic, prior_art_binary)
-        attempt(result, ("producer.throughput", "producer.write_rate", *cpu_names("producer")),
+        attempt(result, ("producer.throughput", "producer.write_rate", "bytes.event",
+                         "bytes.broker", *cpu_names("producer")),
                 suite.producer_throughput)
         if not suite.records:
             for name in (*STAGES, *BASELINES):
@@ -413,6 +454,13 @@ ROWS = (
         "min(R_cons, R_fs)", (at_least(3000, "≥ 3000 events/s"),
                               at_least(0.85, "≥ 85% of min", on_ratio=True))),
     *cpu_rows("archive"),
+    Row("archive: 1 consumer, 4 partitions", "archive.group.one", "events/s"),
+    Row("archive: 2 consumers, one group", "archive.group.two", "events/s",
+        "archive.group.one", "1 consumer"),
+    Row("  speed-up of the second consumer", "archive.group.speedup", "x",
+        "archive.group.allowed", "what the cores allow",
+        (at_least(0.8, "≥ 80% of what the cores allow", on_ratio=True),)),
+    Row("  cores idle beside one consumer", "archive.group.idle_cores", "cores"),
     Row("Elasticsearch consumer", "es.throughput", "docs/s", "R_es", "R_es",
         (at_least(0.9, "≥ 90% of R_es", on_ratio=True),)),
     *cpu_rows("es"),
@@ -432,6 +480,11 @@ ROWS = (
         (at_most(0.1, "≤ prior art / 10", on_ratio=True),)),
     Row("spool -> archive file p99, 500/s", "pipeline.latency.p99_ms", "ms",
         "prior_art.latency.p99_ms", "Rust sarchive p99"),
+    Row("bytes per event: Avro event", "bytes.event", "B"),
+    Row("  on the broker (log segments)", "bytes.broker", "B"),
+    Row("  in the archive (content)", "bytes.archive", "B"),
+    Row("  in the archive (disk blocks)", "bytes.archive_blocks", "B"),
+    Row("  in the index (primary shards)", "bytes.index", "B"),
     Row("real sbatch -> broker ack p50", "sbatch.latency.p50_ms", "ms"),
     Row("real sbatch -> broker ack p99", "sbatch.latency.p99_ms", "ms"),
 )
@@ -578,7 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                          stages.FIRST_JOB_ID)),
         "prior_art": {"binary": str(binary) if binary else None,
                       "version": prior_art.version(binary) if binary else None},
-        "stages": {n: summary[n].as_json() for n in STAGES if n in summary},
+        "stages": {n: summary[n].as_json() for n in (*STAGES, *GROUP_FIGURES)
+                   if n in summary},
         "baselines": {n: summary[n].as_json() for n in (*BASELINES, "min(R_cons,R_fs)")
                       if n in summary},
         "prior_art_figures": {n: summary[n].as_json() for n in PRIOR_ART if n in summary},
