@@ -401,9 +401,17 @@ GROUP_PARTITIONS = 4
 
 
 def assigned_partitions(log_text: str, topic: str) -> int:
-    """How many partitions of the topic the consumer's last 'assigned' log line names."""
-    lines = [line for line in log_text.splitlines() if " assigned [" in line]
-    return lines[-1].count(f"{topic}[") if lines else 0
+    """How many partitions of the topic the consumer holds after the rebalances its log
+    shows: each 'assigned' line adds partitions, each 'revoked' or 'lost' line takes them
+    away (the cooperative assignor reports only the changes)."""
+    held: set[str] = set()
+    name = re.escape(topic)
+    for line in log_text.splitlines():
+        if " assigned [" in line:
+            held |= set(re.findall(rf"{name}\[(\d+)\]", line))
+        elif " revoked [" in line or " lost [" in line:
+            held -= set(re.findall(rf"\('{name}', (\d+)\)", line))
+    return len(held)
 
 
 def archive_group(kafka: str, topic: str, records: Sequence[Record], members: int, *,
