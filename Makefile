@@ -83,12 +83,9 @@ rpm:
 .PHONY: bench bench-smoke
 
 # The full suite takes a quarter of an hour and is no CI gate; the first run also builds the
-# Rust sarchive it compares against (cargo, into ~/.cache/sarchive-bench). docs/performance.md
+# Rust sarchive it compares against (its Debian build packages with infra/apt.py, then cargo,
+# into ~/.cache/sarchive-bench: bench/prior_art.py). docs/performance.md
 bench: setup services-up
-	@echo "==> build dependencies of the Rust sarchive compared against (libsasl2, pkg-config)"
-	dpkg-query -W -f='$${Status}' libsasl2-dev pkg-config 2>/dev/null | grep -qv 'not-installed' \
-		|| apt-get install -y -q --no-install-recommends libsasl2-dev pkg-config \
-		|| echo "could not install them: the prior-art comparison will say why it is skipped"
 	@echo "==> benchmark suite against the local services: table below, bench/results/latest.json"
 	$(VENV)/bin/python bench/run.py
 

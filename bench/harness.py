@@ -39,6 +39,7 @@ from testkit.processes import ServiceProcess  # noqa: E402 -- needs the root on 
 from testkit.waiting import wait_until  # noqa: E402 -- as above
 
 VENV_BIN = REPO / ".venv" / "bin"
+PROFILE_ENV = "SARCHIVE_BENCH_PROFILE"
 TOPIC_PARTITIONS = 3
 
 
@@ -132,21 +133,22 @@ def unique_name(kind: str) -> str:
     return f"bench.{kind}.{uuid.uuid4().hex[:8]}"
 
 
-def create_topic(bootstrap: str, name: str, *, log_append_time: bool = True) -> str:
-    """A fresh topic like the project's: 3 partitions. With log_append_time every message
-    carries the broker's clock at append, which is how latency to the acknowledgement is
-    read back (the broker appends, then acknowledges)."""
+def create_topic(bootstrap: str, name: str, *, log_append_time: bool = True,
+                 partitions: int = TOPIC_PARTITIONS) -> str:
+    """A fresh topic like the project's: 3 partitions unless told. With log_append_time every
+    message carries the broker's clock at append, which is how latency to the acknowledgement
+    is read back (the broker appends, then acknowledges)."""
     admin = AdminClient(client_config(bootstrap))
     config = {"max.message.bytes": str(MAX_MESSAGE_BYTES)}
     if log_append_time:
         config["message.timestamp.type"] = "LogAppendTime"
-    admin.create_topics([NewTopic(name, num_partitions=TOPIC_PARTITIONS, replication_factor=1,
+    admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1,
                                   config=config)])[name].result(timeout=30)
 
     def led() -> bool:
         meta = admin.list_topics(name, timeout=10).topics.get(name)
         return meta is not None and meta.error is None \
-            and len(meta.partitions) == TOPIC_PARTITIONS \
+            and len(meta.partitions) == partitions \
             and all(p.leader >= 0 for p in meta.partitions.values())
 
     wait_until(led, 30, f"topic {name} has a leader for every partition", interval=0.1)
@@ -164,12 +166,13 @@ def delete_topics(bootstrap: str, names: Sequence[str]) -> None:
 
 
 @contextlib.contextmanager
-def fresh_topics(bootstrap: str) -> Iterator[Callable[[str], str]]:
-    """`new(kind)` creates a topic; every topic created is deleted on the way out."""
+def fresh_topics(bootstrap: str) -> Iterator[Callable[..., str]]:
+    """`new(kind)` creates a topic (`new(kind, partitions)`: with that many partitions); every
+    topic created is deleted on the way out."""
     created: list[str] = []
 
-    def new(kind: str) -> str:
-        created.append(create_topic(bootstrap, unique_name(kind)))
+    def new(kind: str, partitions: int = TOPIC_PARTITIONS) -> str:
+        created.append(create_topic(bootstrap, unique_name(kind), partitions=partitions))
         return created[-1]
 
     try:
@@ -194,7 +197,7 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float) -> lis
         "max.partition.fetch.bytes": str(16 * 1024 * 1024)}))
     records: list[Record] = []
     try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(TOPIC_PARTITIONS)])
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions_of(consumer, topic)])
         deadline = time.monotonic() + timeout
         while len(records) < expected and time.monotonic() < deadline:
             for message in consumer.consume(1000, 0.5):
@@ -220,11 +223,21 @@ def committed_total(bootstrap: str, group: str, topic: str) -> int:
         consumer.close()
 
 
-def _committed(consumer: Consumer, topic: str) -> int | None:
+def partitions_of(consumer: Consumer, topic: str) -> list[int]:
+    """The topic's partition numbers, from the broker's metadata."""
+    meta = consumer.list_topics(topic, timeout=30).topics.get(topic)
+    if meta is None or meta.error is not None or not meta.partitions:
+        raise BenchError(f"topic {topic} has no partitions: {meta.error if meta else 'gone'}")
+    return sorted(meta.partitions)
+
+
+def _committed(consumer: Consumer, topic: str, partitions: Sequence[int] | None = None
+               ) -> int | None:
     """None while the group coordinator cannot answer (moving, or the broker restarting):
     the caller simply asks again."""
-    request = [TopicPartition(topic, p) for p in range(TOPIC_PARTITIONS)]
     try:
+        numbers = partitions if partitions is not None else partitions_of(consumer, topic)
+        request = [TopicPartition(topic, p) for p in numbers]
         return sum(max(tp.offset, 0) for tp in consumer.committed(request, timeout=10))
     except KafkaException:
         return None
@@ -238,8 +251,9 @@ def wait_committed(bootstrap: str, group: str, topic: str, target: int, *, timeo
     consumer = Consumer(client_config(bootstrap, **{"group.id": group}))
     deadline = time.monotonic() + timeout
     try:
+        partitions = partitions_of(consumer, topic)
         while time.monotonic() < deadline:
-            done = _committed(consumer, topic)
+            done = _committed(consumer, topic, partitions)
             if done is None:
                 time.sleep(interval)
                 continue
@@ -307,12 +321,153 @@ def process_tree(pid: int) -> list[int]:
     return [pid, *children]
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far, all its threads (utime and
+    stime of /proc/<pid>/stat, fields 14 and 15); 0 for a process that is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    fields = text[text.rindex(")") + 2:].split()  # the command name may hold spaces
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def machine_idle_seconds() -> float:
+    """Idle (and I/O-wait) CPU seconds of the whole machine since boot, all cores."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / CLOCK_TICKS
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on this TCP port of this machine (the shared broker, the
+    Elasticsearch node): its socket's inode from /proc/net/tcp*, then the process holding
+    that inode among its descriptors. None when nothing visible listens there."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                parts = line.split()
+                if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{parts[9]}]")
+    if not inodes:
+        return None
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(f"/proc/{entry.name}/fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd.path) in inodes:
+                        return int(entry.name)
+    return None
+
+
+def port_of(address: str) -> int:
+    """The port of `host:port`, of the first of a bootstrap list or of a URL."""
+    return int(address.split(",", maxsplit=1)[0].rstrip("/").rsplit(":", 1)[1])
+
+
+def broker_topic_bytes(bootstrap: str, topic: str) -> float:
+    """Bytes the topic's log segments take on the broker listening at `bootstrap` (this
+    machine's), read from its log directories (log.dirs of the .properties file on its
+    command line); NaN where they cannot be found."""
+    pid = listening_pid(port_of(bootstrap))
+    if pid is None:
+        return math.nan
+    arguments = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    properties = [Path(a) for a in arguments if a.endswith(".properties") and Path(a).exists()]
+    directories: list[Path] = []
+    for path in properties:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name.strip() in ("log.dirs", "log.dir"):
+                directories += [Path(d.strip()) for d in value.split(",") if d.strip()]
+    segments = [f for d in directories for f in d.glob(f"{glob_escape(topic)}-*/*.log")]
+    return float(sum(f.stat().st_size for f in segments)) if segments else math.nan
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def tree_bytes(root: Path) -> tuple[int, int]:
+    """(bytes of content, bytes of disk blocks) of the regular files below root."""
+    content = blocks = 0
+    for directory, _, names in os.walk(root):
+        for name in names:
+            info = os.lstat(os.path.join(directory, name))
+            content += info.st_size
+            blocks += info.st_blocks * 512
+    return content, blocks
+
+
+@dataclass
+class CpuMeter:
+    """CPU seconds per named process between start() and stop(): `processes` maps a name
+    to a function giving the pids it stands for now (a service's readers come and go)."""
+
+    processes: Mapping[str, Callable[[], Sequence[int]]]
+    _start: dict[str, dict[int, float]] | None = None
+    used: dict[str, float] | None = None
+
+    def _sample(self) -> dict[str, dict[int, float]]:
+        return {name: {pid: cpu_seconds(pid) for pid in pids()}
+                for name, pids in self.processes.items()}
+
+    def start(self) -> None:
+        self._start = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        """CPU seconds each name used since start(); a process started meanwhile counts
+        from 0, one gone meanwhile is left out (its time is lost with it)."""
+        if self._start is None:
+            raise BenchError("CpuMeter.stop() before start()")
+        end = self._sample()
+        # A name with no process at either end (a listener not found) is not measured: NaN.
+        self.used = {name: (sum(cpu - self._start[name].get(pid, 0.0)
+                                for pid, cpu in end[name].items())
+                            if end[name] or self._start[name] else math.nan)
+                     for name in end}
+        return self.used
+
+    def per_job_us(self, jobs: int) -> dict[str, float]:
+        """Microseconds of CPU per job for each name (NaN before stop() or without jobs)."""
+        if self.used is None or jobs <= 0:
+            return {name: math.nan for name in self.processes}
+        return {name: seconds / jobs * 1e6 for name, seconds in self.used.items()}
+
+
+def listener(address: str) -> Callable[[], list[int]]:
+    """The pids function of a CpuMeter for the process listening at `address` (none found,
+    e.g. a broker of another machine: its figure is NaN)."""
+    port = port_of(address)
+    found = listening_pid(port)
+    return lambda: [found] if found is not None else []
+
+
 @dataclass
 class Service(ServiceProcess):
     """A service under test, run as the real console script in its own process, from the
     repository root; a bench run fails (BenchError) as soon as it has died."""
 
     cwd: Path | None = REPO
+
+    def __post_init__(self) -> None:
+        # SARCHIVE_BENCH_PROFILE=<dir>: each of our services runs under cProfile, its profile
+        # written to <dir>/<script>-<n>.prof when it stops (SIGTERM ends it normally).
+        # Reader processes are spawned and not profiled (profile producer.read_outcomes
+        # in-process for them).
+        profiles = os.environ.get(PROFILE_ENV)
+        script = Path(self.argv[0])
+        if profiles and script.parent == VENV_BIN:
+            directory = Path(profiles)
+            directory.mkdir(parents=True, exist_ok=True)
+            output = Path(tempfile.mkstemp(prefix=f"{script.name}-", suffix=".prof",
+                                           dir=directory)[1])
+            self.argv = [sys.executable, "-m", "cProfile", "-o", str(output), *self.argv]
 
     def require_alive(self) -> None:
         if not self.alive():
@@ -329,6 +484,14 @@ class Service(ServiceProcess):
     def pids(self) -> list[int]:
         """The service's process and its children."""
         return process_tree(self.pid)
+
+    def main_pid(self) -> list[int]:
+        """The service's own process alone (a CpuMeter's pids function)."""
+        return [self.pid] if self.alive() else []
+
+    def child_pids(self) -> list[int]:
+        """Its child processes alone: the producer's readers."""
+        return process_tree(self.pid)[1:] if self.alive() else []
 
 
 # --------------------------------------------------------------------------- statistics

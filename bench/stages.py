@@ -14,12 +14,13 @@ batch durable, so committed messages per second is durable throughput.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,17 +34,23 @@ from baselines import (
     produce_one,
     producer_properties,
     quiet,
+    r_prod,
 )
 from confluent_kafka import Producer
 from harness import (
     VENV_BIN,
     BenchError,
+    CpuMeter,
     Record,
     Service,
+    broker_topic_bytes,
     committed_total,
+    listener,
+    machine_idle_seconds,
     progress_rate,
     read_topic,
     scratch,
+    tree_bytes,
     unique_name,
     wait_committed,
 )
@@ -154,6 +161,18 @@ class ProducerThroughput:
     throughput: float
     write_rate: float
     records: list[Record]
+    # Microseconds of CPU per job: the service's process, its readers, the broker.
+    cpu_us: dict[str, float]
+    broker_bytes_per_event: float  # the topic's log segments over its events
+
+
+def producer_meter(producer: ProducerProcess, kafka: str,
+                   **others: Callable[[], Sequence[int]]) -> CpuMeter:
+    """CPU of the producer's own process, of its reader processes, of the broker and of
+    the `others` (name: their pids)."""
+    return CpuMeter({"producer": producer.service.main_pid,
+                     "readers": producer.service.child_pids, "broker": listener(kafka),
+                     **others})
 
 
 def producer_throughput(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob],
@@ -162,14 +181,19 @@ def producer_throughput(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob
     the first job's mkdir to the last event's acknowledgement."""
     with scratch("producer") as workdir, ProducerProcess(workdir, kafka, topic) as producer:
         warm_up(producer, seed)
+        meter = producer_meter(producer, kafka)
         writer = spoolgen.SlurmSpoolWriter(producer.spool, "vectored")
+        meter.start()
         run = spoolgen.write_paced(writer.write, jobs, None)
         producer.wait_published(WARM_UP_JOBS + len(jobs), 300)
+        meter.stop()
     records = measured_records(read_topic(kafka, topic, WARM_UP_JOBS + len(jobs), 120))
     if len(records) != len(jobs):
         raise BenchError(f"producer: {len(records)} events for {len(jobs)} jobs")
     last_ack = max(r.timestamp_ms for r in records) / 1000
-    return ProducerThroughput(len(jobs) / (last_ack - run.started), run.rate, records)
+    return ProducerThroughput(len(jobs) / (last_ack - run.started), run.rate, records,
+                              meter.per_job_us(len(jobs)),
+                              broker_topic_bytes(kafka, topic) / (WARM_UP_JOBS + len(jobs)))
 
 
 def latencies_ms(records: Sequence[Record], closed_at: dict[int, float]) -> list[float]:
@@ -333,6 +357,13 @@ def sbatch_latency(kafka: str, topic: str, slurm_conf: str, state_dir: Path,
 class ConsumerResult:
     throughput: float
     peak_rss_mb: float
+    # Microseconds of CPU per event after the first commit: the consumer, the broker (and
+    # the Elasticsearch node for sarchive-es).
+    cpu_us: dict[str, float]
+    # What the sink stores per event: content and disk blocks (archive), or the primary
+    # shards' store (Elasticsearch, after a flush).
+    stored_bytes_per_event: dict[str, float] = field(default_factory=dict)
+    idle_cores: float = math.nan  # the machine's cores left idle meanwhile, on average
 
 
 def batch_args(batch: int | None) -> list[str]:
@@ -341,17 +372,93 @@ def batch_args(batch: int | None) -> list[str]:
 
 
 def run_consumer(name: str, argv: Sequence[str], kafka: str, topic: str, *, expected: int,
-                 workdir: Path) -> ConsumerResult:
-    """Run a consumer service on a filled topic until its group committed `expected`."""
+                 workdir: Path, sink_address: str | None = None) -> ConsumerResult:
+    """Run a consumer service on a filled topic until its group committed `expected`; its
+    CPU (and the broker's, and the sink service's at sink_address) counted from its first
+    commit, as the rate is: start-up and the group join are no cost per event."""
     group = unique_name(name)
     service = Service(name, [str(VENV_BIN / name), "--brokers", kafka, "--topic", topic,
                              "--group", group, "--log-file", str(workdir / f"{name}.log"),
                              *argv], workdir / f"{name}.out")
+    processes = {"consumer": service.main_pid, "broker": listener(kafka)}
+    if sink_address is not None:
+        processes["sink"] = listener(sink_address)
+    meter = CpuMeter(processes)
     with service:
-        timeline = wait_committed(kafka, group, topic, expected, timeout=600,
-                                  alive=service.alive)
+        timeline = wait_committed(kafka, group, topic, 1, timeout=600, alive=service.alive,
+                                  interval=0.01)
+        meter.start()
+        first = timeline[-1][1]
+        timeline += wait_committed(kafka, group, topic, expected, timeout=600,
+                                   alive=service.alive)
+        meter.stop()
         peak = service.peak_rss_mb()
-    return ConsumerResult(progress_rate(timeline), peak)
+    return ConsumerResult(progress_rate(timeline), peak, meter.per_job_us(expected - first))
+
+
+# Partitions of the topic two archive consumers share: two each.
+GROUP_PARTITIONS = 4
+
+
+def assigned_partitions(log_text: str, topic: str) -> int:
+    """How many partitions of the topic the consumer holds after the rebalances its log
+    shows: each 'assigned' line adds partitions, each 'revoked' or 'lost' line takes them
+    away (the cooperative assignor reports only the changes)."""
+    held: set[str] = set()
+    name = re.escape(topic)
+    for line in log_text.splitlines():
+        if " assigned [" in line:
+            held |= set(re.findall(rf"{name}\[(\d+)\]", line))
+        elif " revoked [" in line or " lost [" in line:
+            held -= set(re.findall(rf"\('{name}', (\d+)\)", line))
+    return len(held)
+
+
+def archive_group(kafka: str, topic: str, records: Sequence[Record], members: int, *,
+                  batch: int | None = None) -> ConsumerResult:
+    """`members` sarchive-archive instances in one group, into one archive, on an empty topic
+    of GROUP_PARTITIONS partitions: once every partition is assigned (so no rebalance falls
+    inside the measurement) the records are produced as fast as the bare client can, and the
+    group's committed progress is the rate; CPU is the members' together, and the broker's."""
+    group = unique_name("sarchive-archive")
+    with scratch(f"archive-group-{members}") as workdir, contextlib.ExitStack() as stack:
+        archive = workdir / "archive"
+        archive.mkdir()
+        logs = [workdir / f"sarchive-archive-{n}.log" for n in range(members)]
+        services = [stack.enter_context(Service(f"sarchive-archive-{n}", [
+            str(VENV_BIN / "sarchive-archive"), "--brokers", kafka, "--topic", topic,
+            "--group", group, "--group-instance-id", f"{group}-{n}", "--archive", str(archive),
+            *batch_args(batch), "--log-file", str(log)], workdir / f"sarchive-archive-{n}.out"))
+            for n, log in enumerate(logs)]
+
+        def alive() -> bool:
+            return all(service.alive() for service in services)
+
+        def all_assigned() -> bool:
+            if not alive():
+                raise BenchError("an archive consumer of the group exited")
+            counts = [assigned_partitions(log.read_text() if log.exists() else "", topic)
+                      for log in logs]
+            return all(counts) and sum(counts) == GROUP_PARTITIONS
+
+        wait_until(all_assigned, 120, f"{members} consumers assigned every partition",
+                   interval=0.1)
+        meter = CpuMeter({
+            "consumer": lambda: [pid for service in services for pid in service.main_pid()],
+            "broker": listener(kafka)})
+        r_prod(kafka, topic, records)  # filled faster than any consumer drains it
+        timeline = wait_committed(kafka, group, topic, 1, timeout=600, alive=alive,
+                                  interval=0.01)
+        meter.start()
+        idle, started = machine_idle_seconds(), time.monotonic()
+        first = timeline[-1][1]
+        timeline += wait_committed(kafka, group, topic, len(records), timeout=600,
+                                   alive=alive)
+        meter.stop()
+        idle_cores = (machine_idle_seconds() - idle) / (time.monotonic() - started)
+        peak = sum(service.peak_rss_mb() for service in services)
+    return ConsumerResult(progress_rate(timeline), peak, meter.per_job_us(len(records) - first),
+                          idle_cores=idle_cores)
 
 
 def archive_consumer(kafka: str, topic: str, expected: int, *,
@@ -360,9 +467,13 @@ def archive_consumer(kafka: str, topic: str, expected: int, *,
     with scratch("archive") as workdir:
         archive = workdir / "archive"
         archive.mkdir()
-        return run_consumer("sarchive-archive", ["--archive", str(archive), *batch_args(batch)],
-                            kafka, topic,
-                            expected=expected, workdir=workdir)
+        result = run_consumer("sarchive-archive", ["--archive", str(archive),
+                                                   *batch_args(batch)],
+                              kafka, topic, expected=expected, workdir=workdir)
+        content, blocks = tree_bytes(archive)
+        result.stored_bytes_per_event = {"content": content / expected,
+                                         "blocks": blocks / expected}
+        return result
 
 
 def es_consumer(kafka: str, topic: str, expected: int, es_url: str, *,
@@ -370,11 +481,23 @@ def es_consumer(kafka: str, topic: str, expected: int, es_url: str, *,
     prefix = unique_name("es").replace(".", "-")
     with scratch("es") as workdir:
         try:
-            return run_consumer("sarchive-es", ["--es-url", es_url, "--index-prefix", prefix,
-                                                *batch_args(batch)],
-                                kafka, topic, expected=expected, workdir=workdir)
+            result = run_consumer("sarchive-es", ["--es-url", es_url, "--index-prefix", prefix,
+                                                  *batch_args(batch)],
+                                  kafka, topic, expected=expected, workdir=workdir,
+                                  sink_address=es_url)
+            result.stored_bytes_per_event = {"index": index_bytes(es_url, prefix) / expected}
+            return result
         finally:
             delete_es_indices(es_url, prefix)
+
+
+def index_bytes(es_url: str, prefix: str) -> float:
+    """Bytes of the primary shards of the prefix's indices, after a flush (what a year of
+    them takes before replicas; merges go on and move it by some percent)."""
+    client = es_client(es_url)
+    client.indices.flush(index=f"{prefix}-*")
+    stats = client.indices.stats(index=f"{prefix}-*", metric="store")
+    return float(stats["_all"]["primaries"]["store"]["size_in_bytes"])
 
 
 def delete_es_indices(es_url: str, prefix: str) -> None:
@@ -525,15 +648,19 @@ def spool_to_archive(kafka: str, topic: str, jobs: Sequence[spoolgen.SpoolJob],
         with ProducerProcess(workdir, kafka, topic) as producer, consumer:
             warm_up(producer, seed)
             wait_committed(kafka, group, topic, WARM_UP_JOBS, timeout=120, alive=consumer.alive)
+            meter = producer_meter(producer, kafka, archive=consumer.main_pid)
             writer = spoolgen.SlurmSpoolWriter(producer.spool,
                                                "vectored" if rate is None else "slurmctld")
+            meter.start()
             run = spoolgen.write_paced(writer.write, jobs, rate)
             wait_committed(kafka, group, topic, WARM_UP_JOBS + len(jobs), timeout=600,
                            alive=consumer.alive)
+            meter.stop()
         archived = {j: t for j, t in archived_times(archive).items() if j in run.closed_at}
     latencies = [(archived[j] - closed) * 1000 for j, closed in run.closed_at.items()
                  if j in archived]
     return {"jobs": float(len(jobs)), "lost": float(len(jobs) - len(archived)),
             "write_rate": run.rate,
             "throughput": len(archived) / (max(archived.values()) - run.started),
+            **{f"cpu.{name}_us": us for name, us in meter.per_job_us(len(jobs)).items()},
             **latency_summary(latencies)}

@@ -85,11 +85,15 @@ class _CleanEntries:
         self.size = 0
 
     def remember(self, entry: bytes) -> None:
-        if self.size + len(entry) > _MAX_REMEMBERED_ENTRY_BYTES:
+        self.remember_all((entry,))
+
+    def remember_all(self, entries: Sequence[bytes]) -> None:
+        size = sum(map(len, entries))
+        if self.size + size > _MAX_REMEMBERED_ENTRY_BYTES:
             self.entries.clear()
             self.size = 0
-        self.entries.add(entry)
-        self.size += len(entry)
+        self.entries.update(entries)
+        self.size += size
 
 
 def _mask_match(match: re.Match[bytes]) -> bytes:
@@ -157,10 +161,25 @@ class EnvPolicy:
         return entry[:start] + self.redact_values.sub(_mask_match, value)
 
     def values_clean(self, entries: Sequence[bytes], keys: Sequence[bytes]) -> bool:
-        if self.redact_values is None or self._clean.entries.issuperset(entries):
+        pattern = self.redact_values
+        clean = self._clean
+        if pattern is None or clean.entries.issuperset(entries):
             return True
-        return all([self.masked_entry(entry, key) is entry
-                    for entry, key in zip(entries, keys, strict=True)])
+        # Only the entries not known clean are searched, in this loop rather than through
+        # masked_entry: most of a job's entries are known, and a call per entry cost more
+        # than the look-up. The first value with a match ends it: the caller masks entry by
+        # entry.
+        known = clean.entries
+        searched: list[bytes] = []
+        for entry, key in zip(entries, keys, strict=True):
+            if entry in known:
+                continue
+            if pattern.search(entry[len(key) + 1:]) is not None:
+                clean.remember_all(searched)
+                return False
+            searched.append(entry)
+        clean.remember_all(searched)  # one budget check and one set update per job
+        return True
 
 
 @dataclass(frozen=True)

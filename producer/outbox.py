@@ -11,13 +11,13 @@ whose header or checksum does not hold, which is what a write torn by a crash le
 end of a segment: the records before it are kept. Appends go to the active segment with plain
 writes; commit() makes them durable with one fdatasync per turn of the service loop (group
 commit), which the service calls before producing any of them. Acknowledgements are written
-without fsync: losing one in a machine crash means producing that event again, which is
-harmless because consumers are idempotent. A segment is deleted once it is no longer the active
-one and all its records are acknowledged; on open every remaining unacknowledged record is
-returned for replay. Besides an index of records, memory holds only the values of the latest
-appends not read yet (up to FRESH_VALUE_BYTES): the service produces those a moment after the
-commit, and reading them back from disk cost as much as appending them. Everything else is
-read back from disk when it is produced.
+without fsync, those of one turn together (flush_acks): losing one in a crash means producing
+that event again, which is harmless because consumers are idempotent. A segment is deleted
+once it is no longer the active one and all its records are acknowledged; on open every
+remaining unacknowledged record is returned for replay. Besides an index of records, memory
+holds only the values of the latest appends not read yet (up to FRESH_VALUE_BYTES): the
+service produces those a moment after the commit, and reading them back from disk cost as
+much as appending them. Everything else is read back from disk when it is produced.
 """
 
 from __future__ import annotations
@@ -88,6 +88,7 @@ class _Segment:
     sealed: bool = True
     dirty: bool = False
     ack_fd: int | None = None
+    acks: bytearray = field(default_factory=bytearray)  # ack records not written yet
 
     @property
     def ack_path(self) -> Path:
@@ -216,14 +217,24 @@ class Outbox:
         if segment.sealed and not segment.live:
             self._delete(segment)
             return
-        if segment.ack_fd is None:
-            segment.ack_fd = os.open(segment.ack_path,
-                                     os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         offset = struct.pack("<Q", entry.offset)
-        with contextlib.suppress(OSError):  # a lost ack record only means one re-delivery
-            os.write(segment.ack_fd, ACK_RECORD.pack(entry.offset, zlib.crc32(offset)))
+        segment.acks += ACK_RECORD.pack(entry.offset, zlib.crc32(offset))
+
+    def flush_acks(self) -> None:
+        """Write the acknowledgements since the last call: one write per segment."""
+        for segment in self._segments.values():
+            if not segment.acks:
+                continue
+            with contextlib.suppress(OSError):  # a lost ack record only means one re-delivery
+                if segment.ack_fd is None:
+                    segment.ack_fd = os.open(
+                        segment.ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC,
+                        0o600)
+                os.write(segment.ack_fd, segment.acks)
+            segment.acks.clear()
 
     def close(self) -> None:
+        self.flush_acks()
         for segment in list(self._segments.values()):
             if not segment.live:
                 self._delete(segment)

@@ -17,8 +17,8 @@ service dies, however it dies.
 
 A Slurm job's owner is asked of slurmctld by the reader too (producer.slurm_owners), once for
 all the chunks it has been asked at that moment: one squeue per turn, which under load covers
-up to QUEUED_CHUNKS * CHUNK_JOBS jobs, and never on the service's loop (except with no reader
-processes, where everything is read inline).
+up to QUEUED_JOBS jobs, and never on the service's loop (except with no reader processes,
+where everything is read inline).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import select
 import signal
 import time
 from collections import deque
@@ -51,14 +52,17 @@ log = logging.getLogger(__name__)
 # a chunk's answer (~40 KB per job) fits the answer pipe and the service keeps the events
 # flowing while the reader reads the next chunk.
 CHUNK_JOBS = 16
-# Chunks a reader may hold at once (asked, not answered). The loop never blocks writing to a
-# reader, which could be blocked writing an answer the loop is not reading: a deadlock. So
-# what it asks for must fit the request pipe: 8 chunks of 16 jobs are ~10 KB of requests,
-# under even a default 64 KiB pipe, and ~30 ms of work queued ahead.
-QUEUED_CHUNKS = 8
-# The answer pipe's capacity (F_SETPIPE_SZ; Linux's default unprivileged maximum): a reader
-# can write a whole answer and go on with its next chunk even while the loop is busy.
-ANSWER_PIPE_BYTES = 1024 * 1024
+# Jobs a reader may hold at once (asked, not answered), however they are chunked: ~30 ms of
+# work queued ahead. Counted in jobs, not chunks: at a steady few hundred jobs/s each turn
+# of the loop hands over a chunk of one or two jobs, and a reader limited to a few chunks
+# per turn ran one squeue (5-30 ms) per few jobs and fell seconds behind at 500 jobs/s.
+# The loop never blocks writing to a reader, which could be blocked writing an answer the
+# loop is not reading: a deadlock. So what it asks for must fit the request pipe: 128
+# one-job chunks are ~25 KB of requests, under even a default 64 KiB pipe (asked for 1 MiB).
+QUEUED_JOBS = 128
+# The pipes' capacity (F_SETPIPE_SZ; Linux's default unprivileged maximum): a reader can
+# write a whole answer and go on with its next chunk even while the loop is busy.
+PIPE_BYTES = 1024 * 1024
 STOP_TIMEOUT = 5.0
 MAX_INLINE_JOBS = 1 << 30
 
@@ -85,10 +89,23 @@ class _Reader:
     requests: Connection
     answers: Connection
     chunks: deque[tuple[JobRef, ...]] = field(default_factory=deque)  # asked, not answered
+    # The answer pipe alone, asked "readable?" with one poll(2): Connection.poll() builds a
+    # selector for every question, a tenth of the loop's time when it turns per job.
+    answer_poll: select.poll = field(default_factory=select.poll)
+
+    def __post_init__(self) -> None:
+        self.answer_poll.register(self.answers.fileno(), select.POLLIN)
 
     @property
     def jobs(self) -> int:
         return sum(map(len, self.chunks))
+
+    def room(self) -> int:
+        return QUEUED_JOBS - self.jobs
+
+    def answer_waiting(self) -> bool:
+        """An answer can be read (or the reader died: its end of file is readable too)."""
+        return bool(self.answer_poll.poll(0))
 
 
 class JobReaders:
@@ -121,7 +138,7 @@ class JobReaders:
         if not self.workers:
             return MAX_INLINE_JOBS
         self.start()
-        return CHUNK_JOBS * sum(QUEUED_CHUNKS - len(reader.chunks) for reader in self._readers)
+        return sum(reader.room() for reader in self._readers)
 
     def filenos(self) -> list[int]:
         """Descriptors that become readable when an answer arrives (or a reader dies)."""
@@ -135,8 +152,9 @@ class JobReaders:
         context = get_context("spawn")
         request_out, request_in = context.Pipe(duplex=False)
         answer_out, answer_in = context.Pipe(duplex=False)
-        with contextlib.suppress(OSError):  # a smaller pipe only means more waiting
-            fcntl.fcntl(answer_in.fileno(), fcntl.F_SETPIPE_SZ, ANSWER_PIPE_BYTES)
+        for end in (answer_in, request_in):
+            with contextlib.suppress(OSError):  # a smaller pipe only means more waiting
+                fcntl.fcntl(end.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         process = context.Process(target=_serve,
                                   args=(request_out, answer_in, self.settings, self.owner_query),
                                   name="sarchive-reader", daemon=True)
@@ -155,9 +173,11 @@ class JobReaders:
             self._inline.extend(zip(jobs, read_jobs(jobs, self.settings, self._codec,
                                                     self._owners), strict=True))
             return
-        for first in range(0, len(jobs), CHUNK_JOBS):
-            chunk = tuple(jobs[first:first + CHUNK_JOBS])
-            reader = min(self._readers, key=lambda r: len(r.chunks))
+        first = 0
+        while first < len(jobs):  # capacity() held them: some reader always has room
+            reader = max(self._readers, key=_Reader.room)
+            chunk = tuple(jobs[first:first + min(CHUNK_JOBS, reader.room())])
+            first += len(chunk)
             reader.chunks.append(chunk)
             self._in_flight += len(chunk)
             with contextlib.suppress(OSError):  # it died: results() hands its chunks back
@@ -169,7 +189,7 @@ class JobReaders:
         for index, reader in enumerate(self._readers):
             try:
                 # Readable with nothing asked means end of file: the reader died idle.
-                while reader.answers.poll(0):
+                while reader.answer_waiting():
                     answer: list[ReadOutcome] = reader.answers.recv()
                     chunk = reader.chunks.popleft()
                     self._in_flight -= len(chunk)
@@ -214,7 +234,8 @@ class JobReaders:
 def _serve(requests: Connection, answers: Connection, settings: EventSettings,
            owner_query: OwnerQuerySettings | None) -> None:
     """A reader process: answer each chunk of jobs, in order, until the request pipe closes;
-    the chunks waiting at once are read as one batch (one owner query)."""
+    the chunks waiting at once (at most QUEUED_JOBS jobs: the service asks no more) are read
+    as one batch (one owner query)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     codec = JobEventCodec()
@@ -222,7 +243,7 @@ def _serve(requests: Connection, answers: Connection, settings: EventSettings,
     while True:
         try:
             chunks: list[tuple[JobRef, ...]] = [requests.recv()]
-            while len(chunks) < QUEUED_CHUNKS and requests.poll(0):
+            while requests.poll(0):
                 chunks.append(requests.recv())
         except EOFError:
             return

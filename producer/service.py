@@ -113,6 +113,8 @@ class ProducerService:
         self._waiting_for_spool_logged = False
         self._watch_retry_delays: Iterator[float] | None = None
         self._next_watch_retry = 0.0
+        # The descriptors the loop waits on, registered once while they stay the same.
+        self._poller: tuple[tuple[int, ...], select.poll] | None = None
 
     # ------------------------------------------------------------------ life cycle
 
@@ -193,6 +195,7 @@ class ProducerService:
         self._take_read_outcomes(now)
         self.state.outbox.commit()
         self.publisher.publish(now)
+        self.state.outbox.flush_acks()
         self.state.published.flush()
         # The outbox as this turn leaves it: what the wait and the next turn's reads go by.
         self.gate.update(now, self.state.outbox, len(self.pending))
@@ -248,7 +251,10 @@ class ProducerService:
             wakeups.append(publish_at)
         if self.gate.can_read(now, self.state.outbox):
             recheck_at = self.pending.next_wakeup()
-            if recheck_at is not None:
+            # Jobs due now that no reader can take yet wait for an answer (the readers'
+            # descriptors wake the loop) or for room in the outbox (an acknowledgement, on
+            # the publisher's wake-ups): a wake-up now would spin the loop until then.
+            if recheck_at is not None and (recheck_at > now or self._can_hand_over()):
                 wakeups.append(recheck_at)
         else:
             # A full outbox makes room only through acknowledgements, which the publisher's
@@ -265,11 +271,14 @@ class ProducerService:
 
     def _wait(self, timeout: float) -> None:
         # poll(), not select(): descriptor numbers may pass select's limit of 1024.
-        poller = select.poll()
-        for fd in (self._wake_read, self.watcher.fileno(), *self.readers.filenos()):
-            if fd is not None:
+        fds = tuple(fd for fd in (self._wake_read, self.watcher.fileno(),
+                                  *self.readers.filenos()) if fd is not None)
+        if self._poller is None or self._poller[0] != fds:
+            poller = select.poll()
+            for fd in fds:
                 poller.register(fd, select.POLLIN)
-        ready = {fd for fd, _ in poller.poll(timeout * 1000)}
+            self._poller = (fds, poller)
+        ready = {fd for fd, _ in self._poller[1].poll(timeout * 1000)}
         if self._wake_read in ready:
             with contextlib.suppress(BlockingIOError):
                 os.read(self._wake_read, 4096)
@@ -378,15 +387,23 @@ class ProducerService:
         return (self.state.published.is_published(name, submit_time_ms)
                 or self.publisher.is_queued(name, submit_time_ms))
 
-    def _read_due_jobs(self, now: float) -> None:
+    def _room(self) -> int:
+        """Jobs that may be handed to the readers now. Every job handed over may become an
+        event: keep the event bound exact. The byte bound is checked before jobs are handed
+        over (the gate), so the events of the jobs in flight (at most the readers' capacity)
+        may take the outbox past it."""
         outbox = self.state.outbox
-        # Every job handed over may become an event: keep the event bound exact. The byte
-        # bound is checked before jobs are handed over, so the events of the jobs in flight
-        # (at most the readers' capacity) may take the outbox past it.
-        room = outbox.max_events - outbox.events - self.readers.in_flight
-        if room <= 0 or not self.gate.can_read(now, outbox):
+        return min(outbox.max_events - outbox.events - self.readers.in_flight,
+                   self.readers.capacity())
+
+    def _can_hand_over(self) -> bool:
+        return self._room() > 0
+
+    def _read_due_jobs(self, now: float) -> None:
+        room = self._room()
+        if room <= 0 or not self.gate.can_read(now, self.state.outbox):
             return
-        jobs = self.pending.due(now, min(room, JOBS_PER_TURN, self.readers.capacity()))
+        jobs = self.pending.due(now, min(room, JOBS_PER_TURN))
         for job in jobs:
             self.pending.reading(job)
         if jobs:

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import math
+import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from bench.harness import Service, proc_status_kib, process_tree
+from bench.harness import (
+    CpuMeter,
+    Service,
+    cpu_seconds,
+    listening_pid,
+    port_of,
+    proc_status_kib,
+    process_tree,
+)
 from testkit.waiting import wait_until
 
 # Starts threads and forks children that end at once, as fast as it can, forever.
@@ -60,3 +72,34 @@ def test_a_process_that_has_exited_has_no_memory_and_no_children(tmp_path: Path)
     child.wait()
     assert proc_status_kib(child.pid, "VmRSS") == 0
     assert process_tree(child.pid) == [child.pid]
+
+
+def test_cpu_meter_counts_the_cpu_a_process_spent_between_start_and_stop() -> None:
+    """A child that burns CPU shows the CPU it burnt in between (at most the wall time: one
+    thread); a name with no process at either end is NaN, not 0."""
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        meter = CpuMeter({"burner": lambda: [burner.pid], "nobody": list})
+        before = cpu_seconds(burner.pid)
+        meter.start()
+        began = time.monotonic()
+        wait_until(lambda: cpu_seconds(burner.pid) - before > 0.3, 30,
+                   "the burner spent 0.3 s of CPU")
+        used = meter.stop()
+        elapsed = time.monotonic() - began
+    finally:
+        burner.kill()
+        burner.wait()
+    assert 0.3 <= used["burner"] <= elapsed + 0.05
+    assert math.isnan(used["nobody"])
+    assert meter.per_job_us(1000)["burner"] == pytest.approx(used["burner"] * 1000)
+
+
+def test_the_process_listening_on_a_port_is_found() -> None:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert listening_pid(port) == os.getpid()
+        assert port_of(f"127.0.0.1:{port},other:1") == port_of(f"http://h:{port}/") == port
+    assert listening_pid(port) is None

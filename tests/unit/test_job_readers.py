@@ -25,7 +25,7 @@ from producer.errors import (
 from producer.events import EventSettings
 from producer.jobs import JobRef
 from producer.read_outcomes import ReadEvent, ReadFailure, ReadFailureKind, ReadOutcome, read_job
-from producer.reader_processes import JobReaders
+from producer.reader_processes import QUEUED_JOBS, JobReaders
 from schemas.codec import JobEventCodec
 from schemas.model import JobEvent, Scheduler
 from testkit.waiting import wait_until
@@ -250,3 +250,24 @@ def test_the_loop_never_blocks_handing_jobs_to_a_reader_that_does_not_read(
     finally:
         os.kill(pid, signal.SIGCONT)
     assert len(collect(readers, handed)) == handed
+
+
+def test_a_reader_holds_as_many_jobs_handed_over_one_by_one_as_in_full_chunks(
+        synthetic_spool: Any, readers: JobReaders) -> None:
+    """At a steady few hundred jobs/s the loop hands jobs over one at a time: the reader's
+    room is counted in jobs, so it still gathers up to QUEUED_JOBS of them for one turn
+    (one squeue); counted in chunks it took eight jobs a turn and fell behind."""
+    synthetic_spool.write_job(1, b"#!/bin/sh\n")
+    job = slurm_ref(synthetic_spool, 1)
+    readers.submit([job])
+    collect(readers, 1)  # the reader is up (its command line shows it)
+    (pid,) = reader_pids()
+    os.kill(pid, signal.SIGSTOP)  # nothing is answered, so nothing frees room meanwhile
+    try:
+        for handed in range(QUEUED_JOBS):
+            assert readers.capacity() == QUEUED_JOBS - handed
+            readers.submit([job])
+        assert readers.capacity() == 0
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert len(collect(readers, QUEUED_JOBS)) == QUEUED_JOBS

@@ -60,12 +60,28 @@ def test_acknowledged_events_are_not_replayed(tmp_path: Path) -> None:
     assert [e.meta.job_id for e in open_outbox(tmp_path).recovered] == ["0", "2"]
 
 
-def test_acks_survive_a_crash_without_close(tmp_path: Path) -> None:
+def test_flushed_acks_survive_a_crash_without_close(tmp_path: Path) -> None:
     outbox = open_outbox(tmp_path)
     entries = [outbox.append(meta(n), b"v") for n in range(3)]
     outbox.commit()
     outbox.ack(entries[0])
+    outbox.flush_acks()  # as the service does at the end of every turn
     # No close(): as after SIGKILL, only what reached the files counts.
+    assert [e.meta.job_id for e in open_outbox(tmp_path).recovered] == ["1", "2"]
+
+
+def test_acks_not_flushed_before_a_crash_only_mean_producing_those_events_again(
+        tmp_path: Path) -> None:
+    """Acks are written once per turn: a crash within the turn replays its acknowledged
+    events (consumers are idempotent); no event is lost either way."""
+    outbox = open_outbox(tmp_path)
+    entries = [outbox.append(meta(n), b"v") for n in range(3)]
+    outbox.commit()
+    outbox.ack(entries[0])
+    outbox.flush_acks()
+    outbox.ack(entries[1])
+    (acks,) = tmp_path.glob(f"*{ACK_SUFFIX}")
+    assert acks.stat().st_size == 12, "one ack record"
     assert [e.meta.job_id for e in open_outbox(tmp_path).recovered] == ["1", "2"]
 
 

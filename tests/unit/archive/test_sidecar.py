@@ -7,9 +7,12 @@ import json
 from collections.abc import Callable
 from datetime import UTC
 
-from consumers.archive.sidecar import render_sidecar, sidecar_job_key
+import pytest
+
+from consumers.archive.sidecar import event_modules, render_sidecar, sidecar_job_key
 from schemas.archive_layout import Layout, Period
-from schemas.model import JobEvent, OwnerSource
+from schemas.job_modules import event_modules as schemas_event_modules
+from schemas.model import REDACTED_MARKER, JobEvent, OwnerSource
 
 MakeEvent = Callable[..., JobEvent]
 
@@ -100,3 +103,24 @@ def test_sidecar_carries_the_scheduler_owner_apart_from_the_user_claim(
     document = json.loads(render_sidecar(event, files))
     assert (document["user"], document["owner"], document["owner_uid"],
             document["owner_source"]) == ("bob", "alice", 1000, "SCHEDULER")
+
+
+@pytest.mark.parametrize("environment", [
+    b"",
+    b"PATH=/bin\0HOME=/home/a\0",
+    b"LOADEDMODULES=GCC/12:OpenMPI/4\0PATH=/bin\0",
+    b"PATH=/bin\0LOADEDMODULES=GCC/12:OpenMPI/4\0",
+    b"LOADEDMODULES=first\0X=1\0LOADEDMODULES=last/1\0",  # the last one counts
+    b"LOADEDMODULES=a\0LOADEDMODULES\0",  # an entry without '=': the empty value, last
+    b"X=LOADEDMODULES=not-a-key\0LOADEDMODULES_OLD=no\0",
+    b"XLOADEDMODULES=no\0",
+    b"LOADEDMODULES=" + REDACTED_MARKER + b"\0",
+    b"LOADEDMODULES=caf\xe9/1:x\0",  # not UTF-8: replaced, as environment_entries() does
+    b"LOADEDMODULES=\0",
+])
+def test_modules_are_those_of_schemas_event_modules(make_event: MakeEvent,
+                                                    environment: bytes) -> None:
+    """The sidecar's LOADEDMODULES look-up in the raw bytes gives what the schema's
+    event_modules (which decodes every entry) gives, for every shape of entry."""
+    event = make_event(environment=environment, script=b"#!/bin/sh\nmodule load foss/2023\n")
+    assert event_modules(event) == schemas_event_modules(event)
