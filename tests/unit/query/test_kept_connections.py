@@ -4,6 +4,7 @@ is replaced without the request failing. Against a loopback HTTP/1.1 server in t
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 from collections.abc import Iterator
@@ -24,7 +25,10 @@ class Recorder(ThreadingHTTPServer):
 
     def __init__(self) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
-        self.connections: list[tuple[str, int]] = []  # client address per request
+        # The connection each request came on, numbered as accepted (a client address may
+        # be reused by the next connection once the server closed the last).
+        self.connections: list[int] = []
+        self.accepted = itertools.count()
         self.close_after_answer = False
         self.status = 200
 
@@ -33,9 +37,13 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: Recorder
 
+    def setup(self) -> None:
+        super().setup()
+        self.connection_number = next(self.server.accepted)
+
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
-        self.server.connections.append(self.client_address)
+        self.server.connections.append(self.connection_number)
         body = EMPTY if self.server.status == 200 else json.dumps(
             {"error": {"type": "search_phase_execution_exception", "reason": "bad"}}).encode()
         self.send_response(self.server.status)
