@@ -81,7 +81,7 @@ def _logical_lines(text: str) -> Iterator[str]:
     pending: list[str] = []
     for raw in text.split("\n"):
         line = raw.removesuffix("\r")
-        comment = _COMMENT.search(line)
+        comment = _COMMENT.search(line) if "#" in line else None  # most lines have none
         if comment is not None:
             line = line[:comment.start()]
         if line.endswith("\\"):
