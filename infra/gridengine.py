@@ -17,7 +17,6 @@ import re
 import socket
 import string
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from infra.process import (
     pid_alive,
     pid_running,
     read_pid,
+    run_logged,
     service_error,
     stop_pid,
     tcp_open,
@@ -241,25 +241,8 @@ class GridEngineService:
 
     def _run_logged(self, argv: list[str]) -> None:
         """Run a command (a daemon that forks, a spool tool); its output goes to launch.log."""
-        with self.launch_log.open("a") as log:
-            log.write(f"=== {time.strftime('%F %T')} {' '.join(argv)}\n")
-            log.flush()
-            result = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=self._sge_env(),
-                cwd=self.home,
-                timeout=60,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise service_error(
-                f"gridengine: `{' '.join(argv)}` exited with {result.returncode}",
-                self.log_paths(),
-            )
+        run_logged("gridengine", argv, self.launch_log, logs=self.log_paths(),
+                   env=self._sge_env(), cwd=self.home)
 
     def _client(self, *argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

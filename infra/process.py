@@ -107,6 +107,23 @@ def spawn_detached(
     return int(out.stdout.strip())
 
 
+def run_logged(name: str, argv: Sequence[str], log: Path, *, logs: Sequence[Path],
+               env: Mapping[str, str], cwd: Path | None = None) -> None:
+    """Run a command that daemonises itself or sets a service up, in a session of its own, its
+    output appended to log after a line naming it; a failure is a ServiceError of service
+    `name` with the tails of logs."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as out:
+        out.write(f"=== {time.strftime('%F %T')} {' '.join(argv)}\n")
+        out.flush()
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                                cwd=cwd, timeout=60, check=False)
+    if result.returncode != 0:
+        raise service_error(f"{name}: `{' '.join(argv)}` exited with {result.returncode}",
+                            logs)
+
+
 def stop_pid(
     pid: int | None, cmd_marker: str, timeout: float = 30.0, logs: Sequence[Path] = ()
 ) -> None:

@@ -11,7 +11,6 @@ import re
 import socket
 import string
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from infra.process import (
     pid_alive,
     pid_running,
     read_pid,
+    run_logged,
     service_error,
     stop_pid,
     tcp_open,
@@ -142,7 +142,6 @@ class SlurmService:
             self.munge_key.write_bytes(os.urandom(1024))
         self.munge_key.chmod(0o600)
         self._run_daemon_command(
-            "munged",
             [
                 "munged",
                 # --force: munged refuses paths it deems insecure (e.g. a world-readable
@@ -220,31 +219,15 @@ class SlurmService:
     def _daemon_up(self, name: str, pid_file: Path, argv: list[str]) -> None:
         if pid_alive(read_pid(pid_file), name):
             return
-        self._run_daemon_command(name, argv)
+        self._run_daemon_command(argv)
         # The daemon forks; its child writes the pid file once it runs.
         if not wait_until(lambda: pid_alive(read_pid(pid_file), name), 20):
             raise service_error(f"slurm: {name} did not start", [*self.log_paths()])
 
-    def _run_daemon_command(self, name: str, argv: list[str]) -> None:
+    def _run_daemon_command(self, argv: list[str]) -> None:
         """Run a self-daemonising command; its pre-fork stderr goes to launch.log."""
-        self.launch_log.parent.mkdir(parents=True, exist_ok=True)
-        with self.launch_log.open("a") as log:
-            log.write(f"=== {time.strftime('%F %T')} {' '.join(argv)}\n")
-            log.flush()
-            result = subprocess.run(
-                argv,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                env=self._slurm_env(),
-                timeout=60,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise service_error(
-                f"slurm: `{' '.join(argv)}` exited with {result.returncode}", self.log_paths()
-            )
+        run_logged("slurm", argv, self.launch_log, logs=self.log_paths(),
+                   env=self._slurm_env())
 
     def _slurm_env(self) -> dict[str, str]:
         return {**os.environ, "SLURM_CONF": str(self.conf)}

@@ -5,34 +5,19 @@ at every level of jobs/ with watch-then-scan, an array job's directory watched f
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from producer.jobs import JobRef
 from producer.watcher import SpoolChanges, SpoolWatcher
 from schemas.model import Scheduler
-from testkit.waiting import wait_until
+from testkit.watching import names, read_until
 
 if TYPE_CHECKING:
     from testkit.spool import SyntheticGridEngineSpool
     from tests.conftest import ScriptedInotify
 
 
-def names(jobs: Iterable[JobRef]) -> set[str]:
-    return {job.name for job in jobs}
-
-
-def read_until(watcher: SpoolWatcher, predicate: Any, timeout: float = 5.0) -> SpoolChanges:
-    total = SpoolChanges()
-
-    def met() -> bool:
-        total.merge(watcher.read())
-        return bool(predicate(total))
-
-    wait_until(met, timeout, "the watcher reports the expected changes", interval=0.01,
-               context=lambda: f"changes so far: {total}")
-    return total
 
 
 def started(spool: SyntheticGridEngineSpool, **kwargs: Any) -> tuple[SpoolWatcher, SpoolChanges]:

@@ -7,36 +7,20 @@ import errno
 import logging
 import shutil
 import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from inotify_simple import INotify
 
-from producer.jobs import JobRef
-from producer.watcher import SpoolChanges, SpoolWatcher
+from producer.watcher import SpoolWatcher
 from schemas.model import Scheduler
 from testkit.waiting import wait_until
+from testkit.watching import names, read_until
 
 TORQUE_FIXTURE = Path(__file__).parent.parent / "fixtures" / "torque" / "server_priv" / "jobs"
 
 
-def names(jobs: Iterable[JobRef]) -> set[str]:
-    return {job.name for job in jobs}
-
-
-def read_until(watcher: SpoolWatcher, predicate: Any, timeout: float = 5.0) -> SpoolChanges:
-    """The changes of successive reads, merged, once predicate(changes) holds."""
-    total = SpoolChanges()
-
-    def met() -> bool:
-        total.merge(watcher.read())
-        return bool(predicate(total))
-
-    wait_until(met, timeout, "the watcher reports the expected changes", interval=0.01,
-               context=lambda: f"changes so far: {total}")
-    return total
 
 
 def test_spool_missing_at_start_is_waited_for_then_scanned(synthetic_spool: Any) -> None:
