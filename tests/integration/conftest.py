@@ -122,6 +122,18 @@ def _wait_for_leaders(admin: AdminClient, topic: str, timeout: float = 30.0) -> 
     wait_until(led, timeout, f"every partition of topic {topic} has a leader", interval=0.2)
 
 
+def submit(argv: list[str], script: bytes | None, cwd: Path | str,
+           env: Mapping[str, str]) -> str:
+    """What a scheduler's submit command (sbatch, qsub) prints, the script (if given) on its
+    stdin; a refused submission fails the test with the command's error."""
+    result = subprocess.run(argv, input=script if script is not None else b"",
+                            capture_output=True, cwd=cwd, env=env, timeout=60, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"{' '.join(argv)} failed ({result.returncode}):"
+                    f" {result.stderr.decode(errors='replace')}")
+    return result.stdout.decode().strip()
+
+
 @dataclass
 class KafkaControl:
     """Lets a test take our broker down and bring it back on the same data directory."""
@@ -180,22 +192,10 @@ class SlurmCluster:
     ) -> str:
         """Submit with `sbatch --parsable ARGS`, the script (if given) on stdin; return the
         job id (for an array, the array job's id). env is layered over os.environ."""
-        result = subprocess.run(
-            ["sbatch", "--parsable", *args],
-            input=script if script is not None else b"",
-            capture_output=True,
-            cwd=cwd or self.workdir,
-            env=self._env(env),
-            timeout=60,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.fail(
-                f"sbatch {' '.join(args)} failed ({result.returncode}): "
-                f"{result.stderr.decode(errors='replace')}"
-            )
+        output = submit(["sbatch", "--parsable", *args], script, cwd or self.workdir,
+                        self._env(env))
         # --parsable prints "<id>" or, on a multi-cluster setup, "<id>;<cluster>".
-        return result.stdout.decode().strip().split(";")[0]
+        return output.split(";")[0]
 
     def scancel(self, *job_ids: str) -> None:
         """Cancel jobs; each argument may itself be a comma-separated list of ids."""
@@ -278,20 +278,10 @@ class GridEngineCell:
              env: Mapping[str, str] | None = None) -> int:
         """Submit with `qsub -terse ARGS`, the script (if given) on stdin; return the job id
         (for an array, the array job's). env is layered over os.environ."""
-        result = subprocess.run(
-            ["qsub", "-terse", *args],
-            input=script if script is not None else b"",
-            capture_output=True,
-            cwd=cwd or self.workdir,
-            env=self._env(env),
-            timeout=60,
-            check=False,
-        )
-        if result.returncode != 0:
-            pytest.fail(f"qsub {' '.join(args)} failed ({result.returncode}): "
-                        f"{result.stderr.decode(errors='replace')}")
+        output = submit(["qsub", "-terse", *args], script, cwd or self.workdir,
+                        self._env(env))
         # -terse prints "<id>", or "<id>.<first>-<last>:<step>" for an array.
-        return int(result.stdout.decode().strip().split(".")[0])
+        return int(output.split(".")[0])
 
     def qdel(self, *job_ids: int) -> None:
         self._job_command("qdel", job_ids)
