@@ -1,7 +1,7 @@
 """The pages and the JSON API (Flask). Every route reads through one place, `_viewer_index`:
 the viewer's identity (401 without one) and an index restricted to what they may see, so a
 job outside their rights is the same 404 as a job that does not exist; every job shown,
-downloaded or compared is logged for audit in `_visible_job`."""
+downloaded or compared is logged for audit in `_audited`."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from query.backend import BackendError
 from query.criteria import Criteria, CriteriaError, metadata_matches, parse_when
 from query.diff import environment_diff
 from query.elastic import ElasticsearchIndex
-from query.jobspec import JobSpecError, parse_job_spec
+from query.jobspec import JobSpec, JobSpecError, parse_job_spec
 from query.record import JobRecord, Metadata, record_json
 from web.access import AccessRules, access_for
 from web.identity import IdentityPolicy, viewer_of
@@ -126,23 +126,28 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
             abort(404)
         if spec.job_key is None:
             abort(404)
+        return _audited(_newest_visible(spec), route)
+
+    def _resolve(text: str, route: str) -> JobRecord:
+        """The newest visible job a job id, CLUSTER:ID or job key names, audited; 404 if
+        none."""
+        try:
+            spec = parse_job_spec(text.strip())
+        except JobSpecError:
+            abort(404)
+        return _audited(_newest_visible(spec), route)
+
+    def _newest_visible(spec: JobSpec) -> JobRecord:
         records = _index().find(spec)
         if not records:
             abort(404)
-        audit.info("%s viewed %s (%s)", g.viewer, key, route,
-                   extra={"viewer": g.viewer, "job_key": key, "route": route})
-        context.metrics.job_views.inc()
         return records[0]
 
-    def _resolve(text: str) -> str:
-        """The newest visible job's key a job id, CLUSTER:ID or job key names; 404 if none."""
-        try:
-            records = _index().find(parse_job_spec(text.strip()))
-        except JobSpecError:
-            abort(404)
-        if not records:
-            abort(404)
-        return records[0].job_key
+    def _audited(record: JobRecord, route: str) -> JobRecord:
+        audit.info("%s viewed %s (%s)", g.viewer, record.job_key, route,
+                   extra={"viewer": g.viewer, "job_key": record.job_key, "route": route})
+        context.metrics.job_views.inc()
+        return record
 
     def _criteria(args: dict[str, str]) -> Criteria:
         now = datetime.now(UTC)
@@ -232,8 +237,7 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
         old_key, other = request.args.get("a", ""), request.args.get("b", "")
         if not other:
             abort(404)
-        new_key = _resolve(other)
-        old, new = _visible_job(old_key, "diff"), _visible_job(new_key, "diff")
+        old, new = _visible_job(old_key, "diff"), _resolve(other, "diff")
         return render_template(
             "diff.html", viewer=g.viewer, old=old, new=new,
             rows=side_by_side(old.script, new.script),
@@ -262,7 +266,7 @@ def create_app(context: WebContext) -> Flask:  # noqa: PLR0915 -- the routes, on
     @app.get("/api/diff")
     def api_diff() -> Response:
         old = _visible_job(request.args.get("a", ""), "api diff")
-        new = _visible_job(_resolve(request.args.get("b", "")), "api diff")
+        new = _resolve(request.args.get("b", ""), "api diff")
         env = environment_diff(old.environment, new.environment)
         return jsonify(a=old.job_key, b=new.job_key,
                        script=[row.__dict__ for row in side_by_side(old.script, new.script)],
