@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from infra import services
+from infra.process import pid_alive
 from infra.service import Service, ServiceError, demo_dir
+from testkit.waiting import wait_until
 
 
 class FakeService:
@@ -130,6 +132,8 @@ def test_down_and_clean_stop_the_web_server_the_demo_left_running(
     web = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)",
                             "sarchive-web"])
     try:
+        # Until it has exec'd, the child's command line is still pytest's: not ours to stop.
+        wait_until(lambda: pid_alive(web.pid, "sarchive-web"), 30, "the child runs its command")
         (demo_dir() / "sarchive-web.pid").write_text(str(web.pid))
         assert services.main([command]) == 0
         assert web.wait(timeout=30) is not None
