@@ -44,6 +44,9 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         self.server.connections.append(self.connection_number)
+        # Closed after the answer without saying so: what an idle timeout on the server does.
+        # Decided before answering: once answered, the test may already have changed the flag.
+        self.close_connection = self.server.close_after_answer
         body = EMPTY if self.server.status == 200 else json.dumps(
             {"error": {"type": "search_phase_execution_exception", "reason": "bad"}}).encode()
         self.send_response(self.server.status)
@@ -51,8 +54,6 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
-        # Closed after the answer without saying so: what an idle timeout on the server does.
-        self.close_connection = self.server.close_after_answer
 
     def log_message(self, format: str, *args: object) -> None:
         pass
