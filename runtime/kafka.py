@@ -71,15 +71,28 @@ PRODUCER_GUARANTEES_WHY = ("every event is acknowledged by all in-sync replicas 
                            " without duplicates (acks=all, enable.idempotence=true)")
 
 
+# librdkafka's other names of a guaranteed property (CONFIGURATION.md): an alias set in a
+# pass-through is the same property, so it is checked as such.
+PROPERTY_ALIASES = {"request.required.acks": "acks", "topic.request.required.acks": "acks"}
+# Values librdkafka reads as the required one: acks=-1 is acks=all.
+_SAME_VALUES = {("acks", "-1"): "all"}
+
+
 def with_guarantees(properties: Mapping[str, str], guaranteed: Mapping[str, str],
                     why: str) -> dict[str, str]:
     """properties with the ones a service's guarantee rests on set; a pass-through
-    --kafka-property that contradicts one of them is a ConfigError, never silently obeyed."""
-    for key, required in guaranteed.items():
-        given = properties.get(key, required)
-        if given.strip().lower() != required:
-            raise ConfigError(f"kafka_property {key}={given} is not allowed: {why}")
-    return {**properties, **guaranteed}
+    --kafka-property that contradicts one of them, under its name or an alias, is a
+    ConfigError, never silently obeyed or overridden."""
+    for name, given in properties.items():
+        key = PROPERTY_ALIASES.get(name, name)
+        required = guaranteed.get(key)
+        if required is None:
+            continue
+        value = given.strip().lower()
+        if _SAME_VALUES.get((key, value), value) != required:
+            raise ConfigError(f"kafka_property {name}={given} is not allowed: {why}")
+    return {**{name: value for name, value in properties.items()
+               if PROPERTY_ALIASES.get(name, name) not in guaranteed}, **guaranteed}
 
 
 def create_client(factory: Callable[..., ClientT], properties: Mapping[str, object],
