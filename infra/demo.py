@@ -9,14 +9,16 @@ byte against what Slurm stored, shows a search, and ends with `sarchive show` on
 (read back from the file archive).
 
 On a fresh machine the services are up before the sarchive index exists and before its shards
-are ready: every wait takes "not there yet" (connection refused, HTTP 404 or 503, too few hits
-before a refresh) as a reason to ask again until its deadline, then fails with one line.
+are ready: every wait takes "not there yet" (connection refused or reset, an answer cut short,
+HTTP 404, 429 or 503, too few hits before a refresh) as a reason to ask again until its
+deadline, then fails with one line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import http.client
 import json
 import os
 import pwd
@@ -112,7 +114,7 @@ def web_answers(address: str) -> None:
     try:
         with urllib.request.urlopen(address, timeout=5):
             return
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise NotReadyError(f"{address}: {exc}") from exc
 
 
@@ -161,7 +163,9 @@ def es_search(es_url: str, query: Mapping[str, object]) -> list[dict[str, object
         if error.code in NOT_YET_HTTP_STATUSES:
             raise NotReadyError(f"HTTP {error.code} from {url}: {body}") from error
         raise DemoError(f"HTTP {error.code} from {url}: {body}") from error
-    except (urllib.error.URLError, OSError) as error:  # refused, reset, timed out
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        # Refused, reset, timed out; or a node starting or stopping that closed the connection
+        # in the middle of its answer (IncompleteRead, BadStatusLine: not OSErrors).
         raise NotReadyError(f"{url}: {error}") from error
     return hits
 

@@ -39,6 +39,10 @@ class ScriptedElasticsearch(http.server.ThreadingHTTPServer):
         return answer
 
 
+# An answer cut short: the node closes the connection after half of the body it announced.
+CUT_SHORT = -1
+
+
 class ScriptedHandler(http.server.BaseHTTPRequestHandler):
     server: ScriptedElasticsearch
 
@@ -46,11 +50,12 @@ class ScriptedHandler(http.server.BaseHTTPRequestHandler):
         self.rfile.read(int(self.headers["Content-Length"]))
         status, body = self.server.next_answer()
         payload = json.dumps(body).encode()
-        self.send_response(status)
+        self.send_response(200 if status == CUT_SHORT else status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        self.wfile.write(payload)
+        self.wfile.write(payload[:len(payload) // 2] if status == CUT_SHORT else payload)
+        self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: the test's output is its assertions."""
@@ -103,6 +108,17 @@ def test_search_wait_passes_404_503_429_and_too_few_hits_until_enough_hits(
                           timeout=30)
     assert found == [HIT, HIT]
     assert scripted_es.searches == 6
+
+
+@pytest.mark.parametrize("scripted_es", [[(CUT_SHORT, hits(HIT)), (200, hits(HIT))]],
+                         indirect=True)
+def test_an_answer_cut_short_by_a_node_going_down_is_not_yet(
+        scripted_es: ScriptedElasticsearch) -> None:
+    """http.client's IncompleteRead is no OSError: it is asked again, not a traceback."""
+    found = demo.wait_for("a hit", lambda: demo.enough_hits(scripted_es.url, QUERY, 1),
+                          timeout=30)
+    assert found == [HIT]
+    assert scripted_es.searches == 2
 
 
 def test_refused_connection_is_not_yet_and_times_out_with_one_line_naming_logs() -> None:
