@@ -16,7 +16,6 @@ deadline, then fails with one line.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import http.client
 import json
@@ -33,7 +32,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from infra.registry import registry, select
-from infra.service import demo_dir, demo_web_pid_file, repo_root
+from infra.service import ServiceError, demo_dir, demo_web_pid_file, repo_root
+from infra.services import stop_demo_web
 
 VENV_BIN = repo_root() / ".venv" / "bin"
 DEMO_DIR = demo_dir()
@@ -94,10 +94,7 @@ def start_web(es_url: str, env: dict[str, str]) -> str:
     """sarchive-web on loopback in development mode as the demo's user, left running; its
     address. The demo's jobs name their owner only in USER, which a real site must not
     trust (docs/web.md): the demo trusts it, for its user to see them."""
-    if WEB_PID.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(WEB_PID.read_text()), signal.SIGTERM)
-        WEB_PID.unlink()
+    stop_previous_web()
     log = (DEMO_DIR / "web.log").open("ab")
     web = subprocess.Popen(
         [str(VENV_BIN / "sarchive-web"), "--es-url", es_url, "--port", str(WEB_PORT),
@@ -107,6 +104,16 @@ def start_web(es_url: str, env: dict[str, str]) -> str:
     address = f"http://127.0.0.1:{WEB_PORT}/"
     wait_for(f"sarchive-web at {address}", functools.partial(web_answers, address), [web])
     return address
+
+
+def stop_previous_web() -> None:
+    """The previous demo's sarchive-web stopped and gone, so its port is free for the new one
+    (a SIGTERM alone left the new one racing it for the port); a pid file that names another
+    process by now is left alone (`infra/services down` stops it the same way)."""
+    try:
+        stop_demo_web()
+    except ServiceError as error:
+        raise DemoError(one_line(str(error))) from error
 
 
 def web_answers(address: str) -> None:
