@@ -74,8 +74,17 @@ PRODUCER_GUARANTEES_WHY = ("every event is acknowledged by all in-sync replicas 
 # librdkafka's other names of a guaranteed property (CONFIGURATION.md): an alias set in a
 # pass-through is the same property, so it is checked as such.
 PROPERTY_ALIASES = {"request.required.acks": "acks", "topic.request.required.acks": "acks"}
-# Values librdkafka reads as the required one: acks=-1 is acks=all.
-_SAME_VALUES = {("acks", "-1"): "all"}
+# Values librdkafka reads as the required one: acks=-1 is acks=all; a boolean property takes
+# t and 1 for true, f and 0 for false (any case).
+_SAME_ACKS = {"-1": "all"}
+_SAME_BOOLEANS = {"t": "true", "1": "true", "f": "false", "0": "false"}
+
+
+def _as_librdkafka_reads(key: str, value: str, required: str) -> str:
+    value = value.strip().lower()
+    if key == "acks":
+        return _SAME_ACKS.get(value, value)
+    return _SAME_BOOLEANS.get(value, value) if required in {"true", "false"} else value
 
 
 def with_guarantees(properties: Mapping[str, str], guaranteed: Mapping[str, str],
@@ -88,8 +97,7 @@ def with_guarantees(properties: Mapping[str, str], guaranteed: Mapping[str, str]
         required = guaranteed.get(key)
         if required is None:
             continue
-        value = given.strip().lower()
-        if _SAME_VALUES.get((key, value), value) != required:
+        if _as_librdkafka_reads(key, given, required) != required:
             raise ConfigError(f"kafka_property {name}={given} is not allowed: {why}")
     return {**{name: value for name, value in properties.items()
                if PROPERTY_ALIASES.get(name, name) not in guaranteed}, **guaranteed}

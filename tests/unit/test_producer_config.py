@@ -103,6 +103,7 @@ def test_compression_choice_and_pass_through_properties_win() -> None:
 
 
 @pytest.mark.parametrize("weakening", ["acks=1", "acks=0", "enable.idempotence=false",
+                                       "enable.idempotence=0", "enable.idempotence=f",
                                        "request.required.acks=1",
                                        "topic.request.required.acks=0"])
 def test_a_pass_through_that_weakens_the_delivery_guarantee_is_refused(weakening: str) -> None:
@@ -117,12 +118,14 @@ def test_restating_the_guarantees_in_a_pass_through_is_accepted() -> None:
 
 
 @pytest.mark.parametrize("restated", ["acks=-1", "request.required.acks=all",
-                                      "topic.request.required.acks=-1", "acks=ALL"])
+                                      "topic.request.required.acks=-1", "acks=ALL",
+                                      "enable.idempotence=1", "enable.idempotence=T"])
 def test_the_guarantee_restated_under_an_alias_or_an_equal_value_is_accepted(
         restated: str) -> None:
-    """librdkafka reads these as acks=all: the producer is created with the guarantee."""
+    """librdkafka reads these as acks=all and idempotence on: the producer is created with
+    the guarantee."""
     props = kafka_producer_properties(load("--cluster", "c", "--kafka-property", restated))
-    assert props["acks"] == "all"
+    assert (props["acks"], props["enable.idempotence"]) == ("all", "true")
     assert not {"request.required.acks", "topic.request.required.acks"} & props.keys()
     confluent_kafka.Producer(props)  # librdkafka accepts what is left
 
