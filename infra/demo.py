@@ -139,20 +139,23 @@ def slurm_script(state_dir: Path, job_id: str) -> bytes:
     return (state_dir / f"hash.{int(job_id) % 10}" / f"job.{job_id}" / "script").read_bytes()
 
 
-def find_archived(archive: Path, job_id: str) -> Path | None:
-    matches = sorted(archive.glob(f"*/job.{job_id}_script"))
-    return matches[0] if matches else None
+def archived_scripts(archive: Path, job_id: str = "*") -> set[Path]:
+    """The archived scripts of the job (every job's by default): `job.<id>_script` in a period
+    directory, or `job.<id>_script.<tag>` beside another job's with the same id (a Slurm whose
+    state was reset gives its ids again, while the demo's archive stays)."""
+    return {*archive.glob(f"*/job.{job_id}_script"), *archive.glob(f"*/job.{job_id}_script.*")}
 
 
 def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def archived_script(archive: Path, job_id: str) -> Path:
-    found = find_archived(archive, job_id)
-    if found is None:
-        raise NotReadyError(f"no {archive}/*/job.{job_id}_script yet")
-    return found
+def archived_script(archive: Path, job_id: str, earlier: set[Path]) -> Path:
+    """The job's script archived by this demo: one not among the earlier demos' files."""
+    found = sorted(archived_scripts(archive, job_id) - earlier)
+    if not found:
+        raise NotReadyError(f"no new {archive}/*/job.{job_id}_script yet")
+    return found[0]
 
 
 def es_search(es_url: str, query: Mapping[str, object]) -> list[dict[str, object]]:
@@ -249,6 +252,7 @@ def run_demo() -> int:
     archive = DEMO_DIR / "archive"
     # The archive consumer refuses a missing root (an unmounted file system must not fill up).
     archive.mkdir(exist_ok=True)
+    earlier = archived_scripts(archive)  # a previous demo's, which this one must not take
     common = ["--brokers", brokers, "--topic", TOPIC]
     processes = [
         start("producer", ["sarchive-producer", "--cluster", env["SARCHIVE_SLURM_CLUSTER"],
@@ -271,7 +275,8 @@ def run_demo() -> int:
         say(f"submitted Slurm jobs {', '.join(submitted)} (held, so they stay in the spool)")
         archived = {
             job_id: wait_for(f"job {job_id} in the archive",
-                             functools.partial(archived_script, archive, job_id), processes)
+                             functools.partial(archived_script, archive, job_id, earlier),
+                             processes)
             for job_id in submitted}
         say(f"archived under {archive}:")
         for job_id, path in archived.items():

@@ -244,3 +244,24 @@ def test_a_stale_pid_file_naming_another_process_is_left_alone(
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_job_id_an_earlier_demo_archived_is_waited_for_again_beside_it(
+        tmp_path: Path) -> None:
+    """A Slurm whose state was reset gives job 7 again, while the demo's archive keeps the
+    earlier job 7: the wait is for this demo's file (stored beside it, with a tag), not the
+    earlier one, which would make the byte comparison vacuous."""
+    earlier_file = tmp_path / "20261201" / "job.7_script"
+    earlier_file.parent.mkdir()
+    earlier_file.write_bytes(b"#!/bin/sh\necho earlier\n")
+    (tmp_path / "20261201" / "job.70_script").write_bytes(b"another job\n")
+    earlier = demo.archived_scripts(tmp_path)
+    assert earlier == {earlier_file, tmp_path / "20261201" / "job.70_script"}
+    with pytest.raises(demo.NotReadyError, match="no new"):
+        demo.archived_script(tmp_path, "7", earlier)
+    beside = tmp_path / "20261202" / "job.7_script.0123456789ab"
+    beside.parent.mkdir()
+    beside.write_bytes(b"#!/bin/sh\necho this demo\n")
+    (tmp_path / "20261202" / "job.7_environment.0123456789ab").write_bytes(b"A=1\0")
+    assert demo.archived_script(tmp_path, "7", earlier) == beside
+    assert demo.archived_script(tmp_path, "70", set()) == tmp_path / "20261201" / "job.70_script"
