@@ -9,14 +9,15 @@ byte against what Slurm stored, shows a search, and ends with `sarchive show` on
 (read back from the file archive).
 
 On a fresh machine the services are up before the sarchive index exists and before its shards
-are ready: every wait takes "not there yet" (connection refused, HTTP 404 or 503, too few hits
-before a refresh) as a reason to ask again until its deadline, then fails with one line.
+are ready: every wait takes "not there yet" (connection refused or reset, an answer cut short,
+HTTP 404, 429 or 503, too few hits before a refresh) as a reason to ask again until its
+deadline, then fails with one line.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import http.client
 import json
 import os
 import pwd
@@ -31,7 +32,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from infra.registry import registry, select
-from infra.service import demo_dir, demo_web_pid_file, repo_root
+from infra.service import ServiceError, demo_dir, demo_web_pid_file, repo_root
+from infra.services import stop_demo_web
 
 VENV_BIN = repo_root() / ".venv" / "bin"
 DEMO_DIR = demo_dir()
@@ -92,10 +94,7 @@ def start_web(es_url: str, env: dict[str, str]) -> str:
     """sarchive-web on loopback in development mode as the demo's user, left running; its
     address. The demo's jobs name their owner only in USER, which a real site must not
     trust (docs/web.md): the demo trusts it, for its user to see them."""
-    if WEB_PID.exists():
-        with contextlib.suppress(ProcessLookupError, ValueError):
-            os.kill(int(WEB_PID.read_text()), signal.SIGTERM)
-        WEB_PID.unlink()
+    stop_previous_web()
     log = (DEMO_DIR / "web.log").open("ab")
     web = subprocess.Popen(
         [str(VENV_BIN / "sarchive-web"), "--es-url", es_url, "--port", str(WEB_PORT),
@@ -107,12 +106,22 @@ def start_web(es_url: str, env: dict[str, str]) -> str:
     return address
 
 
+def stop_previous_web() -> None:
+    """The previous demo's sarchive-web stopped and gone, so its port is free for the new one
+    (a SIGTERM alone left the new one racing it for the port); a pid file that names another
+    process by now is left alone (`infra/services down` stops it the same way)."""
+    try:
+        stop_demo_web()
+    except ServiceError as error:
+        raise DemoError(one_line(str(error))) from error
+
+
 def web_answers(address: str) -> None:
     """Returns once the search page answers 200; NotReadyError before."""
     try:
         with urllib.request.urlopen(address, timeout=5):
             return
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise NotReadyError(f"{address}: {exc}") from exc
 
 
@@ -130,20 +139,23 @@ def slurm_script(state_dir: Path, job_id: str) -> bytes:
     return (state_dir / f"hash.{int(job_id) % 10}" / f"job.{job_id}" / "script").read_bytes()
 
 
-def find_archived(archive: Path, job_id: str) -> Path | None:
-    matches = sorted(archive.glob(f"*/job.{job_id}_script"))
-    return matches[0] if matches else None
+def archived_scripts(archive: Path, job_id: str = "*") -> set[Path]:
+    """The archived scripts of the job (every job's by default): `job.<id>_script` in a period
+    directory, or `job.<id>_script.<tag>` beside another job's with the same id (a Slurm whose
+    state was reset gives its ids again, while the demo's archive stays)."""
+    return {*archive.glob(f"*/job.{job_id}_script"), *archive.glob(f"*/job.{job_id}_script.*")}
 
 
 def one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-def archived_script(archive: Path, job_id: str) -> Path:
-    found = find_archived(archive, job_id)
-    if found is None:
-        raise NotReadyError(f"no {archive}/*/job.{job_id}_script yet")
-    return found
+def archived_script(archive: Path, job_id: str, earlier: set[Path]) -> Path:
+    """The job's script archived by this demo: one not among the earlier demos' files."""
+    found = sorted(archived_scripts(archive, job_id) - earlier)
+    if not found:
+        raise NotReadyError(f"no new {archive}/*/job.{job_id}_script yet")
+    return found[0]
 
 
 def es_search(es_url: str, query: Mapping[str, object]) -> list[dict[str, object]]:
@@ -161,7 +173,9 @@ def es_search(es_url: str, query: Mapping[str, object]) -> list[dict[str, object
         if error.code in NOT_YET_HTTP_STATUSES:
             raise NotReadyError(f"HTTP {error.code} from {url}: {body}") from error
         raise DemoError(f"HTTP {error.code} from {url}: {body}") from error
-    except (urllib.error.URLError, OSError) as error:  # refused, reset, timed out
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        # Refused, reset, timed out; or a node starting or stopping that closed the connection
+        # in the middle of its answer (IncompleteRead, BadStatusLine: not OSErrors).
         raise NotReadyError(f"{url}: {error}") from error
     return hits
 
@@ -238,6 +252,7 @@ def run_demo() -> int:
     archive = DEMO_DIR / "archive"
     # The archive consumer refuses a missing root (an unmounted file system must not fill up).
     archive.mkdir(exist_ok=True)
+    earlier = archived_scripts(archive)  # a previous demo's, which this one must not take
     common = ["--brokers", brokers, "--topic", TOPIC]
     processes = [
         start("producer", ["sarchive-producer", "--cluster", env["SARCHIVE_SLURM_CLUSTER"],
@@ -260,7 +275,8 @@ def run_demo() -> int:
         say(f"submitted Slurm jobs {', '.join(submitted)} (held, so they stay in the spool)")
         archived = {
             job_id: wait_for(f"job {job_id} in the archive",
-                             functools.partial(archived_script, archive, job_id), processes)
+                             functools.partial(archived_script, archive, job_id, earlier),
+                             processes)
             for job_id in submitted}
         say(f"archived under {archive}:")
         for job_id, path in archived.items():

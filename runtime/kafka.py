@@ -71,15 +71,36 @@ PRODUCER_GUARANTEES_WHY = ("every event is acknowledged by all in-sync replicas 
                            " without duplicates (acks=all, enable.idempotence=true)")
 
 
+# librdkafka's other names of a guaranteed property (CONFIGURATION.md): an alias set in a
+# pass-through is the same property, so it is checked as such.
+PROPERTY_ALIASES = {"request.required.acks": "acks", "topic.request.required.acks": "acks"}
+# Values librdkafka reads as the required one: acks=-1 is acks=all; a boolean property takes
+# t and 1 for true, f and 0 for false (any case).
+_SAME_ACKS = {"-1": "all"}
+_SAME_BOOLEANS = {"t": "true", "1": "true", "f": "false", "0": "false"}
+
+
+def _as_librdkafka_reads(key: str, value: str, required: str) -> str:
+    value = value.strip().lower()
+    if key == "acks":
+        return _SAME_ACKS.get(value, value)
+    return _SAME_BOOLEANS.get(value, value) if required in {"true", "false"} else value
+
+
 def with_guarantees(properties: Mapping[str, str], guaranteed: Mapping[str, str],
                     why: str) -> dict[str, str]:
     """properties with the ones a service's guarantee rests on set; a pass-through
-    --kafka-property that contradicts one of them is a ConfigError, never silently obeyed."""
-    for key, required in guaranteed.items():
-        given = properties.get(key, required)
-        if given.strip().lower() != required:
-            raise ConfigError(f"kafka_property {key}={given} is not allowed: {why}")
-    return {**properties, **guaranteed}
+    --kafka-property that contradicts one of them, under its name or an alias, is a
+    ConfigError, never silently obeyed or overridden."""
+    for name, given in properties.items():
+        key = PROPERTY_ALIASES.get(name, name)
+        required = guaranteed.get(key)
+        if required is None:
+            continue
+        if _as_librdkafka_reads(key, given, required) != required:
+            raise ConfigError(f"kafka_property {name}={given} is not allowed: {why}")
+    return {**{name: value for name, value in properties.items()
+               if PROPERTY_ALIASES.get(name, name) not in guaranteed}, **guaranteed}
 
 
 def create_client(factory: Callable[..., ClientT], properties: Mapping[str, object],

@@ -69,10 +69,17 @@ def test_pass_through_properties_override_defaults() -> None:
     assert props["client.id"] == "archive-1"
 
 
-@pytest.mark.parametrize("prop", ["enable.auto.commit=true", "enable.auto.offset.store=true"])
+@pytest.mark.parametrize("prop", ["enable.auto.commit=true", "enable.auto.offset.store=true",
+                                  "enable.auto.commit=1", "enable.auto.offset.store=T"])
 def test_pass_through_cannot_switch_off_commit_after_durable_write(prop: str) -> None:
     with pytest.raises(ConfigError, match="not allowed"):
         consumer_properties(load("--kafka-property", prop))
+
+
+@pytest.mark.parametrize("prop", ["enable.auto.commit=0", "enable.auto.offset.store=F"])
+def test_the_guarantee_restated_as_librdkafka_reads_it_is_accepted(prop: str) -> None:
+    props = consumer_properties(load("--kafka-property", prop))
+    assert (props["enable.auto.commit"], props["enable.auto.offset.store"]) == ("false", "false")
 
 
 def test_dead_letter_producer_waits_for_every_replica_without_duplicates() -> None:

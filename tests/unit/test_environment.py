@@ -4,6 +4,8 @@ forms, user."""
 from __future__ import annotations
 
 import re
+import tomllib
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -12,6 +14,7 @@ from hypothesis import strategies as st
 from producer.config import load_producer_config
 from producer.environment import (
     DEFAULT_REDACT,
+    DEFAULT_REDACT_VALUES,
     EnvPolicy,
     apply_policy,
     canonical_environment,
@@ -264,3 +267,31 @@ def test_value_verdicts_are_the_same_for_remembered_entries(
     again = apply_policy([bytes(bytearray(entry)) for entry in entries], DEFAULT_POLICY)
     assert again == first
     assert not any(token in entry for entry in first.entries)
+
+
+def _docs_section(title: str) -> str:
+    text = (Path(__file__).parents[2] / "docs" / "producer.md").read_text()
+    return text.partition(f"### {title}\n")[2].partition("\n### ")[0]
+
+
+def test_docs_list_exactly_the_default_patterns() -> None:
+    """docs/producer.md's default --env-redact is the code's, and its table of value patterns
+    joined by '|' is the default --env-redact-values: what the docs say is masked is."""
+    section = _docs_section("What the defaults mask")
+    code_block = section.partition("The default `--env-redact`:\n\n```\n")[2].partition("\n```")[0]
+    assert code_block == DEFAULT_REDACT
+    table = section.partition("| what | alternative |")[2].partition("\n\n")[0]
+    alternatives = [row.split(" | ")[1].strip("`").replace(r"\|", "|")
+                    for row in table.splitlines()[2:]]
+    assert "|".join(alternatives) == DEFAULT_REDACT_VALUES
+
+
+def test_the_docs_examples_of_changed_patterns_are_valid_settings() -> None:
+    section = _docs_section("Adding or removing patterns")
+    toml = tomllib.loads(section.partition("```toml\n")[2].partition("```")[0])
+    policy = load_producer_config(
+        ["--cluster", "c", "--env-redact", toml["env-redact"],
+         "--env-redact-values", toml["env-redact-values"]], environ={}).env_policy()
+    filtered = apply_policy([b"SIGNING_KEY=k", b"RUN=app --password=pw1 -v"], policy)
+    assert filtered.entries == (b"SIGNING_KEY=" + REDACTED_MARKER,
+                                b"RUN=app --password=" + REDACTED_MARKER + b" -v")

@@ -215,11 +215,16 @@ def test_hidden_values_are_carried_nowhere(secret: bytes, filler: bytes) -> None
 
 
 def test_leaked_secrets_leave_neither_the_event_nor_the_environment_file_copy() -> None:
+    """Nor the encoded event (what the outbox and the topic hold), whose environment file is
+    rebuilt on decoding from the masked environment (schema version 3)."""
     raw = slurm_job(b"#!/bin/sh\n", [b"USER=alice", *(entry for entry, _ in LEAKED)])
-    event = build_event(raw, DEFAULT_SETTINGS, READ_MS)
+    codec = JobEventCodec()
+    encoded = codec.encode(build_event(raw, DEFAULT_SETTINGS, READ_MS))
+    event = codec.decode(encoded)
     carried = everything_carried(event)
     for _, secret in LEAKED:
         assert secret not in carried
+        assert secret not in encoded
     assert event.redacted_keys == LEAKED_KEYS
     environment_file = next(f for f in event.spool_files if f.name == "environment")
     assert MASKED_URL + b"\0" in environment_file.content
@@ -321,9 +326,12 @@ def test_torque_leaked_secrets_leave_neither_variable_list_nor_submit_args(
         b'    <Variable_List flags="1">' + variables + b"</Variable_List>\n"
         b'    <submit_args flags="1">-v ' + LEAKED[4][0] + b" job.sh</submit_args>\n"
         b"  </attributes>\n</job>\n")
-    event = torque_event(tmp_path, "9.srv", DEFAULT_SETTINGS)
+    codec = JobEventCodec()
+    encoded = codec.encode(torque_event(tmp_path, "9.srv", DEFAULT_SETTINGS))
+    event = codec.decode(encoded)
     for _, secret in LEAKED:
         assert secret not in everything_carried(event)
+        assert secret not in encoded
     assert event.redacted_keys == LEAKED_KEYS
     record = next(f.content for f in event.spool_files if f.name == "9.srv.JB")
     assert MASKED_URL in parse_torque_jb(record).variables

@@ -19,7 +19,9 @@ from producer.events import EventSettings, build_event
 from producer.gridengine_record import parse_job_record
 from producer.gridengine_spool import environment_entries, read_gridengine_job, render_record
 from producer.jobs import JobRef
+from schemas.codec import JobEventCodec
 from schemas.model import REDACTED_MARKER, JobEvent, OwnerSource, Scheduler, UserSource
+from testkit.secrets import LEAKED, LEAKED_KEYS
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "gridengine"
 READ_MS = 1_800_000_000_000
@@ -135,6 +137,38 @@ def test_secrets_are_redacted_in_the_event_and_masked_in_the_carried_record(
     assert dict(carried.environment)[b"SECRET_TOKEN"] == REDACTED_MARKER
     assert dataclasses.replace(carried, environment=original.environment) == original
     assert b"SECRET_TOKEN\0x\0" not in record_of(event)
+
+
+def test_leaked_secrets_leave_neither_the_encoded_event_nor_its_rebuilt_spool_files(
+        tmp_path: Path) -> None:
+    """The old defaults' leaks, in a real record's environment list (qsub -V), masked by the
+    default policy: not in the bytes the outbox and the topic hold (the current schema's
+    encoding), nor in the record and environment a decoded event carries."""
+    record = (FIXTURES / "export_all" / "record").read_bytes()
+    replaced = (b"SARCHIVE_GRIDENGINE_SPOOL", b"SGE_EXECD_PORT", b"SGE_ROOT", b"SGE_ARCH",
+                b"SGE_CELL", b"SGE_QMASTER_PORT")
+    # Strings in a packed record have no length: a pair is replaced by another in place.
+    pairs = [pair for pair in parse_job_record(record).environment if pair[0] in replaced]
+    for (name, value), (leaked, _) in zip(pairs, LEAKED, strict=True):
+        pair = b"\0" + name + b"\0" + value + b"\0"
+        assert record.count(pair) == 1
+        record = record.replace(pair, b"\0" + leaked.replace(b"=", b"\0", 1) + b"\0")
+    job = lay_out(tmp_path, "export_all")
+    assert job.base is not None
+    (job.directory / job.base).write_bytes(record)
+    for entry, _ in LEAKED:
+        assert entry in environment_entries(parse_job_record(record))
+    codec = JobEventCodec()
+    encoded = codec.encode(build_event(read_gridengine_job(job.directory, job.base), SETTINGS,
+                                       READ_MS))
+    event = codec.decode(encoded)
+    for _, secret in LEAKED:
+        assert secret not in encoded
+        assert secret not in event.environment and secret not in record_of(event)
+    assert event.redacted_keys == LEAKED_KEYS
+    masked_url = b"postgres://user:" + REDACTED_MARKER + b"@host/db"
+    assert dict(parse_job_record(record_of(event)).environment)[b"DATABASE_URL"] == masked_url
+    assert b"LATIN1=caf\xe9\0" in event.environment  # the checks above can find what is there
 
 
 def test_an_excluded_variable_leaves_neither_its_name_nor_its_value(tmp_path: Path) -> None:

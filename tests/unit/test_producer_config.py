@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import confluent_kafka
 import pytest
 
 from producer.config import ProducerConfig, kafka_producer_properties, load_producer_config
@@ -101,7 +102,10 @@ def test_compression_choice_and_pass_through_properties_win() -> None:
     assert props["client.id"] == "p1"
 
 
-@pytest.mark.parametrize("weakening", ["acks=1", "acks=0", "enable.idempotence=false"])
+@pytest.mark.parametrize("weakening", ["acks=1", "acks=0", "enable.idempotence=false",
+                                       "enable.idempotence=0", "enable.idempotence=f",
+                                       "request.required.acks=1",
+                                       "topic.request.required.acks=0"])
 def test_a_pass_through_that_weakens_the_delivery_guarantee_is_refused(weakening: str) -> None:
     with pytest.raises(ConfigError, match=f"kafka_property {weakening} is not allowed"):
         kafka_producer_properties(load("--cluster", "c", "--kafka-property", weakening))
@@ -111,6 +115,19 @@ def test_restating_the_guarantees_in_a_pass_through_is_accepted() -> None:
     props = kafka_producer_properties(load("--cluster", "c", "--kafka-property", "acks=all",
                                      "--kafka-property", "enable.idempotence=true"))
     assert (props["acks"], props["enable.idempotence"]) == ("all", "true")
+
+
+@pytest.mark.parametrize("restated", ["acks=-1", "request.required.acks=all",
+                                      "topic.request.required.acks=-1", "acks=ALL",
+                                      "enable.idempotence=1", "enable.idempotence=T"])
+def test_the_guarantee_restated_under_an_alias_or_an_equal_value_is_accepted(
+        restated: str) -> None:
+    """librdkafka reads these as acks=all and idempotence on: the producer is created with
+    the guarantee."""
+    props = kafka_producer_properties(load("--cluster", "c", "--kafka-property", restated))
+    assert (props["acks"], props["enable.idempotence"]) == ("all", "true")
+    assert not {"request.required.acks", "topic.request.required.acks"} & props.keys()
+    confluent_kafka.Producer(props)  # librdkafka accepts what is left
 
 
 def test_secrets_are_masked_in_the_described_config() -> None:
