@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from runtime.config import load_config
+from tests.unit.test_packaging import CONFIG_TYPES  # each console script's settings
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -161,9 +164,6 @@ def test_with_the_secured_override_a_service_connects_over_sasl_ssl_as_its_own_p
     """Merged as compose merges an override (environment by key, secrets added), the
     service's settings load: SASL_SSL/SCRAM-SHA-512 with the CA and its own password as
     secrets, as the principal its deploy/ example configuration names."""
-    from runtime.config import load_config  # noqa: PLC0415 -- only this test needs the services
-    from tests.unit.test_packaging import CONFIG_TYPES  # noqa: PLC0415 -- one map of scripts
-
     script, example = KAFKA_SERVICES[name]
     override = SECURE["services"][name]
     environment = {key: with_defaults(value) for key, value in
