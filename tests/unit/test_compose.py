@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 import yaml
 
+from runtime.config import load_config
+from tests.unit.test_packaging import CONFIG_TYPES  # each console script's settings
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
@@ -134,3 +137,45 @@ def test_every_dockerfile_takes_its_base_image_as_a_build_argument(dockerfile: s
     arguments = {line.split()[1].split("=")[0] for line in lines if line.startswith("ARG ")}
     bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
     assert bases and all(base.startswith("${") and base[2:-1] in arguments for base in bases)
+
+
+# docker-compose.secure-kafka.yml: the Kafka services of docker-compose.yml against a secured
+# site broker, each as the principal of its example configuration in deploy/.
+SECURE: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.secure-kafka.yml").read_text())
+KAFKA_SERVICES = {"producer": ("sarchive-producer", "producer"),
+                  "archive": ("sarchive-archive", "archive"), "elastic": ("sarchive-es", "es")}
+COMPOSE_VARIABLE = re.compile(r"\$\{[A-Z_]+:-([^}]*)\}")
+
+
+def with_defaults(value: str) -> str:
+    """A compose value with every ${VARIABLE:-default} at its default, as compose runs it
+    when the variable is unset."""
+    return COMPOSE_VARIABLE.sub(lambda match: match[1], value)
+
+
+def test_the_secured_override_covers_every_service_that_talks_to_kafka() -> None:
+    talks_to_kafka = {name for name in OURS if "SARCHIVE_BROKERS" in SERVICES[name]["environment"]}
+    assert set(SECURE["services"]) == talks_to_kafka == set(KAFKA_SERVICES)
+
+
+@pytest.mark.parametrize("name", sorted(KAFKA_SERVICES))
+def test_with_the_secured_override_a_service_connects_over_sasl_ssl_as_its_own_principal(
+        name: str) -> None:
+    """Merged as compose merges an override (environment by key, secrets added), the
+    service's settings load: SASL_SSL/SCRAM-SHA-512 with the CA and its own password as
+    secrets, as the principal its deploy/ example configuration names."""
+    script, example = KAFKA_SERVICES[name]
+    override = SECURE["services"][name]
+    environment = {key: with_defaults(value) for key, value in
+                   {**SERVICES[name]["environment"], **override["environment"]}.items()}
+    config = load_config(CONFIG_TYPES[script],
+                         [with_defaults(arg) for arg in SERVICES[name]["command"][1:]],
+                         prog=script, description="", environ=environment)
+    assert (config.security_protocol, config.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    mounted = {f"/run/secrets/{s}" if isinstance(s, str) else f"/run/secrets/{s['target']}"
+               for s in override["secrets"]}
+    assert {str(config.ssl_ca), str(config.sasl_password_file)} <= mounted
+    sources = {s if isinstance(s, str) else s["source"] for s in override["secrets"]}
+    assert sources <= set(SECURE["secrets"])
+    site = tomllib.loads((REPO / "deploy" / f"{example}.example.toml").read_text())
+    assert config.sasl_username == site["sasl-username"]

@@ -96,6 +96,40 @@ def test_every_unit_runs_its_script_from_the_environment_with_a_valid_example_co
     assert settings.get("User") == (["root"] if script == "sarchive-producer" else ["sarchive"])
 
 
+KAFKA_SERVICES = ("sarchive-producer", "sarchive-archive", "sarchive-es")
+OPERATIONS = (REPO / "docs" / "operations.md").read_text()
+
+
+def unit_example_config(script: str) -> Any:
+    """The example configuration the script's unit reads, loaded as the service would."""
+    settings = unit_settings(DEPLOY / f"{script}.service")
+    name = Path(settings["Environment"][0].removeprefix("SARCHIVE_CONFIG=")).stem
+    return load_config(CONFIG_TYPES[script], ["--config", str(DEPLOY / f"{name}.example.toml")],
+                       prog=script, description="", environ={})
+
+
+@pytest.mark.parametrize("script", KAFKA_SERVICES)
+def test_every_kafka_services_unit_connects_secured_as_a_principal_operations_md_grants(
+        script: str) -> None:
+    """SASL_SSL with SCRAM-SHA-512, the brokers' CA, the password in a file (never in the
+    configuration), a principal of its own that the unit names and docs/operations.md's
+    kafka-acls commands grant (a consumer's on its own group)."""
+    config = unit_example_config(script)
+    assert (config.security_protocol, config.sasl_mechanism) == ("SASL_SSL", "SCRAM-SHA-512")
+    assert config.ssl_ca is not None and config.sasl_password_file is not None
+    assert config.sasl_password is None
+    assert f"principal {config.sasl_username}," in (DEPLOY / f"{script}.service").read_text()
+    assert f"--allow-principal User:{config.sasl_username} " in OPERATIONS
+    if script != "sarchive-producer":
+        assert (f"--allow-principal User:{config.sasl_username} --operation Read --group"
+                f" {config.group}\n") in OPERATIONS
+
+
+def test_each_kafka_service_has_a_principal_of_its_own() -> None:
+    principals = {unit_example_config(script).sasl_username for script in KAFKA_SERVICES}
+    assert len(principals) == len(KAFKA_SERVICES)
+
+
 def test_the_archive_consumers_example_root_is_its_units_state_directory() -> None:
     settings = unit_settings(DEPLOY / "sarchive-archive.service")
     config = load_config(ArchiveConfig, ["--config", str(DEPLOY / "archive.example.toml")],

@@ -58,6 +58,24 @@ def started_for_session(service: Any) -> Iterator[None]:
         ensure_down(service)
 
 
+FIGURES = pytest.StashKey[list[str]]()
+
+
+@pytest.fixture
+def report_figures(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Adds a line to the figures shown at the end of the run, in pytest's terminal summary:
+    a passing test's output is captured and never shown, so a print would need -s."""
+    return request.config.stash.setdefault(FIGURES, []).append
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    figures = terminalreporter.config.stash.get(FIGURES, [])
+    if figures:
+        terminalreporter.section("Kafka sites: figures")
+        for line in figures:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def secure_kafka() -> Iterator[SecureKafka]:
     service = SecureKafkaService(run_dir(), repo_root())
@@ -161,10 +179,22 @@ class Pipeline:
 
     def producer(self, kafka: Sequence[str], spool: Path, cluster: str,
                  *extra: str) -> ServiceProcess:
+        """The producer watching a Slurm spool (or one shaped like it)."""
+        return self._producer(kafka, ["--scheduler", "slurm", "--spool", str(spool)], cluster,
+                              extra)
+
+    def gridengine_producer(self, kafka: Sequence[str], bootstrap: Path, cluster: str,
+                            *extra: str) -> ServiceProcess:
+        """The producer watching the Grid Engine spool its cell's bootstrap file names."""
+        return self._producer(kafka, ["--scheduler", "gridengine", "--gridengine-bootstrap",
+                                      str(bootstrap)], cluster, extra)
+
+    def _producer(self, kafka: Sequence[str], watch: Sequence[str], cluster: str,
+                  extra: Sequence[str]) -> ServiceProcess:
         return self._start("producer", "sarchive-producer", [
-            *kafka, "--topic", self.topics.topic, "--cluster", cluster, "--scheduler",
-            "slurm", "--spool", str(spool), "--state-dir", str(self.tmp_path / "producer"),
-            "--env-redact", "", "--env-redact-values", "", "--retry-interval", "1", *extra])
+            *kafka, "--topic", self.topics.topic, "--cluster", cluster, *watch,
+            "--state-dir", str(self.tmp_path / "producer"), "--env-redact", "",
+            "--env-redact-values", "", "--retry-interval", "1", *extra])
 
     def _consumer_flags(self, consumer: str) -> list[str]:
         return ["--topic", self.topics.topic, "--dlq-topic", self.topics.dlq, "--group",

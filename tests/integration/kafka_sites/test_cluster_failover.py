@@ -61,9 +61,10 @@ class Sampler(threading.Thread):
                     None)
 
 
-def test_job_stream_survives_leader_kill_and_rolling_restart_exactly_once(
+def test_job_stream_survives_leader_kill_and_rolling_restart_exactly_once(  # noqa: PLR0917 -- pytest passes fixtures as parameters
         kafka_cluster: Harness, cluster_topics: Harness, make_pipeline: Callable[..., Harness],
-        synthetic_spool: Harness, es: Elasticsearch) -> None:
+        synthetic_spool: Harness, es: Elasticsearch,
+        report_figures: Callable[[str], None]) -> None:
     pipeline = make_pipeline(cluster_topics)
     kafka = ["--brokers", kafka_cluster.bootstrap]
     producer = pipeline.producer(kafka, synthetic_spool.root, "failover")
@@ -129,13 +130,14 @@ def test_job_stream_survives_leader_kill_and_rolling_restart_exactly_once(
     on_topic = topic_job_ids({"bootstrap.servers": kafka_cluster.bootstrap},
                              cluster_topics.topic, timeout=120)
     assert set(on_topic) == expected
-    print(f"\nfailover: {STREAM_JOBS} jobs in {total:.1f} s through a SIGKILL of leader broker"
-          f" {victim} and a rolling restart of brokers {list(BROKERS)}; leaders moved"
-          f" {moved_at - killed_at:.1f} s and deliveries resumed (100 more jobs acked)"
-          f" {recovery:.1f} s after the kill; outbox peak"
-          f" {sampler.outbox_peak:.0f} events; all jobs detected {detection_lag:.1f} s after the"
-          f" last was written; {len(on_topic) - STREAM_JOBS} duplicates on the topic, none in"
-          " the archive or the index")
+    report_figures(
+        f"failover: {STREAM_JOBS} jobs in {total:.1f} s through a SIGKILL of leader broker"
+        f" {victim} and a rolling restart of brokers {list(BROKERS)}; leaders moved"
+        f" {moved_at - killed_at:.1f} s and deliveries resumed (100 more jobs acked)"
+        f" {recovery:.1f} s after the kill; outbox peak {sampler.outbox_peak:.0f} events; all"
+        f" jobs detected {detection_lag:.1f} s after the last was written;"
+        f" {len(on_topic) - STREAM_JOBS} duplicates on the topic, none in the archive or the"
+        " index")
     assert pipeline.stop_all() == [0, 0, 0], pipeline.logs()
 
 

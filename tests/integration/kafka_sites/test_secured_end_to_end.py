@@ -1,10 +1,12 @@
-"""Jobs from real sbatch through sarchive-producer, the secured broker and both consumers into
-the archive and Elasticsearch, every service connecting with its own principal over SASL_SSL
-(SCRAM-SHA-512) or over mutual TLS, and holding exactly the ACLs docs/operations.md lists."""
+"""Jobs from real sbatch (the producer watching Slurm) and real qsub (watching Grid Engine)
+through sarchive-producer, the secured broker and both consumers into the archive and
+Elasticsearch, every service connecting with its own principal over SASL_SSL (SCRAM-SHA-512)
+or over mutual TLS, and holding exactly the ACLs docs/operations.md lists."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -35,27 +37,23 @@ def grant_pipeline(kafka: SecureKafka, pipeline: Harness) -> None:
                 + consumer_acls("elastic", topic, pipeline.group("elastic"), dlq))
 
 
-@pytest.mark.parametrize("listener", list(Listener))
-def test_sbatch_jobs_reach_archive_and_index_over_a_secured_listener(  # noqa: PLR0917 -- pytest passes fixtures as parameters
-        listener: Listener, secure_kafka: SecureKafka, secure_topics: Harness,
-        make_pipeline: Callable[..., Harness], slurm: Harness, held_jobs: dict[str, bytes],
-        es: Elasticsearch) -> None:
-    pipeline = make_pipeline(secure_topics)
-    grant_pipeline(secure_kafka, pipeline)
-    producer = pipeline.producer(secure_kafka.flags("producer", listener), slurm.state_dir,
-                                 slurm.cluster)
-    archive = pipeline.archive(secure_kafka.flags("archive", listener))
-    elastic = pipeline.elastic(secure_kafka.flags("elastic", listener))
+def assert_delivered_over_secured_listener(
+        listener: Listener, kafka: SecureKafka, pipeline: Harness, producer: Harness, *,
+        jobs: dict[str, bytes], es: Elasticsearch) -> None:
+    """The jobs reach the archive (scripts byte for byte) and the index through the producer
+    and both consumers on listener, each as its own principal, with no refusal counted."""
+    archive = pipeline.archive(kafka.flags("archive", listener))
+    elastic = pipeline.elastic(kafka.flags("elastic", listener))
 
     def arrived() -> bool:
         for process in (producer, archive, elastic):
             assert process.alive(), process.log_tail()
-        return (set(held_jobs) <= set(pipeline.archived_scripts())
-                and set(held_jobs) <= set(pipeline.indexed(es)))
-    producer.wait_until(arrived, 120, f"jobs {sorted(held_jobs)} archived and indexed",
+        return (set(jobs) <= set(pipeline.archived_scripts())
+                and set(jobs) <= set(pipeline.indexed(es)))
+    producer.wait_until(arrived, 120, f"jobs {sorted(jobs)} archived and indexed",
                         context=pipeline.logs)
 
-    for job_id, script in held_jobs.items():
+    for job_id, script in jobs.items():
         [path] = pipeline.archive_root.rglob(f"job.{job_id}_script")
         assert path.read_bytes() == script
     assert producer.metric("sarchive_producer_outbox_events") == 0
@@ -66,3 +64,48 @@ def test_sbatch_jobs_reach_archive_and_index_over_a_secured_listener(  # noqa: P
             assert consumer.metric("sarchive_consumer_kafka_access_failures_total",
                                    {"service": service, "cause": cause}) == 0, consumer.log_tail()
     assert pipeline.stop_all() == [0, 0, 0], pipeline.logs()
+
+
+@pytest.mark.parametrize("listener", list(Listener))
+def test_sbatch_jobs_reach_archive_and_index_over_a_secured_listener(  # noqa: PLR0917 -- pytest passes fixtures as parameters
+        listener: Listener, secure_kafka: SecureKafka, secure_topics: Harness,
+        make_pipeline: Callable[..., Harness], slurm: Harness, held_jobs: dict[str, bytes],
+        es: Elasticsearch) -> None:
+    pipeline = make_pipeline(secure_topics)
+    grant_pipeline(secure_kafka, pipeline)
+    producer = pipeline.producer(secure_kafka.flags("producer", listener), slurm.state_dir,
+                                 slurm.cluster)
+    assert_delivered_over_secured_listener(listener, secure_kafka, pipeline, producer,
+                                           jobs=held_jobs, es=es)
+
+
+GRIDENGINE_SCRIPTS = [b"#!/bin/sh\n#$ -N secure_a\necho a\n",
+                      b"#!/bin/sh\n#$ -N secure_b\necho b\n"]
+
+
+@pytest.fixture
+def held_gridengine_jobs(gridengine: Harness) -> Iterator[dict[str, bytes]]:
+    """Held Grid Engine jobs (they stay in qmaster's spool): job id -> the script given to
+    qsub; those still spooled are deleted after."""
+    jobs = {str(gridengine.qsub("-h", script=script)): script for script in GRIDENGINE_SCRIPTS}
+    yield jobs
+    present = [int(job_id) for job_id in jobs if gridengine.record_path(int(job_id)).exists()]
+    if present:
+        gridengine.qdel(*present)
+
+
+@pytest.mark.parametrize("listener", list(Listener))
+def test_qsub_jobs_reach_archive_and_index_over_a_secured_listener(  # noqa: PLR0917 -- pytest passes fixtures as parameters
+        listener: Listener, secure_kafka: SecureKafka, secure_topics: Harness,
+        make_pipeline: Callable[..., Harness], gridengine: Harness,
+        held_gridengine_jobs: dict[str, bytes], es: Elasticsearch) -> None:
+    """The producer configured for Grid Engine (the spool from its cell's bootstrap file)
+    connects with the same secured settings."""
+    pipeline = make_pipeline(secure_topics)
+    grant_pipeline(secure_kafka, pipeline)
+    bootstrap = (Path(gridengine.env["SGE_ROOT"]) / gridengine.env["SGE_CELL"] / "common"
+                 / "bootstrap")
+    producer = pipeline.gridengine_producer(secure_kafka.flags("producer", listener),
+                                            bootstrap, "ge-secure")
+    assert_delivered_over_secured_listener(listener, secure_kafka, pipeline, producer,
+                                           jobs=held_gridengine_jobs, es=es)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from elasticsearch import Elasticsearch
 
 from testkit.secure_kafka import (
     Listener,
@@ -40,7 +41,7 @@ def wait_refused(process: Harness, metric: str, labels: dict[str, str]) -> None:
                        f"{metric}{labels} counts the refusal")
 
 
-BAD_PRODUCER_CREDENTIALS: dict[str, tuple[Listener, str, str]] = {
+BAD_CREDENTIALS: dict[str, tuple[Listener, str, str]] = {
     # case: listener, cause, what the one error line says
     "wrong-password": (Listener.SASL_SSL, "authentication", "Kafka authentication failed"),
     "expired-certificate": (Listener.MTLS, "tls", "Kafka TLS verification failed"),
@@ -50,7 +51,7 @@ BAD_PRODUCER_CREDENTIALS: dict[str, tuple[Listener, str, str]] = {
 
 
 def bad_flags(kafka: SecureKafka, principal: str, case: str, bad: BadCredentials) -> list[str]:
-    listener = BAD_PRODUCER_CREDENTIALS[case][0]
+    listener = BAD_CREDENTIALS[case][0]
     if case == "wrong-password":
         return kafka.flags(principal, listener, password_file=bad.wrong_password)
     if case == "untrusted-broker":
@@ -61,12 +62,12 @@ def bad_flags(kafka: SecureKafka, principal: str, case: str, bad: BadCredentials
                        cert=bad.expired if case == "expired-certificate" else bad.untrusted)
 
 
-@pytest.mark.parametrize("case", list(BAD_PRODUCER_CREDENTIALS))
+@pytest.mark.parametrize("case", list(BAD_CREDENTIALS))
 def test_refused_producer_keeps_events_in_outbox_until_restarted_with_good_credentials(  # noqa: PLR0917 -- pytest passes fixtures as parameters
         case: str, secure_kafka: SecureKafka, secure_topics: Harness,
         make_pipeline: Callable[..., Harness], synthetic_spool: Harness,
         bad_credentials: BadCredentials) -> None:
-    listener, cause, says = BAD_PRODUCER_CREDENTIALS[case]
+    listener, cause, says = BAD_CREDENTIALS[case]
     pipeline = make_pipeline(secure_topics)
     secure_kafka.grant(producer_acls("producer", secure_topics.topic))
     jobs = write_jobs(synthetic_spool)
@@ -130,58 +131,78 @@ def committed(kafka: SecureKafka, group: str, topic: str) -> int:
     return sum(committed_offsets(kafka.client_properties(), group, topic))
 
 
-def test_consumer_with_expired_certificate_commits_nothing_until_restarted_with_a_valid_one(
-        secure_kafka: SecureKafka, secure_topics: Harness,
+# case -> the consumer refused with it (each consumer meets two of the four cases)
+CONSUMER_REFUSED = {"wrong-password": "elastic", "expired-certificate": "archive",
+                    "untrusted-certificate": "elastic", "untrusted-broker": "archive"}
+SERVICE = {"archive": "sarchive-archive", "elastic": "sarchive-es"}
+
+
+def consumed(pipeline: Harness, consumer: str, es: Elasticsearch) -> set[str]:
+    """The jobs the consumer has put in its sink."""
+    return set(pipeline.archived_scripts() if consumer == "archive" else pipeline.indexed(es))
+
+
+@pytest.mark.parametrize("case", list(CONSUMER_REFUSED))
+def test_refused_consumer_commits_nothing_until_restarted_with_good_credentials(  # noqa: PLR0917 -- pytest passes fixtures as parameters
+        case: str, secure_kafka: SecureKafka, secure_topics: Harness,
         make_pipeline: Callable[..., Harness], synthetic_spool: Harness,
-        bad_credentials: BadCredentials) -> None:
+        bad_credentials: BadCredentials, es: Elasticsearch) -> None:
+    listener, cause, says = BAD_CREDENTIALS[case]
+    consumer = CONSUMER_REFUSED[case]
     pipeline = make_pipeline(secure_topics)
+    start = pipeline.archive if consumer == "archive" else pipeline.elastic
     jobs = fill_topic(secure_kafka, secure_topics, pipeline, synthetic_spool)
-    secure_kafka.grant(consumer_acls("archive", secure_topics.topic, pipeline.group("archive"),
+    secure_kafka.grant(consumer_acls(consumer, secure_topics.topic, pipeline.group(consumer),
                                      secure_topics.dlq))
-    expired = secure_kafka.flags("archive", Listener.MTLS, cert=bad_credentials.expired)
-    refused = pipeline.archive(expired)
-    labels = {"service": "sarchive-archive", "cause": "tls"}
-    wait_refused(refused, CONSUMER_FAILURES, labels)
-    assert len([line for line in refused.log().splitlines()
-                if "Kafka TLS verification failed" in line]) == 1, refused.log_tail()
-    assert pipeline.archived_scripts() == {}
-    assert committed(secure_kafka, pipeline.group("archive"), secure_topics.topic) == 0
-    assert refused.stop() == 0
+    refused = start(bad_flags(secure_kafka, consumer, case, bad_credentials))
+    wait_refused(refused, CONSUMER_FAILURES, {"service": SERVICE[consumer], "cause": cause})
+    assert len([line for line in refused.log().splitlines() if says in line]) == 1, (
+        refused.log_tail())
+    assert consumed(pipeline, consumer, es) == set()
+    assert committed(secure_kafka, pipeline.group(consumer), secure_topics.topic) == 0
+    assert refused.stop() == 0, refused.log_tail()
 
-    fixed = pipeline.archive(secure_kafka.flags("archive", Listener.MTLS))
-    fixed.wait_until(lambda: set(pipeline.archived_scripts()) == jobs, 60, "the jobs archived")
+    fixed = start(secure_kafka.flags(consumer, listener))
+    fixed.wait_until(lambda: consumed(pipeline, consumer, es) == jobs, 60,
+                     f"the jobs in {consumer}'s sink")
+    assert fixed.metric(CONSUMER_FAILURES, {"service": SERVICE[consumer], "cause": cause}) == 0
     assert fixed.stop() == 0
-    assert committed(secure_kafka, pipeline.group("archive"), secure_topics.topic) == JOBS
+    assert committed(secure_kafka, pipeline.group(consumer), secure_topics.topic) == JOBS
 
 
-# case: the ACL withheld (group or topic read), the listener the consumer uses
-WITHHELD_CONSUMER_ACLS = {"group": Listener.SASL_SSL, "topic": Listener.MTLS}
+# case: the ACL withheld (group or topic read) -> the consumer refused, the listener it uses
+WITHHELD_CONSUMER_ACLS = {"group": ("elastic", Listener.SASL_SSL),
+                          "topic": ("archive", Listener.MTLS)}
 
 
 @pytest.mark.parametrize("withheld", list(WITHHELD_CONSUMER_ACLS))
-def test_consumer_without_a_read_acl_commits_nothing_and_resumes_once_granted(
+def test_consumer_without_a_read_acl_commits_nothing_and_resumes_once_granted(  # noqa: PLR0917 -- pytest passes fixtures as parameters
         withheld: str, secure_kafka: SecureKafka, secure_topics: Harness,
-        make_pipeline: Callable[..., Harness], synthetic_spool: Harness) -> None:
+        make_pipeline: Callable[..., Harness], synthetic_spool: Harness,
+        es: Elasticsearch) -> None:
+    consumer, listener = WITHHELD_CONSUMER_ACLS[withheld]
     pipeline = make_pipeline(secure_topics)
+    start = pipeline.archive if consumer == "archive" else pipeline.elastic
     jobs = fill_topic(secure_kafka, secure_topics, pipeline, synthetic_spool)
-    group = pipeline.group("archive")
+    group = pipeline.group(consumer)
     resource = group if withheld == "group" else secure_topics.topic
-    all_acls = consumer_acls("archive", secure_topics.topic, group, secure_topics.dlq)
+    all_acls = consumer_acls(consumer, secure_topics.topic, group, secure_topics.dlq)
     missing = [acl for acl in all_acls if acl.name == resource]
     secure_kafka.grant([acl for acl in all_acls if acl not in missing])
     # librdkafka looks at a refused subscription again with its periodic metadata refresh
     # (topic.metadata.refresh.interval.ms, 5 min by default): shortened to keep the test short.
-    consumer = pipeline.archive(secure_kafka.flags("archive", WITHHELD_CONSUMER_ACLS[withheld]),
-                                "--kafka-property", "topic.metadata.refresh.interval.ms=2000")
-    wait_refused(consumer, CONSUMER_FAILURES,
-                 {"service": "sarchive-archive", "cause": "authorization"})
+    refused = start(secure_kafka.flags(consumer, listener),
+                    "--kafka-property", "topic.metadata.refresh.interval.ms=2000")
+    wait_refused(refused, CONSUMER_FAILURES,
+                 {"service": SERVICE[consumer], "cause": "authorization"})
     says = f"not authorised to read {withheld} {resource}"
-    assert len([line for line in consumer.log().splitlines() if says in line]) == 1, (
-        consumer.log_tail())
-    assert pipeline.archived_scripts() == {}
+    assert len([line for line in refused.log().splitlines() if says in line]) == 1, (
+        refused.log_tail())
+    assert consumed(pipeline, consumer, es) == set()
+    assert committed(secure_kafka, group, secure_topics.topic) == 0
 
     secure_kafka.grant(missing)
-    consumer.wait_until(lambda: set(pipeline.archived_scripts()) == jobs, 60,
-                        f"the jobs archived once the {withheld} ACL is granted")
-    assert consumer.stop() == 0
+    refused.wait_until(lambda: consumed(pipeline, consumer, es) == jobs, 60,
+                       f"the jobs in {consumer}'s sink once the {withheld} ACL is granted")
+    assert refused.stop() == 0
     assert committed(secure_kafka, group, secure_topics.topic) == JOBS
