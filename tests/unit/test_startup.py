@@ -152,6 +152,16 @@ def test_a_misspelt_environment_variable_is_reported_with_the_setting_it_resembl
     assert "SARCHIVE_OTHER is set but names no setting" in err
 
 
+def test_a_misspelt_variable_behind_a_configuration_error_is_named_on_its_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, built = start(EXIT_OK, environ={"SARCHIVE_BATC": "0", "SARCHIVE_BATCH": "0",
+                                          "SARCHIVE_OTHER": "1"})
+    assert (code, built) == (EXIT_CONFIG, None)
+    assert capsys.readouterr().err.splitlines() == [
+        "sarchive-example: configuration error: batch must be at least 1, got 0;"
+        " SARCHIVE_BATC is set but names no setting (did you mean SARCHIVE_BATCH?)"]
+
+
 def test_known_variables_and_the_config_file_variable_are_not_reported() -> None:
     environ = {"SARCHIVE_BROKERS": "k:9092", "SARCHIVE_CONFIG": "/etc/x.toml",
                "SARCHIVE_LOG_LEVEL": "INFO", "OTHER": "x"}
