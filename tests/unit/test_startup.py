@@ -187,6 +187,9 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     (["--sasl-password-file", "/no/such/file"], "sasl_password_file /no/such/file"),
     (["--sasl-password-file", "/"], "Is a directory"),
     (["--broker", "k:9092"], "unrecognized arguments: --broker"),
+    (["--security-protocol", "SSL", "--ssl-ca", "/no/such/ca.pem"],
+     "ssl_ca: the Kafka producer refuses its configuration: Failed to create producer:"
+     " ssl.ca.location failed"),
 ])
 def test_the_producer_console_script_exits_2_on_each_reproduced_configuration_error(
         argv: list[str], named: str, tmp_path: Path) -> None:
