@@ -26,7 +26,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from schemas.limits import MAX_MESSAGE_BYTES
+from schemas.limits import MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -193,8 +193,9 @@ def read_topic(bootstrap: str, topic: str, expected: int, timeout: float) -> lis
     """Every message of the topic, reading until `expected` arrived or `timeout` passed."""
     consumer = Consumer(client_config(bootstrap, **{
         "group.id": unique_name("reader"), "auto.offset.reset": "earliest",
-        "enable.auto.commit": "false", "fetch.max.bytes": str(64 * 1024 * 1024),
-        "max.partition.fetch.bytes": str(16 * 1024 * 1024)}))
+        "enable.auto.commit": "false", "fetch.max.bytes": str(4 * MAX_MESSAGE_BYTES),
+        "max.partition.fetch.bytes": str(MAX_MESSAGE_BYTES),
+        "receive.message.max.bytes": str(4 * MAX_RESPONSE_BYTES)}))
     records: list[Record] = []
     try:
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions_of(consumer, topic)])

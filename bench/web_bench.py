@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import threading
@@ -28,8 +27,7 @@ from cli_bench import USERS, delete_prefix, generated, load_index
 from elasticsearch import Elasticsearch
 from harness import percentile
 
-from testkit.processes import free_port
-from testkit.waiting import wait_until
+from testkit.processes import ServiceProcess, free_port
 from testkit.web import web_get
 
 STEP_RATES = (50, 100, 150, 200, 300, 400, 600)
@@ -115,15 +113,15 @@ def main() -> None:
     port = free_port()
     randomness = random.Random(7)
     with tempfile.TemporaryDirectory(prefix="sarchive-web-bench-") as scratch:
-        log = (Path(scratch) / "sarchive-web.log").open("wb")
         # The generated jobs' owners (as a scheduler would give them) are bench users, so an
         # ordinary user's access filter has something to match.
-        server = subprocess.Popen(
+        server = ServiceProcess(
+            "sarchive-web",
             [sys.executable, "-m", "web.main", "--es-url", args.es_url, "--index", prefix,
-             "--port", str(port), "--trusted-proxy", "127.0.0.1", "--log-level",
-             "WARNING"], stdout=log, stderr=subprocess.STDOUT)
+             "--port", str(port), "--trusted-proxy", "127.0.0.1", "--log-level", "WARNING"],
+            Path(scratch) / "sarchive-web.log").start()
         try:
-            wait_until(lambda: _answers(port), 30, "sarchive-web answers")
+            server.wait_until(lambda: _answers(port), 30, "sarchive-web answers")
 
             def job_page() -> tuple[str, str]:
                 event = events[randomness.randrange(len(events))]
@@ -161,9 +159,7 @@ def main() -> None:
                 if p95 > 1.0:
                     break
         finally:
-            server.terminate()
-            server.wait(30)
-            log.close()
+            server.stop(30)
             delete_prefix(args.es_url, prefix)
 
 

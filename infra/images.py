@@ -107,10 +107,10 @@ def containers_conf(nofile_hard: int, nproc_hard: int) -> str:
     )
 
 
-def run(argv: Sequence[str], **kwargs: object) -> None:
+def run(argv: Sequence[str]) -> None:
     print("+ " + " ".join(argv), flush=True)
     try:
-        subprocess.run(argv, check=True, env=podman_env(), **kwargs)  # type: ignore[call-overload]
+        subprocess.run(argv, check=True, env=podman_env())
     except subprocess.CalledProcessError as error:
         raise ServiceError(f"`{' '.join(argv)}` failed with exit code {error.returncode}") \
             from error

@@ -43,12 +43,15 @@ from schemas.archive_layout import (
     period_directory,
     sidecar_pattern,
 )
+from schemas.limits import MAX_EVENT_BYTES
 from schemas.model import Scheduler
 
 # consumers.archive.sidecar.FORMAT (tests/unit/query checks they agree): the query package
 # may not import the consumers.
 SIDECAR_FORMAT = "sarchive-archive-metadata/1"
-MAX_SIDECAR_BYTES = 16 * 1024 * 1024
+# A sidecar holds part of one event's metadata, never its script or environment: it is
+# smaller than the event, so a larger file is not one of ours and only its head is read.
+MAX_SIDECAR_BYTES = MAX_EVENT_BYTES
 # A file stored beside a colliding job's: "<name>.<12 hex digits>" (consumers.archive.slots).
 _TAG_SUFFIX = re.compile(r"\.[0-9a-f]{12}\Z")
 _MAGIC = re.compile(r"[*?\[]")

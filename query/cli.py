@@ -32,7 +32,13 @@ from query.formatting import (
 )
 from query.jobspec import JobSpec, JobSpecError, parse_job_spec
 from query.record import JobRecord, record_json
-from runtime.config import ConfigError, add_setting_arguments, config_from_arguments, usage_parser
+from runtime.config import (
+    ConfigError,
+    add_setting_arguments,
+    config_from_arguments,
+    unknown_environment,
+    usage_parser,
+)
 from runtime.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 
 # "no job 4711 in the archive" is EXIT_FAILURE; several jobs match one JOB: pick one.
@@ -137,14 +143,9 @@ def _criteria(args: argparse.Namespace, config: QueryConfig) -> Criteria:
 
 def _backend(config: QueryConfig, progress: _ProgressLine | None) -> Backend:
     if config.chosen_backend == "elasticsearch":
-        from query.elastic import ElasticsearchIndex, auth_headers, tls_context  # noqa: PLC0415 -- ssl and urllib only when Elasticsearch is read
+        from query.elastic import open_index  # noqa: PLC0415 -- ssl and urllib only when Elasticsearch is read
 
-        context = (tls_context(config.es_ca_certs, config.es_verify_certs)
-                   if any(u.startswith("https:") for u in config.es_url) else None)
-        return ElasticsearchIndex(
-            config.es_url, config.index,
-            auth_headers(config.es_user, config.es_password_value(), config.es_api_key),
-            context, config.es_timeout)
+        return open_index(config)
     from query.archive import FileArchive  # noqa: PLC0415 -- only when the archive is read
 
     assert config.archive is not None  # chosen_backend checked it
@@ -289,6 +290,15 @@ def _modules(args: argparse.Namespace, config: QueryConfig, backend: Backend,
     return EXIT_OK
 
 
+def _report_misspelt_environment(stderr: TextIO) -> None:
+    # Only the variables close to one of sarchive's: a user's environment holds the services'
+    # SARCHIVE_* variables too, which sarchive rightly ignores.
+    for variable, suggestion in unknown_environment(QueryConfig):
+        if suggestion:
+            print(f"sarchive: {variable} is set but names no setting (did you mean"
+                  f" {suggestion}?): it is ignored", file=stderr)
+
+
 _COMMANDS = {"show": _show, "diff": _diff, "search": _search, "modules": _modules}
 
 
@@ -298,6 +308,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = QueryConfig()
     try:
         args = _parser().parse_args(argv)
+        _report_misspelt_environment(stderr)  # first: a misspelt variable may be the cause
         config = config_from_arguments(QueryConfig, args)
         backend = _backend(config, progress)
         try:

@@ -15,11 +15,11 @@ import ssl
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from query.backend import BackendError
+from query.config import QueryConfig
 from query.criteria import Criteria, module_matches
 from query.es_query import (
     PAGE_SIZE,
@@ -47,14 +47,6 @@ def auth_headers(user: str | None, password: str | None, api_key: str | None,
         token = base64.b64encode(f"{user}:{password or ''}".encode()).decode("ascii")
         return {"Authorization": f"Basic {token}"}
     return {}
-
-
-def tls_context(ca_certs: Path | None, verify: bool) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(ca_certs) if ca_certs else None)
-    if not verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 def script_of(source: Mapping[str, Any]) -> bytes:
@@ -136,6 +128,16 @@ class KeptConnections:
                                                timeout=self._timeout, context=self._context)
         return http.client.HTTPConnection(parts.hostname or "", parts.port,
                                           timeout=self._timeout)
+
+
+def open_index(config: QueryConfig) -> ElasticsearchIndex:
+    """The index the settings name, over their nodes with their credentials and TLS context
+    (sarchive's and sarchive-web's); ConfigError if a secret or CA file cannot be read."""
+    https = any(url.startswith("https:") for url in config.es_url)
+    return ElasticsearchIndex(
+        config.es_url, config.index,
+        auth_headers(config.es_user, config.es_password_value(), config.es_api_key),
+        config.es_tls_context() if https else None, config.es_timeout)
 
 
 class ElasticsearchIndex:

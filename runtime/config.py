@@ -272,6 +272,8 @@ def secret_value(value: str | None, file: Path | None, setting_name: str) -> str
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read {setting_name} {file}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{setting_name} {file} is not UTF-8 text (byte {exc.start})") from exc
     lines = text.splitlines()
     return lines[0] if lines else ""
 

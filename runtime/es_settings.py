@@ -1,14 +1,19 @@
 """Elasticsearch connection settings shared by the writer (sarchive-es) and the reader
-(`sarchive`): the same flags, SARCHIVE_* variables and TOML keys, checked the same way. Values
-only: neither the `elasticsearch` client nor any HTTP library is imported here."""
+(`sarchive`, sarchive-web): the same flags, SARCHIVE_* variables and TOML keys, checked the
+same way, and the TLS context they describe. Neither the `elasticsearch` client nor any HTTP
+library is imported here."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from runtime.config import ConfigError, secret_value, setting
+
+if TYPE_CHECKING:
+    import ssl
 
 ES_URL_HELP = ("Elasticsearch node URL, http:// or https:// (repeatable: several nodes of one"
                " cluster)")
@@ -56,6 +61,24 @@ class EsConnectionSettings:
     def es_password_value(self) -> str | None:
         """The password from --es-password or the first line of --es-password-file."""
         return secret_value(self.es_password, self.es_password_file, "es_password_file")
+
+    def es_tls_context(self) -> ssl.SSLContext:
+        """The TLS context of the https:// nodes: trusting es_ca_certs (default: the system's
+        CAs), verifying as es_verify_certs says. ConfigError naming es_ca_certs if that file
+        cannot be read or holds no certificate: without it every connection would fail, and a
+        service would retry forever what only its configuration can fix."""
+        import ssl  # noqa: PLC0415 -- ssl only where https:// nodes are read (sarchive's start-up)
+
+        cafile = None if self.es_ca_certs is None else str(self.es_ca_certs)
+        try:
+            context = ssl.create_default_context(cafile=cafile)
+        except OSError as exc:  # ssl.SSLError too: a file that holds no certificate
+            raise ConfigError(f"es_ca_certs {self.es_ca_certs}: cannot load it:"
+                              f" {exc.strerror or exc}") from exc
+        if not self.es_verify_certs:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
     @property
     def identity(self) -> str:

@@ -39,23 +39,26 @@ class KafkaSettings:
         (), help="any other librdkafka property as KEY=VALUE (repeatable; last one wins)")
 
 
+# The librdkafka property each connection setting gives (sasl.password: sasl_password or the
+# first line of sasl_password_file); a refusal naming the property names the setting.
+SETTING_OF_PROPERTY = {
+    "bootstrap.servers": "brokers",
+    "security.protocol": "security_protocol",
+    "ssl.ca.location": "ssl_ca",
+    "ssl.certificate.location": "ssl_cert",
+    "ssl.key.location": "ssl_key",
+    "ssl.key.password": "ssl_key_password",
+    "sasl.mechanism": "sasl_mechanism",
+    "sasl.username": "sasl_username",
+}
+
+
 def kafka_client_properties(settings: KafkaSettings) -> dict[str, str]:
     """librdkafka properties for the connection and security settings (no role-specific ones)."""
-    props: dict[str, str] = {
-        "bootstrap.servers": settings.brokers,
-        "security.protocol": settings.security_protocol,
-    }
-    optional = {
-        "ssl.ca.location": settings.ssl_ca,
-        "ssl.certificate.location": settings.ssl_cert,
-        "ssl.key.location": settings.ssl_key,
-        "ssl.key.password": settings.ssl_key_password,
-        "sasl.mechanism": settings.sasl_mechanism,
-        "sasl.username": settings.sasl_username,
-        "sasl.password": secret_value(settings.sasl_password, settings.sasl_password_file,
-                                      "sasl_password_file"),
-    }
-    props.update({key: str(value) for key, value in optional.items() if value is not None})
+    given = {key: getattr(settings, name) for key, name in SETTING_OF_PROPERTY.items()}
+    given["sasl.password"] = secret_value(settings.sasl_password, settings.sasl_password_file,
+                                          "sasl_password_file")
+    props = {key: str(value) for key, value in given.items() if value is not None}
     for item in settings.kafka_property:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
@@ -113,7 +116,11 @@ def create_client(factory: Callable[..., ClientT], properties: Mapping[str, obje
     except KafkaException as exc:
         error = exc.args[0] if exc.args else exc
         detail = error.str() if hasattr(error, "str") else str(error)
-        raise ConfigError(f"kafka_property: the Kafka {role} refuses its configuration:"
+        # "ssl.ca.location failed: ..." is --ssl-ca's file; a property of no setting of ours
+        # came from --kafka-property.
+        setting_name = next((name for key, name in SETTING_OF_PROPERTY.items()
+                             if key in detail), "kafka_property")
+        raise ConfigError(f"{setting_name}: the Kafka {role} refuses its configuration:"
                           f" {detail}") from exc
 
 

@@ -77,8 +77,13 @@ def run_console_script(
                              description=script.description, environ=environ)
         log_file = _configure_logging(config)
     except ConfigError as exc:
-        # Logging is not set up (or is what failed): stderr is all there is.
-        print(f"{script.prog}: configuration error: {exc}", file=sys.stderr)
+        # Logging is not set up (or is what failed): stderr is all there is. A misspelt
+        # variable may be the cause (SARCHIVE_CLUSTR leaves cluster unset): said on the line.
+        misspelt = "".join(f"; {variable} is set but names no setting (did you mean"
+                           f" {suggestion}?)"
+                           for variable, suggestion in unknown_environment(config_type, environ)
+                           if suggestion)
+        print(f"{script.prog}: configuration error: {exc}{misspelt}", file=sys.stderr)
         return EXIT_CONFIG
     described = describe_config(config)
     log.info("%s %s starting with %s", script.prog, VERSION, described,

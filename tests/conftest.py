@@ -39,6 +39,7 @@ from hypothesis import settings
 from inotify_simple import Event, INotify, flags
 
 from schemas.codec import JobEventCodec
+from schemas.limits import MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTES
 from testkit.processes import ServiceProcess, free_port
 from testkit.spool import SyntheticGridEngineSpool, SyntheticSlurmSpool
 
@@ -201,8 +202,9 @@ class TopicReader:
         self.consumer = Consumer({"bootstrap.servers": bootstrap,
                                   "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
                                   "enable.auto.commit": False,
-                                  "fetch.max.bytes": 64 * 1024 * 1024,
-                                  "receive.message.max.bytes": 70 * 1024 * 1024})
+                                  # several of the largest messages per fetch
+                                  "fetch.max.bytes": 4 * MAX_MESSAGE_BYTES,
+                                  "receive.message.max.bytes": 4 * MAX_RESPONSE_BYTES})
         metadata = self.consumer.list_topics(topic, timeout=30).topics[topic]
         self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
                               for p in metadata.partitions])

@@ -42,7 +42,7 @@ class WebConfig(ServiceSettings, QueryConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.chosen_backend != "elasticsearch":
+        if not self.es_url or self.chosen_backend != "elasticsearch":
             raise ConfigError("sarchive-web reads Elasticsearch only (access control is"
                               " enforced in its queries): give --es-url")
         if self.dev_user is not None and self.listen_address not in LOOPBACK_ADDRESSES:

@@ -11,7 +11,7 @@ from types import FrameType
 from flask import Flask
 from waitress.server import create_server
 
-from query.elastic import ElasticsearchIndex, auth_headers, tls_context
+from query.elastic import open_index
 from runtime.config import ConfigError
 from runtime.logs import LogReopener, ReopenableFileHandler
 from runtime.startup import ConsoleScript, StartupContext, run_console_script
@@ -61,12 +61,7 @@ class WebService:
 
 
 def build(config: WebConfig, startup: StartupContext) -> WebService:
-    index = ElasticsearchIndex(
-        config.es_url, config.index,
-        auth_headers(config.es_user, config.es_password_value(), config.es_api_key),
-        tls_context(config.es_ca_certs, config.es_verify_certs)
-        if any(url.startswith("https:") for url in config.es_url) else None,
-        config.es_timeout)
+    index = open_index(config)
     rules = AccessRules(
         admin_users=frozenset(config.admin_user), admin_groups=frozenset(config.admin_group),
         coordinators=config.coordinated_accounts())

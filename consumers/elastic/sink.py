@@ -86,6 +86,9 @@ def elasticsearch_client(config: EsConsumerConfig) -> elasticsearch.Elasticsearc
     elif config.es_user:
         options["basic_auth"] = (config.es_user, config.es_password_value() or "")
     if any(url.startswith("https://") for url in config.es_url):
+        # The client reads the CA file only when it connects: an unreadable one is a
+        # configuration error now, not a retry loop later.
+        config.es_tls_context()
         options["verify_certs"] = config.es_verify_certs
         if config.es_ca_certs is not None:
             options["ca_certs"] = str(config.es_ca_certs)

@@ -13,8 +13,8 @@ from schemas.limits import MAX_EVENT_BYTES, MAX_MESSAGE_BYTES, MAX_RESPONSE_BYTE
 
 REPO = Path(__file__).resolve().parents[2]
 SIZE_SETTING = re.compile(
-    r"(?:max\.message\.bytes|message\.max\.bytes|replica\.fetch\.max\.bytes|MESSAGE_MAX_BYTES"
-    r"|REPLICA_FETCH_MAX_BYTES)[\"'=: ]+\"?(\d+)")
+    r"(?:max\.message\.bytes|message\.max\.bytes|replica\.fetch(?:\.response)?\.max\.bytes"
+    r"|MESSAGE_MAX_BYTES|REPLICA_FETCH(?:_RESPONSE)?_MAX_BYTES)[\"'=: ]+\"?(\d+)")
 
 
 def test_the_limits_nest_event_inside_message_inside_fetch_response() -> None:
@@ -28,7 +28,12 @@ def test_every_stated_kafka_size_is_the_contracts_message_limit(path: str) -> No
     assert sizes == {MAX_MESSAGE_BYTES}
 
 
-def test_the_test_brokers_template_takes_its_sizes_from_the_contract() -> None:
-    template = (REPO / "infra" / "kafka" / "server.properties.template").read_text()
+@pytest.mark.parametrize("name", ["server.properties.template",
+                                  "server-secure.properties.template",
+                                  "cluster-broker.properties.template"])
+def test_every_test_brokers_template_takes_its_sizes_from_the_contract(name: str) -> None:
+    template = (REPO / "infra" / "kafka" / name).read_text()
     assert not SIZE_SETTING.findall(template), "a literal size instead of $max_message_bytes"
-    assert "message.max.bytes=$max_message_bytes" in template
+    for setting in ("message.max.bytes", "replica.fetch.max.bytes",
+                    "replica.fetch.response.max.bytes"):
+        assert f"{setting}=$max_message_bytes" in template, setting

@@ -152,6 +152,16 @@ def test_a_misspelt_environment_variable_is_reported_with_the_setting_it_resembl
     assert "SARCHIVE_OTHER is set but names no setting" in err
 
 
+def test_a_misspelt_variable_behind_a_configuration_error_is_named_on_its_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code, built = start(EXIT_OK, environ={"SARCHIVE_BATC": "0", "SARCHIVE_BATCH": "0",
+                                          "SARCHIVE_OTHER": "1"})
+    assert (code, built) == (EXIT_CONFIG, None)
+    assert capsys.readouterr().err.splitlines() == [
+        "sarchive-example: configuration error: batch must be at least 1, got 0;"
+        " SARCHIVE_BATC is set but names no setting (did you mean SARCHIVE_BATCH?)"]
+
+
 def test_known_variables_and_the_config_file_variable_are_not_reported() -> None:
     environ = {"SARCHIVE_BROKERS": "k:9092", "SARCHIVE_CONFIG": "/etc/x.toml",
                "SARCHIVE_LOG_LEVEL": "INFO", "OTHER": "x"}
@@ -177,6 +187,9 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     (["--sasl-password-file", "/no/such/file"], "sasl_password_file /no/such/file"),
     (["--sasl-password-file", "/"], "Is a directory"),
     (["--broker", "k:9092"], "unrecognized arguments: --broker"),
+    (["--security-protocol", "SSL", "--ssl-ca", "/no/such/ca.pem"],
+     "ssl_ca: the Kafka producer refuses its configuration: Failed to create producer:"
+     " ssl.ca.location failed"),
 ])
 def test_the_producer_console_script_exits_2_on_each_reproduced_configuration_error(
         argv: list[str], named: str, tmp_path: Path) -> None:
@@ -187,23 +200,88 @@ def test_the_producer_console_script_exits_2_on_each_reproduced_configuration_er
     assert named in one_error_line(result)
 
 
-@pytest.mark.parametrize("script", ["sarchive-archive", "sarchive-es"])
-def test_each_consumer_console_script_exits_2_on_a_log_file_it_cannot_open(
+@pytest.mark.parametrize(("argv", "named"), [
+    (["--gridengine-bootstrap", "/no/such/bootstrap"],
+     "gridengine_bootstrap /no/such/bootstrap: cannot read it (No such file or directory)"),
+    (["--gridengine-bootstrap", "/"], "gridengine_bootstrap /: cannot read it (Is a directory)"),
+])
+def test_the_producer_console_script_exits_2_on_a_grid_engine_bootstrap_it_cannot_read(
+        argv: list[str], named: str, tmp_path: Path) -> None:
+    result = run_script("sarchive-producer", "--cluster", "c", "--scheduler", "gridengine",
+                        "--state-dir", str(tmp_path / "state"), "--brokers", "127.0.0.1:9",
+                        *argv, cwd=tmp_path)
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert named in one_error_line(result)
+
+
+def test_the_producer_console_script_exits_2_on_a_password_file_that_is_not_text(
+        tmp_path: Path) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_bytes(b"\xff\xfe secret\n")
+    result = run_script("sarchive-producer", "--cluster", "c", "--state-dir",
+                        str(tmp_path / "state"), "--spool", str(tmp_path / "spool"),
+                        "--brokers", "127.0.0.1:9", "--sasl-password-file", str(password_file),
+                        cwd=tmp_path)
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert f"sasl_password_file {password_file} is not UTF-8 text" in one_error_line(result)
+
+
+# What each console script needs beside the setting under test to get that far.
+def needs(script: str, tmp_path: Path) -> list[str]:
+    return {"sarchive-archive": ["--archive", str(tmp_path)],
+            "sarchive-es": [],
+            "sarchive-web": ["--es-url", "http://127.0.0.1:9", "--port", "0"]}[script]
+
+
+@pytest.mark.parametrize("script", ["sarchive-archive", "sarchive-es", "sarchive-web"])
+def test_each_console_script_exits_2_on_a_log_file_it_cannot_open(
         script: str, tmp_path: Path) -> None:
-    own = ["--archive", str(tmp_path)] if script == "sarchive-archive" else []
-    result = run_script(script, *own, "--log-file", "/no/such/dir/x.log", cwd=tmp_path)
+    result = run_script(script, *needs(script, tmp_path), "--log-file", "/no/such/dir/x.log",
+                        cwd=tmp_path)
     assert result.returncode == EXIT_CONFIG, result.stderr
     assert "log_file /no/such/dir/x.log" in one_error_line(result)
 
 
-@pytest.mark.parametrize("script", ["sarchive-producer", "sarchive-archive", "sarchive-es"])
+@pytest.mark.parametrize("script", ["sarchive-producer", "sarchive-archive", "sarchive-es",
+                                    "sarchive-web"])
 def test_every_console_script_exits_2_when_its_metrics_port_is_taken(
         script: str, taken_port: int, tmp_path: Path) -> None:
-    own = {"sarchive-producer": ["--cluster", "c", "--state-dir", str(tmp_path / "state"),
-                                 "--spool", str(tmp_path / "spool")],
-           "sarchive-archive": ["--archive", str(tmp_path)],
-           "sarchive-es": []}[script]
-    result = run_script(script, *own, "--brokers", "127.0.0.1:9", "--metrics-port",
-                        str(taken_port), "--metrics-address", "127.0.0.1", cwd=tmp_path)
+    own = ["--cluster", "c", "--state-dir", str(tmp_path / "state"), "--spool",
+           str(tmp_path / "spool")] if script == "sarchive-producer" else needs(script, tmp_path)
+    brokers = [] if script == "sarchive-web" else ["--brokers", "127.0.0.1:9"]
+    result = run_script(script, *own, *brokers, "--metrics-port", str(taken_port),
+                        "--metrics-address", "127.0.0.1", cwd=tmp_path)
     assert result.returncode == EXIT_CONFIG, result.stderr
     assert f"metrics_port {taken_port}" in one_error_line(result)
+
+
+def test_sarchive_web_exits_2_when_its_port_is_taken(taken_port: int, tmp_path: Path) -> None:
+    result = run_script("sarchive-web", "--es-url", "http://127.0.0.1:9", "--listen-address",
+                        "127.0.0.1", "--port", str(taken_port), cwd=tmp_path)
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert f"cannot listen on 127.0.0.1:{taken_port}" in one_error_line(result)
+
+
+@pytest.mark.parametrize("script", ["sarchive-es", "sarchive-web"])
+def test_each_elasticsearch_console_script_exits_2_on_a_ca_file_it_cannot_load(
+        script: str, tmp_path: Path) -> None:
+    own = ["--port", "0"] if script == "sarchive-web" else ["--brokers", "127.0.0.1:9"]
+    result = run_script(script, *own, "--es-url", "https://127.0.0.1:9", "--es-ca-certs",
+                        "/no/such/ca.pem", cwd=tmp_path)
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert "es_ca_certs /no/such/ca.pem: cannot load it" in one_error_line(result)
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    (["show", "1", "--es-ur", "http://127.0.0.1:9"],
+     "sarchive: unrecognized arguments: --es-ur http://127.0.0.1:9"),
+    (["show", "1", "--config", "/no/such.toml"],
+     "sarchive: cannot read config file /no/such.toml: No such file or directory"),
+    (["show", "1", "--es-url", "https://127.0.0.1:9", "--es-ca-certs", "/no/such/ca.pem"],
+     "sarchive: es_ca_certs /no/such/ca.pem: cannot load it: No such file or directory"),
+])
+def test_sarchive_exits_2_with_one_line_on_a_configuration_error(
+        argv: list[str], line: str, tmp_path: Path) -> None:
+    result = run_script("sarchive", *argv, cwd=tmp_path)
+    assert result.returncode == EXIT_CONFIG, result.stderr
+    assert result.stderr.splitlines() == [line]

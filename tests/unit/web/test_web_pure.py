@@ -77,9 +77,11 @@ def test_configuration_is_checked_up_front() -> None:
                 ["--url-prefix", "sarchive/"]):
         with pytest.raises(ConfigError):
             _config(*bad)
-    with pytest.raises(ConfigError, match="Elasticsearch only"):
-        load_config(WebConfig, ["--archive", "/tmp"], prog="sarchive-web", description="",
-                    environ={})
+    for only_archive in (["--archive", "/tmp"], []):
+        # Not sarchive's "give --es-url or --archive DIR": sarchive-web cannot read the archive.
+        with pytest.raises(ConfigError, match=r"Elasticsearch only.*give --es-url$"):
+            load_config(WebConfig, only_archive, prog="sarchive-web", description="",
+                        environ={})
 
 
 def test_scripts_are_highlighted_by_shebang_and_escaped() -> None:
