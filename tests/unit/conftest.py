@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import confluent_kafka
@@ -58,6 +59,18 @@ def gridengine_event(**overrides: Any) -> JobEvent:
         "job_name": "hello",
     }
     return job_event(**{**defaults, **overrides})
+
+
+@pytest.fixture
+def unverifiable_gridengine_record() -> bytes:
+    """The real plain record (job 15) with its empty TERM entry renamed `sge`, as
+    `qsub -v sge=` packs that variable: still a whole record (strings are NUL-terminated, no
+    length anywhere). With `sge` hidden its packed pair `\\0sge\\0\\0` also spells the account
+    `sge` and the next field's first byte, so its masking cannot be verified."""
+    record = (Path(__file__).parent.parent / "fixtures" / "gridengine" / "plain"
+              / "record").read_bytes()
+    assert record.count(b"\0TERM\0\0") == 1
+    return record.replace(b"\0TERM\0\0", b"\0sge\0\0")
 
 
 @pytest.fixture
