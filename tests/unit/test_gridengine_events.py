@@ -8,6 +8,7 @@ import dataclasses
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -211,13 +212,28 @@ def test_a_record_whose_masking_cannot_be_verified_is_withheld_with_the_reason()
     assert render_record(record, job, apply_policy(environment_entries(job), policy)) == record
 
 
+@pytest.mark.parametrize(("name", "reason"), [
+    (b"sge", "masking the environment would change account, work_dir"),
+    (b"A", "the masked record does not decode"),
+])
+def test_a_withheld_record_says_why_naming_fields_never_values(
+        gridengine_record_with_empty_variable: Callable[[bytes], bytes], name: bytes,
+        reason: str) -> None:
+    record = gridengine_record_with_empty_variable(name)
+    job = parse_job_record(record)
+    policy = EnvPolicy(exclude=re.compile(f"^{name.decode()}$"), redact=None)
+    assert render_record(record, job, apply_policy(environment_entries(job), policy)) == \
+        RecordWithheld(reason)
+
+
 def test_a_job_whose_record_is_withheld_is_read_into_an_event_without_it_saying_why(
-        tmp_path: Path, unverifiable_gridengine_record: bytes) -> None:
+        tmp_path: Path, gridengine_record_with_empty_variable: Callable[[bytes], bytes]
+        ) -> None:
     """The reader's outcome names the fields masking would have changed; the event keeps the
     script and the filtered environment, and no record."""
     job = lay_out(tmp_path, "plain")
     assert job.base is not None
-    (job.directory / job.base).write_bytes(unverifiable_gridengine_record)
+    (job.directory / job.base).write_bytes(gridengine_record_with_empty_variable(b"sge"))
     policy = EnvPolicy(exclude=re.compile(r"^sge$"), redact=None)
     outcome = read_job(job, dataclasses.replace(SETTINGS, env_policy=policy), JobEventCodec(),
                        READ_MS)

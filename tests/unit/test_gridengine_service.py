@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -115,15 +116,16 @@ def test_rewritten_and_removed_records_of_published_jobs_are_not_new_jobs(
 
 def test_a_job_whose_record_is_withheld_is_counted_and_logged_once_with_the_reason(
         tmp_path: Path, gridengine_spool: SyntheticGridEngineSpool,
-        scripted_producer: type[ScriptedProducer], unverifiable_gridengine_record: bytes,
+        scripted_producer: type[ScriptedProducer],
+        gridengine_record_with_empty_variable: Callable[[bytes], bytes],
         caplog: pytest.LogCaptureFixture) -> None:
     """Its event is published without the record; the outcome crosses from a reader process
     to the service's counter and one WARNING naming the job and why, and a rewrite of its
     record (a state change, the same job) counts nothing more."""
     scripted_producer.max_value_bytes = 1 << 20
     spool = gridengine_spool
-    spool.write_job(PLAIN_ID, (FIXTURES / "plain" / "script").read_bytes(),
-                    unverifiable_gridengine_record)
+    unverifiable = gridengine_record_with_empty_variable(b"sge")
+    spool.write_job(PLAIN_ID, (FIXTURES / "plain" / "script").read_bytes(), unverifiable)
     config = load_producer_config(
         ["--cluster", "grid", "--scheduler", "gridengine", "--spool", str(spool.root),
          "--state-dir", str(tmp_path / "state"), "--read-workers", "1",
@@ -145,7 +147,7 @@ def test_a_job_whose_record_is_withheld_is_counted_and_logged_once_with_the_reas
     try:
         published(1)
         assert value("sarchive_producer_records_withheld_total") == 1
-        spool.write_record(PLAIN_ID, unverifiable_gridengine_record)
+        spool.write_record(PLAIN_ID, unverifiable)
         lay_out_fixture(spool, "array", 18)  # once published, the rewrite was seen before it
         published(2)
     finally:
