@@ -12,7 +12,8 @@ What the event keeps of the script (schema field `script`):
 The environment leaves only after the policy: canonical `environment`, and the environment
 inside spool_files (Slurm's environment file, Torque's Variable_List and submit_args, Grid
 Engine's record) rebuilt from the filtered entries, so no excluded or redacted value is carried
-anywhere.
+anywhere. A Grid Engine record whose masking cannot be verified is left out of the event, and
+build_job_event says why.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from producer.gridengine_record import GridEngineJob, parse_job_record
 from producer.gridengine_spool import (
     RECORD_SPOOL_FILE,
     SCRIPT_SPOOL_FILE,
+    RecordWithheld,
     command_line,
     environment_entries,
     render_record,
@@ -94,6 +96,15 @@ class _JobContent:
     owner: JobOwner
     array_job_id: str | None
     array_task_id: str | None
+    record_withheld: str | None = None  # why Grid Engine's record is not in spool_files
+
+
+@dataclass(frozen=True)
+class BuiltEvent:
+    """A job's event, and what the producer reports of its building beyond the event."""
+
+    event: JobEvent
+    record_withheld: str | None  # why the job's Grid Engine record was left out; None: it was not
 
 
 def _first(*values: str | None) -> str | None:
@@ -240,7 +251,9 @@ def _gridengine_content(raw: RawJob, settings: EventSettings) -> _JobContent:
     script = script_file.content if script_file is not None else command_line(job)
     carried = script[:settings.max_script_bytes]
     environment = apply_policy(environment_entries(job), settings.env_policy)
-    record = render_record(record_file.content, job, environment)
+    masked = render_record(record_file.content, job, environment)
+    record, withheld = ((None, masked.reason) if isinstance(masked, RecordWithheld)
+                        else (masked, None))
     rebuilt = {SCRIPT_SPOOL_FILE: carried, RECORD_SPOOL_FILE: record}
     spool_files = tuple(SpoolFile(f.name, content) for f in raw.files
                         if (content := rebuilt.get(f.name, f.content)) is not None)
@@ -266,6 +279,7 @@ def _gridengine_content(raw: RawJob, settings: EventSettings) -> _JobContent:
         owner=owner,
         array_job_id=raw.job_id if job.array is not None else None,
         array_task_id=task_range(job.array) if job.array is not None else None,
+        record_withheld=withheld,
     )
 
 
@@ -280,7 +294,14 @@ def _duration(seconds: str | None) -> str | None:
 
 def build_event(raw: RawJob, settings: EventSettings, read_time_ms: int,
                 slurm_owner: JobOwner = UNKNOWN_OWNER) -> JobEvent:
-    """The job event for one job read from the spool (see the module doc for what is kept).
+    """The job event alone (build_job_event)."""
+    return build_job_event(raw, settings, read_time_ms, slurm_owner).event
+
+
+def build_job_event(raw: RawJob, settings: EventSettings, read_time_ms: int,
+                    slurm_owner: JobOwner = UNKNOWN_OWNER) -> BuiltEvent:
+    """The job event for one job read from the spool (see the module doc for what is kept),
+    with why a Grid Engine job's record was left out of it, if it was.
 
     slurm_owner is a Slurm job's owner as slurmctld told it (producer.slurm_owners); a Torque
     job's owner comes from its own .JB record, a Grid Engine job's from its record.
@@ -295,7 +316,7 @@ def build_event(raw: RawJob, settings: EventSettings, read_time_ms: int,
     else:
         content = _torque_content(raw, settings)
     metadata = content.metadata
-    return JobEvent(
+    event = JobEvent(
         cluster=settings.cluster,
         scheduler=raw.scheduler,
         job_id=raw.job_id,
@@ -327,3 +348,4 @@ def build_event(raw: RawJob, settings: EventSettings, read_time_ms: int,
         ntasks=metadata.ntasks,
         directives=MappingProxyType(content.directives),
     )
+    return BuiltEvent(event, content.record_withheld)

@@ -218,18 +218,26 @@ def _packed_entry(entry: bytes | None) -> tuple[bytes, bytes]:
     return key, value
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class RecordWithheld:
+    """A record that is not carried: masking it could not be verified. The reason names
+    fields, never a value (it is logged)."""
+
+    reason: str
+
+
 def render_record(record: bytes, job: GridEngineJob,
-                  environment: FilteredEnvironment) -> bytes | None:
+                  environment: FilteredEnvironment) -> bytes | RecordWithheld:
     """The record as stored, with the environment entries the policy hid masked in place;
-    None when that cannot be done safely (the record is then not carried).
+    RecordWithheld when that cannot be done safely (the record is then not carried).
 
     The record packs every string NUL-terminated with no length anywhere, a list element's
     name and value back to back after its header (whose last byte is NUL as the qmaster
     writes records), so an entry `\\0NAME\\0VALUE\\0` is replaced by its filtered form
     wherever it occurs: never inside a longer name (`__SGE_PREFIX__O_HOME` for `HOME`). The
     result is decoded again and must hold the filtered environment with nothing else changed;
-    when it does not (the pair also spells another field, say), None: never a record with a
-    secret, nor a damaged one.
+    when it does not (the pair also spells another field, say), RecordWithheld: never a
+    record with a secret, nor a damaged one.
     """
     if not environment.hidden_keys:
         return record
@@ -250,8 +258,12 @@ def render_record(record: bytes, job: GridEngineJob,
     try:
         decoded = parse_job_record(rendered, job_id=str(job.job_id))
     except SpoolReadError:
-        return None
-    if (decoded.environment != tuple(expected)
-            or dataclasses.replace(decoded, environment=job.environment) != job):
-        return None
+        # Not the decoder's detail: misaligned, it may quote bytes of a value not masked.
+        return RecordWithheld("the masked record does not decode")
+    if decoded.environment != tuple(expected):
+        return RecordWithheld("the masked record's environment is not the filtered one")
+    changed = [field.name for field in dataclasses.fields(job) if field.name != "environment"
+               and getattr(decoded, field.name) != getattr(job, field.name)]
+    if changed:
+        return RecordWithheld(f"masking the environment would change {', '.join(changed)}")
     return rendered

@@ -50,6 +50,10 @@ class ProducerMetrics:
         self.redacted_values = Counter(
             prefix + "redacted_values", "Environment values replaced by the redaction marker",
             registry=registry)
+        self.records_withheld = Counter(
+            prefix + "records_withheld", "Grid Engine job records left out of their events:"
+            " masking the hidden environment values in them could not be verified",
+            registry=registry)
         self.owners_unknown = Counter(
             prefix + "owners_unknown", "Events sent without an owner established by the"
             " scheduler (administrators only see these jobs)", registry=registry)

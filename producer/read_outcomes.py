@@ -14,7 +14,7 @@ from enum import Enum
 
 from producer.errors import REASON_IO, REASON_MALFORMED, JobIncompleteError, SpoolReadError
 from producer.event_meta import EventMeta
-from producer.events import EventSettings, build_event
+from producer.events import EventSettings, build_job_event
 from producer.jobs import JobRef, read_raw_job
 from producer.slurm_owners import UNKNOWN_OWNER, JobOwner
 from schemas.codec import JobEventCodec
@@ -37,6 +37,7 @@ class ReadEvent:
     redacted_values: int
     truncated: TruncatedScript | None
     owner_known: bool  # the scheduler established the job's owner
+    record_withheld: str | None  # why the job's Grid Engine record is not in the event
 
 
 class ReadFailureKind(Enum):
@@ -61,7 +62,8 @@ def read_job(job: JobRef, settings: EventSettings, codec: JobEventCodec,
     """Read, build and encode one job; never raises for anything the job's files hold."""
     try:
         raw = read_raw_job(job)
-        event = build_event(raw, settings, read_time_ms, slurm_owner)
+        built = build_job_event(raw, settings, read_time_ms, slurm_owner)
+        event = built.event
         value = codec.encode(event)
     except JobIncompleteError as exc:
         return ReadFailure(ReadFailureKind.INCOMPLETE, exc.reason, exc.detail)
@@ -76,4 +78,4 @@ def read_job(job: JobRef, settings: EventSettings, codec: JobEventCodec,
     return ReadEvent(EventMeta(event.job_key, event.job_id, event.cluster, event.submit_time,
                                job.name),
                      value, len(event.redacted_keys), truncated,
-                     event.owner_source is not OwnerSource.UNKNOWN)
+                     event.owner_source is not OwnerSource.UNKNOWN, built.record_withheld)

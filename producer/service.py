@@ -442,6 +442,11 @@ class ProducerService:
             log.warning("job %s: script of %d bytes sent truncated to %d bytes (sha256 %s)",
                         read.meta.job_id, read.truncated.size, read.truncated.carried,
                         read.truncated.sha256)
+        if read.record_withheld is not None:
+            self.metrics.records_withheld.inc()
+            log.warning("job %s: event sent without its Grid Engine record, whose masking"
+                        " could not be verified: %s", read.meta.job_id, read.record_withheld,
+                        extra={"job_id": read.meta.job_id})
 
     def _unread(self, job: JobRef) -> None:
         if job in self.pending:

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import confluent_kafka
@@ -58,6 +59,23 @@ def gridengine_event(**overrides: Any) -> JobEvent:
         "job_name": "hello",
     }
     return job_event(**{**defaults, **overrides})
+
+
+def plain_record_with_empty_variable(name: bytes) -> bytes:
+    """The real plain record (job 15) with its empty TERM entry renamed, as `qsub -v NAME=`
+    packs that variable: still a whole record (strings are NUL-terminated, no length
+    anywhere). Hidden, `sge` packs as `\\0sge\\0\\0`, as the account `sge` and the next field's
+    first byte do; a one-letter name's pair occurs in the descriptor: neither masking can be
+    verified."""
+    record = (Path(__file__).parent.parent / "fixtures" / "gridengine" / "plain"
+              / "record").read_bytes()
+    assert record.count(b"\0TERM\0\0") == 1
+    return record.replace(b"\0TERM\0\0", b"\0" + name + b"\0\0")
+
+
+@pytest.fixture
+def gridengine_record_with_empty_variable() -> Callable[[bytes], bytes]:
+    return plain_record_with_empty_variable
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import dataclasses
 import json
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,8 +18,14 @@ from producer.environment import EnvPolicy, apply_policy
 from producer.errors import REASON_MALFORMED, REASON_VANISHED, JobIncompleteError, SpoolReadError
 from producer.events import EventSettings, build_event
 from producer.gridengine_record import parse_job_record
-from producer.gridengine_spool import environment_entries, read_gridengine_job, render_record
+from producer.gridengine_spool import (
+    RecordWithheld,
+    environment_entries,
+    read_gridengine_job,
+    render_record,
+)
 from producer.jobs import JobRef
+from producer.read_outcomes import ReadEvent, read_job
 from schemas.codec import JobEventCodec
 from schemas.model import REDACTED_MARKER, JobEvent, OwnerSource, Scheduler, UserSource
 from testkit.secrets import LEAKED, LEAKED_KEYS
@@ -189,7 +196,7 @@ def test_a_hidden_variable_is_masked_alone_not_inside_a_longer_name(tmp_path: Pa
     assert carried[b"__SGE_PREFIX__O_HOME"] == b"/root"
 
 
-def test_a_record_whose_masking_would_change_another_field_is_not_carried() -> None:
+def test_a_record_whose_masking_cannot_be_verified_is_withheld_with_the_reason() -> None:
     """A hidden pair `sge\\0\\0` (a variable sge, no value) is also how the account `sge` and
     the next field's first byte are packed: masking it would damage the account, so the
     record is not carried at all rather than carried damaged (or with the secret)."""
@@ -200,8 +207,44 @@ def test_a_record_whose_masking_would_change_another_field_is_not_carried() -> N
     policy = EnvPolicy(exclude=re.compile(r"^sge$"), redact=None)
     filtered = apply_policy(environment_entries(doctored), policy)
     assert filtered.hidden_keys == ("sge",)
-    assert render_record(record, doctored, filtered) is None
+    assert render_record(record, doctored, filtered) == RecordWithheld(
+        "the masked record's environment is not the filtered one")
     assert render_record(record, job, apply_policy(environment_entries(job), policy)) == record
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    (b"sge", "masking the environment would change account, work_dir"),
+    (b"A", "the masked record does not decode"),
+])
+def test_a_withheld_record_says_why_naming_fields_never_values(
+        gridengine_record_with_empty_variable: Callable[[bytes], bytes], name: bytes,
+        reason: str) -> None:
+    record = gridengine_record_with_empty_variable(name)
+    job = parse_job_record(record)
+    policy = EnvPolicy(exclude=re.compile(f"^{name.decode()}$"), redact=None)
+    assert render_record(record, job, apply_policy(environment_entries(job), policy)) == \
+        RecordWithheld(reason)
+
+
+def test_a_job_whose_record_is_withheld_is_read_into_an_event_without_it_saying_why(
+        tmp_path: Path, gridengine_record_with_empty_variable: Callable[[bytes], bytes]
+        ) -> None:
+    """The reader's outcome names the fields masking would have changed; the event keeps the
+    script and the filtered environment, and no record."""
+    job = lay_out(tmp_path, "plain")
+    assert job.base is not None
+    (job.directory / job.base).write_bytes(gridengine_record_with_empty_variable(b"sge"))
+    policy = EnvPolicy(exclude=re.compile(r"^sge$"), redact=None)
+    outcome = read_job(job, dataclasses.replace(SETTINGS, env_policy=policy), JobEventCodec(),
+                       READ_MS)
+    assert isinstance(outcome, ReadEvent)
+    assert outcome.record_withheld == "masking the environment would change account, work_dir"
+    event = JobEventCodec().decode(outcome.value)
+    assert [f.name for f in event.spool_files] == ["script"]
+    assert b"__SGE_PREFIX__O_HOME=/root" in entries(event)
+    assert not [entry for entry in entries(event) if entry.startswith(b"sge=")]
+    carried = read_job(lay_out(tmp_path / "carried", "plain"), SETTINGS, JobEventCodec(), READ_MS)
+    assert isinstance(carried, ReadEvent) and carried.record_withheld is None
 
 
 def test_a_record_at_another_jobs_path_is_malformed(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -111,3 +112,49 @@ def test_rewritten_and_removed_records_of_published_jobs_are_not_new_jobs(
     assert value("sarchive_producer_jobs_failed_total", {"reason": "vanished"}) == 0
     assert value("sarchive_producer_jobs_failed_total", {"reason": "incomplete"}) == 0
     assert len(scripted_producer.made[0].queue) == 0
+
+
+def test_a_job_whose_record_is_withheld_is_counted_and_logged_once_with_the_reason(
+        tmp_path: Path, gridengine_spool: SyntheticGridEngineSpool,
+        scripted_producer: type[ScriptedProducer],
+        gridengine_record_with_empty_variable: Callable[[bytes], bytes],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Its event is published without the record; the outcome crosses from a reader process
+    to the service's counter and one WARNING naming the job and why, and a rewrite of its
+    record (a state change, the same job) counts nothing more."""
+    scripted_producer.max_value_bytes = 1 << 20
+    spool = gridengine_spool
+    unverifiable = gridengine_record_with_empty_variable(b"sge")
+    spool.write_job(PLAIN_ID, (FIXTURES / "plain" / "script").read_bytes(), unverifiable)
+    config = load_producer_config(
+        ["--cluster", "grid", "--scheduler", "gridengine", "--spool", str(spool.root),
+         "--state-dir", str(tmp_path / "state"), "--read-workers", "1",
+         "--env-exclude", "^sge$"], environ={})
+    registry = CollectorRegistry()
+    service = ProducerService(config, registry, kafka_producer_properties(config),
+                              producer_factory=scripted_producer)
+
+    def value(name: str) -> float:
+        return registry.get_sample_value(name) or 0.0
+
+    def published(count: int) -> None:
+        wait_until(lambda: value("sarchive_producer_jobs_published_total") == count, 10,
+                   f"{count} jobs acknowledged")
+
+    assert value("sarchive_producer_records_withheld_total") == 0
+    thread = threading.Thread(target=service.run, kwargs={"install_signals": False})
+    thread.start()
+    try:
+        published(1)
+        assert value("sarchive_producer_records_withheld_total") == 1
+        spool.write_record(PLAIN_ID, unverifiable)
+        lay_out_fixture(spool, "array", 18)  # once published, the rewrite was seen before it
+        published(2)
+    finally:
+        service.request_stop()
+        thread.join(10)
+    assert value("sarchive_producer_records_withheld_total") == 1
+    assert [record.getMessage() for record in caplog.records
+            if "Grid Engine record" in record.getMessage()] == [
+        f"job {PLAIN_ID}: event sent without its Grid Engine record, whose masking could not"
+        " be verified: masking the environment would change account, work_dir"]
