@@ -12,13 +12,14 @@ no I/O.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from pathlib import Path
 
 from producer.outbox import DEFAULT_SEGMENT_BYTES, Outbox, OutboxError
 from producer.published import PublishedJobs
-from runtime.errors import ServiceFatalError
+from runtime.errors import ConfigError, ServiceFatalError
 
 OUTBOX_DIR = "outbox"
 PUBLISHED_FILE = "published.jsonl"
@@ -26,6 +27,11 @@ LOCK_FILE = "producer.lock"
 # Segments scale with the bound, so the outbox never holds more than ~130 files (and
 # descriptors) open, however large it may grow.
 SEGMENTS_PER_BOUND = 128
+# A state directory that fails to be created or opened for these reasons is misconfigured (a
+# path that cannot be one, no permission, a read-only file system): restarting cannot heal it,
+# so it is a configuration error (exit 2). Anything else (a full disk, an I/O error) may heal.
+_MISCONFIGURED = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR,
+                            errno.ENOENT, errno.ELOOP, errno.EISDIR, errno.ENAMETOOLONG})
 
 
 class StateDirError(ServiceFatalError):
@@ -55,12 +61,16 @@ class StateDir:
 
     def open(self) -> None:
         """Lock the directory (creating it), then open the outbox, whose recovered events are
-        then in outbox.recovered, and the published-jobs record. Raises StateDirError."""
+        then in outbox.recovered, and the published-jobs record. Raises ConfigError when the
+        directory can never be used as configured, StateDirError when it cannot be used now
+        (locked by another producer, a full disk)."""
         try:
             self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._lock_fd = os.open(self.path / LOCK_FILE,
                                     os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
+            if exc.errno in _MISCONFIGURED:
+                raise ConfigError(f"state_dir {self.path}: cannot use it: {exc}") from exc
             raise StateDirError(f"cannot use state directory {self.path}: {exc}") from exc
         try:
             try:

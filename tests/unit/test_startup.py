@@ -190,6 +190,7 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
     (["--security-protocol", "SSL", "--ssl-ca", "/no/such/ca.pem"],
      "ssl_ca: the Kafka producer refuses its configuration: Failed to create producer:"
      " ssl.ca.location failed"),
+    (["--state-dir", "/proc/x"], "state_dir /proc/x: cannot use it:"),
 ])
 def test_the_producer_console_script_exits_2_on_each_reproduced_configuration_error(
         argv: list[str], named: str, tmp_path: Path) -> None:
