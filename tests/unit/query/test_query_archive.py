@@ -165,3 +165,54 @@ def test_search_by_user_finds_users_whose_names_json_escapes(tmp_path: Path) -> 
             str(100 + n)]
     assert archive.search(Criteria(user="jos"), None) == []
     assert len(archive.search(Criteria(), None)) == len(users)
+
+
+HOSTILE_TEXT = "\x1b]0;owned\x07\x1b[2J\u009b\u202eevil"
+HOSTILE_BYTES = HOSTILE_TEXT.encode() + b"\x9b\xff"  # and bytes that are not UTF-8
+
+
+def _terminal_unsafe(output: bytes) -> list[str]:
+    """The characters of output that a terminal would act on rather than show: C0 controls
+    but newline and tab (the pseudo-terminal turns \\n into \\r\\n; the progress line's own
+    \\r ESC [K is sarchive's), DEL, C1 controls, bidirectional overrides, non-UTF-8 bytes."""
+    text = output.replace(b"\r\n", b"\n").replace(b"\r\x1b[K", b"").decode(
+        "utf-8", "surrogateescape")
+    return sorted({repr(c) for c in text if (ord(c) < 0x20 and c not in "\n\t")
+                   or 0x7F <= ord(c) < 0xA0 or 0x202A <= ord(c) <= 0x202E
+                   or 0x2066 <= ord(c) <= 0x2069 or 0xDC80 <= ord(c) <= 0xDCFF})
+
+
+def test_nothing_of_a_hostile_job_reaches_a_terminal_on_any_output_path(
+        tmp_path: Path) -> None:
+    """Every subcommand and view, stdout and stderr on a pseudo-terminal, over Slurm and
+    Grid Engine jobs whose script, environment (binary values, a hostile key), names,
+    directives and modules hold escape sequences, C1 controls and bidirectional overrides."""
+    script = b"#!/bin/sh\n" + HOSTILE_BYTES + b"\nmodule load evil\x1b[2J/1\n"
+    environment = (b"EVIL=" + HOSTILE_BYTES + b"\0K\x1b[2J=v\0BINARY=\x01\x02\xfe\n\0"
+                   b"LOADEDMODULES=m\x1b]0;t\x07/2\0")
+    hostile = {"script": script, "environment": environment, "job_name": HOSTILE_TEXT,
+               "account": HOSTILE_TEXT, "partition": HOSTILE_TEXT,
+               "work_dir": HOSTILE_TEXT, "directives": {HOSTILE_TEXT: HOSTILE_TEXT}}
+    events = [job_event(job_id="66", **hostile),
+              job_event(job_id="66", submit_time=SUBMIT_MS + DAY_MS, **hostile),
+              gridengine_event(job_id="67", **hostile)]
+    root = tmp_path / "archive"
+    root.mkdir()
+    archive_of(root, events)
+    runs = [("show", "66"), ("show", "66", "--latest"), ("show", "66", "--latest", "--script"),
+            ("show", "66", "--latest", "--env"), ("show", "66", "--latest", "--env", "-0"),
+            ("show", "66", "--latest", "--json"),
+            ("show", "67"), ("show", "67", "--script"), ("show", "67", "--env", "-0"),
+            ("show", "67", "--restore", str(tmp_path / f"restore-{HOSTILE_TEXT}")),
+            ("diff", events[0].job_key, "67"), ("search",), ("search", "--json"),
+            ("search", "--format", "{job_name} {account} {partition} {work_dir}"),
+            ("modules",), ("modules", "--json"), ("show", "67:" + "6" * 3)]
+    for argv in runs:
+        status, output = _sarchive(root, *argv, terminal=True)
+        assert status in (0, 1, 3), (argv, output)
+        assert len(output) > 20, argv
+        assert _terminal_unsafe(output) == [], argv
+    # The exact bytes are still there, for a pipe or with --raw.
+    assert _sarchive(root, "show", "67", "--script", terminal=False) == (0, script)
+    status, raw = _sarchive(root, "show", "67", "--env", "-0", "--raw", terminal=True)
+    assert status == 0 and b"\x1b[2J" in raw
