@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
@@ -39,7 +39,7 @@ from runtime.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 # "no job 4711 in the archive" is EXIT_FAILURE; several jobs match one JOB: pick one.
 EXIT_AMBIGUOUS = 3
 DEFAULT_LIMIT = 50
-_PROGRESS_INTERVAL = 0.2
+PROGRESS_INTERVAL = 0.2
 
 
 class NoSuchJobError(Exception):
@@ -136,7 +136,7 @@ def _criteria(args: argparse.Namespace, config: QueryConfig) -> Criteria:
         env=tuple(parse_env_criterion(e) for e in args.env))
 
 
-def _backend(config: QueryConfig, progress: _ProgressLine | None) -> Backend:
+def _backend(config: QueryConfig, progress: ProgressLine | None) -> Backend:
     if config.chosen_backend == "elasticsearch":
         from query.elastic import ElasticsearchIndex, auth_headers, tls_context  # noqa: PLC0415 -- ssl and urllib only when Elasticsearch is read
 
@@ -156,17 +156,19 @@ def _backend(config: QueryConfig, progress: _ProgressLine | None) -> Backend:
     return FileArchive(config.archive, config.archive_layout(), config.zone(), progress)
 
 
-class _ProgressLine:
-    """`scanned N sidecars, M jobs match` on the terminal, rewritten in place."""
+class ProgressLine:
+    """`scanned N sidecars, M jobs match` on the terminal, rewritten in place at most every
+    PROGRESS_INTERVAL seconds (a scan of a few sidecars shows nothing)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
         self._stream = stream
-        self._last = time.monotonic()
+        self._clock = clock
+        self._last = clock()
         self._shown = False
 
     def __call__(self, scanned: int, matched: int) -> None:
-        now = time.monotonic()
-        if now - self._last >= _PROGRESS_INTERVAL:
+        now = self._clock()
+        if now - self._last >= PROGRESS_INTERVAL:
             self._last = now
             self._shown = True
             self._stream.write(f"\rscanned {scanned} sidecars, {matched} jobs match")
@@ -300,7 +302,7 @@ _COMMANDS = {"show": _show, "diff": _diff, "search": _search, "modules": _module
 
 def main(argv: Sequence[str] | None = None) -> int:
     stdout, stderr = sys.stdout, sys.stderr
-    progress = _ProgressLine(stderr) if stderr.isatty() else None
+    progress = ProgressLine(stderr) if stderr.isatty() else None
     config = QueryConfig()
     try:
         args = _parser().parse_args(argv)

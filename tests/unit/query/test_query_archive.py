@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import pty
@@ -19,6 +20,7 @@ from consumers.archive.sidecar import FORMAT
 from consumers.archive.sink import ArchiveSink
 from query.archive import SIDECAR_FORMAT, FileArchive
 from query.backend import BackendError
+from query.cli import PROGRESS_INTERVAL, ProgressLine
 from query.criteria import Criteria
 from query.jobspec import parse_job_spec
 from schemas.archive_layout import Layout, Period
@@ -216,3 +218,32 @@ def test_nothing_of_a_hostile_job_reaches_a_terminal_on_any_output_path(
     assert _sarchive(root, "show", "67", "--script", terminal=False) == (0, script)
     status, raw = _sarchive(root, "show", "67", "--env", "-0", "--raw", terminal=True)
     assert status == 0 and b"\x1b[2J" in raw
+
+
+def test_an_archive_scan_reports_progress_rewritten_in_place_and_cleared(
+        tmp_path: Path) -> None:
+    """The archive calls progress per sidecar read; the terminal line is rewritten at most
+    every PROGRESS_INTERVAL and erased at the end."""
+    calls: list[tuple[int, int]] = []
+    archive_of(tmp_path, [job_event(job_id=str(100 + n), user=f"u{n % 2}") for n in range(4)])
+    layout = Layout.from_setting("sarchive", Period.DAILY, UTC)
+    FileArchive(tmp_path, layout, UTC, lambda *seen: calls.append(seen)).search(
+        Criteria(user="u1"), None)
+    assert calls == [(1, 0), (2, 1), (3, 1), (4, 2)]
+
+    now = [100.0]
+    stream = io.StringIO()
+    line = ProgressLine(stream, clock=lambda: now[0])
+    line(1, 0)
+    assert stream.getvalue() == ""  # a scan shorter than the interval shows nothing
+    line.clear()
+    assert stream.getvalue() == ""
+    now[0] += PROGRESS_INTERVAL
+    line(500, 3)
+    now[0] += PROGRESS_INTERVAL / 2
+    line(600, 4)
+    now[0] += PROGRESS_INTERVAL
+    line(900, 7)
+    line.clear()
+    assert stream.getvalue() == ("\rscanned 500 sidecars, 3 jobs match"
+                                 "\rscanned 900 sidecars, 7 jobs match\r\x1b[K")
