@@ -24,10 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
-from cli_bench import USERS, delete_prefix, generated, load_index
 from elasticsearch import Elasticsearch
 from harness import percentile
 
+from testkit.archives import USERS, delete_prefix, generated, load_index
 from testkit.processes import free_port
 from testkit.waiting import wait_until
 from testkit.web import web_get
