@@ -247,3 +247,19 @@ def test_an_archive_scan_reports_progress_rewritten_in_place_and_cleared(
     line.clear()
     assert stream.getvalue() == ("\rscanned 500 sidecars, 3 jobs match"
                                  "\rscanned 900 sidecars, 7 jobs match\r\x1b[K")
+
+
+def test_a_sidecar_written_before_modules_were_recorded_gets_them_from_its_contents(
+        tmp_path: Path) -> None:
+    """Older sidecars lack "modules": show, search --module and modules compute them from the
+    script and LOADEDMODULES, as the consumers do."""
+    archive = archive_of(tmp_path, [job_event(
+        script=b"#!/bin/sh\nmodule load gcc/9.3.0\n", environment=b"LOADEDMODULES=mpi/4\0")])
+    sidecar = next(tmp_path.rglob("job.4711_metadata.json"))
+    document = json.loads(sidecar.read_bytes())
+    assert document.pop("modules") == ["gcc/9.3.0", "mpi/4"]
+    sidecar.write_text(json.dumps(document))
+    [record] = archive.find(parse_job_spec("4711"))
+    assert record.modules == ("gcc/9.3.0", "mpi/4")
+    assert [m["job_id"] for m in archive.search(Criteria(module="mpi"), None)] == ["4711"]
+    assert archive.module_counts(Criteria()) == {"gcc/9.3.0": 1, "mpi/4": 1}
