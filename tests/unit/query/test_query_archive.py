@@ -263,3 +263,17 @@ def test_a_sidecar_written_before_modules_were_recorded_gets_them_from_its_conte
     assert record.modules == ("gcc/9.3.0", "mpi/4")
     assert [m["job_id"] for m in archive.search(Criteria(module="mpi"), None)] == ["4711"]
     assert archive.module_counts(Criteria()) == {"gcc/9.3.0": 1, "mpi/4": 1}
+
+
+def test_one_id_on_two_clusters_lists_both_and_cluster_id_picks_one(tmp_path: Path) -> None:
+    """An id several clusters used is ambiguous too (status 3, the choices on standard error);
+    CLUSTER:ID names one."""
+    archive_of(tmp_path, [job_event(cluster="hydra", script=b"echo hydra\n"),
+                          job_event(cluster="kraken", script=b"echo kraken\n")])
+    command = [sys.executable, "-m", "query.cli", "show", "4711", "--archive", str(tmp_path),
+               "--time-zone", "UTC"]
+    done = subprocess.run(command, capture_output=True, timeout=30, check=False)
+    assert (done.returncode, done.stdout) == (3, b"")
+    assert b"hydra:slurm:4711:" in done.stderr and b"kraken:slurm:4711:" in done.stderr
+    assert _sarchive(tmp_path, "show", "kraken:4711", "--script", terminal=False) == (
+        0, b"echo kraken\n")
