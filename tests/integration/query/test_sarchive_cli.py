@@ -42,6 +42,11 @@ SCRIPTS = {
     "het": b"#!/bin/bash\n#SBATCH --job-name=cli-het\n#SBATCH -n1\n#SBATCH hetjob\n"
            b"#SBATCH -n1\nsrun hostname\n",
 }
+# The non-UTF-8 job's environment holds bytes that are not UTF-8 and terminal escapes too
+# (sbatch gets them as its environment: subprocess encodes the surrogate as the byte 0xe9).
+BINARY_VALUE = "caf\udce9\x01\x1b[2J"
+ENVIRONMENTS = {kind: {**ENVIRONMENT, "CLI_BINARY": BINARY_VALUE} if kind == "latin1"
+                else ENVIRONMENT for kind in SCRIPTS}
 
 
 # query.cli.EXIT_AMBIGUOUS: several jobs match one JOB.
@@ -58,7 +63,7 @@ def sarchive(*argv: str) -> subprocess.CompletedProcess[bytes]:
 def submitted(slurm: Harness) -> Iterator[dict[str, str]]:
     """Held jobs (they stay in the spool): kind -> job id; "since" is a time just before."""
     since = (datetime.now(UTC) - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
-    jobs = {kind: slurm.sbatch("--hold", script=script, env=ENVIRONMENT)
+    jobs = {kind: slurm.sbatch("--hold", script=script, env=ENVIRONMENTS[kind])
             for kind, script in SCRIPTS.items()}
     yield {**jobs, "since": since}
     slurm.scancel(*jobs.values())
@@ -239,14 +244,25 @@ def test_every_subcommand_gives_the_same_answers_from_both_backends(  # noqa: PL
     assert b"\x1b" not in shown and b"\x07" not in shown
     assert b"\\e]0;owned\\x07" in shown
 
-    # --restore: the spool files, byte for byte, from both backends.
+    # A binary environment value: shown alike from both backends, the bytes that are not UTF-8
+    # as U+FFFD (the index keeps text), the controls escaped.
+    latin1 = submitted["latin1"]
+    assert "CLI_BINARY=caf\ufffd\\x01\\e[2J\n" in both("show", latin1, "--env").decode()
+    assert b"\x1b" not in both("diff", submitted["plain"], latin1)
+
+    # --restore: the spool files, byte for byte, from both backends; the index keeps no
+    # environment bytes, so the binary one is exact from the file archive alone.
     for backend, argv in (("archive", on_archive), ("es", on_es)):
-        for job_id in (submitted["plain"], submitted["latin1"]):
+        for job_id in (submitted["plain"], latin1):
             target = tmp_path / f"restore-{backend}-{job_id}"
             assert sarchive("show", job_id, "--restore", str(target), *argv).returncode == 0
             for name in ("script", "environment"):
+                if (backend, job_id, name) == ("es", latin1, "environment"):
+                    continue
                 assert (target / name).read_bytes() == \
                     (slurm.job_dir(job_id) / name).read_bytes(), (backend, name)
+    assert b"CLI_BINARY=caf\xe9\x01\x1b[2J\0" in (
+        tmp_path / f"restore-archive-{latin1}" / "environment").read_bytes()
 
     # search, diff on both; unknown jobs are status 1 naming the backend.
     table = both("search", "--user", "cliuser", "--limit", "0", *since).decode()
