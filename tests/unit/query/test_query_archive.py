@@ -26,7 +26,7 @@ from query.jobspec import parse_job_spec
 from schemas.archive_layout import Layout, Period
 from schemas.model import JobEvent
 from testkit.events import SUBMIT_MS, job_event
-from tests.unit.conftest import gridengine_event
+from tests.unit.conftest import gridengine_event, torque_event
 
 DAY_MS = 86_400_000
 HOSTILE = b"#!/bin/bash\necho '\x1b]0;owned\x07'\x1b[2J\nmodule load gcc/9.3.0\n"
@@ -277,3 +277,13 @@ def test_one_id_on_two_clusters_lists_both_and_cluster_id_picks_one(tmp_path: Pa
     assert b"hydra:slurm:4711:" in done.stderr and b"kraken:slurm:4711:" in done.stderr
     assert _sarchive(tmp_path, "show", "kraken:4711", "--script", terminal=False) == (
         0, b"echo kraken\n")
+
+
+def test_a_torque_array_task_as_qstat_names_it_shows_its_arrays_record(tmp_path: Path) -> None:
+    """Torque's 2[1].master is task 1 of the array archived once as 2[].master."""
+    event = torque_event()
+    archive_of(tmp_path, [event])
+    assert _sarchive(tmp_path, "show", "2[1].master", "--script", terminal=False) == (
+        0, event.script)
+    assert _sarchive(tmp_path, "show", "clusterA:2[].master", "--script", terminal=False) == (
+        0, event.script)

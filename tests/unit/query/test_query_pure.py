@@ -49,6 +49,8 @@ NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
      JobSpec("hydra:slurm:4711:1710545400000", "4711", "hydra",
              "hydra:slurm:4711:1710545400000", 1710545400000)),
     ("123[].server", JobSpec("123[].server", "123[].server")),
+    ("123[7].server.example", JobSpec("123[7].server.example", "123[].server.example")),
+    ("hydra:123[7]", JobSpec("hydra:123[7]", "123[]", "hydra")),
 ])
 def test_job_spec_forms_resolve_to_the_archived_job_id(text: str, expected: JobSpec) -> None:
     assert parse_job_spec(text) == expected
