@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
-from cli_bench import USERS, delete_prefix, generated, load_index
 from elasticsearch import Elasticsearch
 from harness import percentile
 
+from testkit.archives import USERS, delete_prefix, generated, load_index
 from testkit.processes import ServiceProcess, free_port
 from testkit.web import web_get
 

@@ -10,7 +10,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TextIO
@@ -32,6 +32,7 @@ from query.formatting import (
 )
 from query.jobspec import JobSpec, JobSpecError, parse_job_spec
 from query.record import JobRecord, record_json
+from query.terminal import safe_line
 from runtime.config import (
     ConfigError,
     add_setting_arguments,
@@ -44,7 +45,7 @@ from runtime.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
 # "no job 4711 in the archive" is EXIT_FAILURE; several jobs match one JOB: pick one.
 EXIT_AMBIGUOUS = 3
 DEFAULT_LIMIT = 50
-_PROGRESS_INTERVAL = 0.2
+PROGRESS_INTERVAL = 0.2
 
 
 class NoSuchJobError(Exception):
@@ -82,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("-0", "--null", action="store_true",
                       help="with --env: the exact NUL-terminated KEY=VALUE entries")
     show.add_argument("--raw", action="store_true",
-                      help="with --script: exact bytes even to a terminal")
+                      help="with --script or --env -0: exact bytes even to a terminal")
     _add_pickers(show)
 
     diff = command("diff", "unified diff of two jobs' scripts, environments by key")
@@ -141,7 +142,7 @@ def _criteria(args: argparse.Namespace, config: QueryConfig) -> Criteria:
         env=tuple(parse_env_criterion(e) for e in args.env))
 
 
-def _backend(config: QueryConfig, progress: _ProgressLine | None) -> Backend:
+def _backend(config: QueryConfig, progress: ProgressLine | None) -> Backend:
     if config.chosen_backend == "elasticsearch":
         from query.elastic import open_index  # noqa: PLC0415 -- ssl and urllib only when Elasticsearch is read
 
@@ -156,17 +157,19 @@ def _backend(config: QueryConfig, progress: _ProgressLine | None) -> Backend:
     return FileArchive(config.archive, config.archive_layout(), config.zone(), progress)
 
 
-class _ProgressLine:
-    """`scanned N sidecars, M jobs match` on the terminal, rewritten in place."""
+class ProgressLine:
+    """`scanned N sidecars, M jobs match` on the terminal, rewritten in place at most every
+    PROGRESS_INTERVAL seconds (a scan of a few sidecars shows nothing)."""
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, clock: Callable[[], float] = time.monotonic) -> None:
         self._stream = stream
-        self._last = time.monotonic()
+        self._clock = clock
+        self._last = clock()
         self._shown = False
 
     def __call__(self, scanned: int, matched: int) -> None:
-        now = time.monotonic()
-        if now - self._last >= _PROGRESS_INTERVAL:
+        now = self._clock()
+        if now - self._last >= PROGRESS_INTERVAL:
             self._last = now
             self._shown = True
             self._stream.write(f"\rscanned {scanned} sidecars, {matched} jobs match")
@@ -209,21 +212,14 @@ def _show(args: argparse.Namespace, config: QueryConfig, backend: Backend,
           stdout: TextIO) -> int:
     if args.null and not args.env:
         raise ConfigError("-0 goes with --env")
-    if args.raw and not args.script:
-        raise ConfigError("--raw goes with --script")
+    if args.raw and not (args.script or args.null):
+        raise ConfigError("--raw goes with --script or --env -0")
     record = _find(backend, args.job, args, config)
     if args.script:
-        if stdout.isatty() and not args.raw:
-            from query.terminal import safe_bytes  # noqa: PLC0415 -- terminal output only
-
-            stdout.write(safe_bytes(record.script))
-        else:
-            stdout.flush()
-            stdout.buffer.write(record.script)
+        _write_exact(record.script, args.raw, stdout)
     elif args.env:
         if args.null:
-            stdout.flush()
-            stdout.buffer.write(record.environment_bytes)
+            _write_exact(record.environment_bytes, args.raw, stdout)
         else:
             stdout.write(environment_lines(record.environment))
     elif args.json:
@@ -233,6 +229,18 @@ def _show(args: argparse.Namespace, config: QueryConfig, backend: Backend,
     else:
         stdout.write(show_text(record, config.zone()))
     return EXIT_OK
+
+
+def _write_exact(data: bytes, raw: bool, stdout: TextIO) -> None:
+    """data's exact bytes to a pipe or a file (or with --raw); to a terminal rendered safely:
+    a user's bytes never reach it as control characters or escape sequences."""
+    if stdout.isatty() and not raw:
+        from query.terminal import safe_bytes  # noqa: PLC0415 -- terminal output only
+
+        stdout.write(safe_bytes(data))
+    else:
+        stdout.flush()
+        stdout.buffer.write(data)
 
 
 def _restore(record: JobRecord, directory: Path, stdout: TextIO) -> None:
@@ -246,7 +254,7 @@ def _restore(record: JobRecord, directory: Path, stdout: TextIO) -> None:
                                  os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
             with os.fdopen(descriptor, "wb") as handle:
                 handle.write(content)
-            stdout.write(f"{directory / name}\n")
+            stdout.write(f"{safe_line(str(directory / name))}\n")
     except OSError as exc:
         raise BackendError(f"cannot restore into {directory}: {exc}") from exc
 
@@ -304,7 +312,7 @@ _COMMANDS = {"show": _show, "diff": _diff, "search": _search, "modules": _module
 
 def main(argv: Sequence[str] | None = None) -> int:
     stdout, stderr = sys.stdout, sys.stderr
-    progress = _ProgressLine(stderr) if stderr.isatty() else None
+    progress = ProgressLine(stderr) if stderr.isatty() else None
     config = QueryConfig()
     try:
         args = _parser().parse_args(argv)
@@ -317,18 +325,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if progress is not None:
                 progress.clear()
     except (ConfigError, JobSpecError, CriteriaError, FormatError) as exc:
-        print(f"sarchive: {exc}", file=stderr)
+        print(f"sarchive: {safe_line(str(exc))}", file=stderr)
         return EXIT_CONFIG
     except NoSuchJobError as exc:
-        print(f"sarchive: {exc}", file=stderr)
+        print(f"sarchive: {safe_line(str(exc))}", file=stderr)
         return EXIT_FAILURE
     except AmbiguousJobError as exc:
-        print(f"sarchive: {exc}", file=stderr)
+        print(f"sarchive: {safe_line(str(exc))}", file=stderr)
         stderr.write(table([r.metadata for r in exc.records], config.zone(), 10_000,
                            CHOICE_COLUMNS))
         return EXIT_AMBIGUOUS
     except BackendError as exc:
-        print(f"sarchive: {exc}", file=stderr)
+        print(f"sarchive: {safe_line(str(exc))}", file=stderr)
         return EXIT_FAILURE
     except BrokenPipeError:
         # The reader (head, less) went away: not an error of ours.

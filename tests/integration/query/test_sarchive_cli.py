@@ -7,13 +7,13 @@ the same topic (Slurm gives an id again only after its state is wiped)."""
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from testkit.waiting import wait_until
 
 Harness = Any  # the harness types live in conftest.py files, which tests cannot import
 BIN = Path(sys.executable).parent
+ES_URL = "http://127.0.0.1:19200"
 ENVIRONMENT = {"USER": "cliuser", "CLI_MULTI": "first line\nsecond=line",
                "LOADEDMODULES": "gcc/9.3.0:openmpi/4.1"}
 SCRIPTS = {
@@ -41,6 +42,11 @@ SCRIPTS = {
     "het": b"#!/bin/bash\n#SBATCH --job-name=cli-het\n#SBATCH -n1\n#SBATCH hetjob\n"
            b"#SBATCH -n1\nsrun hostname\n",
 }
+# The non-UTF-8 job's environment holds bytes that are not UTF-8 and terminal escapes too
+# (sbatch gets them as its environment: subprocess encodes the surrogate as the byte 0xe9).
+BINARY_VALUE = "caf\udce9\x01\x1b[2J"
+ENVIRONMENTS = {kind: {**ENVIRONMENT, "CLI_BINARY": BINARY_VALUE} if kind == "latin1"
+                else ENVIRONMENT for kind in SCRIPTS}
 
 
 # query.cli.EXIT_AMBIGUOUS: several jobs match one JOB.
@@ -57,7 +63,7 @@ def sarchive(*argv: str) -> subprocess.CompletedProcess[bytes]:
 def submitted(slurm: Harness) -> Iterator[dict[str, str]]:
     """Held jobs (they stay in the spool): kind -> job id; "since" is a time just before."""
     since = (datetime.now(UTC) - timedelta(seconds=2)).strftime("%Y-%m-%dT%H:%M:%S")
-    jobs = {kind: slurm.sbatch("--hold", script=script, env=ENVIRONMENT)
+    jobs = {kind: slurm.sbatch("--hold", script=script, env=ENVIRONMENTS[kind])
             for kind, script in SCRIPTS.items()}
     yield {**jobs, "since": since}
     slurm.scancel(*jobs.values())
@@ -98,19 +104,106 @@ def _es(url: str, method: str, path: str, body: Any = None) -> Any:
 def es_prefix() -> Iterator[str]:
     prefix = f"sarchive-cli-{uuid.uuid4().hex[:8]}"
     yield prefix
-    url = "http://127.0.0.1:19200"
     # By name: Elasticsearch refuses wildcard deletes.
-    names = [row["index"] for row in _es(url, "GET", f"_cat/indices/{prefix}-*?format=json")]
+    names = [row["index"] for row in _es(ES_URL, "GET", f"_cat/indices/{prefix}-*?format=json")]
     if names:
-        _es(url, "DELETE", ",".join(names))
-    _es(url, "DELETE", f"_index_template/{prefix}")
+        _es(ES_URL, "DELETE", ",".join(names))
+    _es(ES_URL, "DELETE", f"_index_template/{prefix}")
+
+
+@dataclass
+class Sinks:
+    """sarchive-archive and sarchive-es consuming one topic, into a fresh archive and index
+    prefix; `both` runs sarchive on each of them."""
+
+    root: Path
+    index: str
+    archive: ServiceProcess
+    elastic: ServiceProcess
+
+    @property
+    def on_archive(self) -> list[str]:
+        return ["--archive", str(self.root), "--time-zone", "UTC"]
+
+    @property
+    def on_es(self) -> list[str]:
+        return ["--es-url", ES_URL, "--index", self.index, "--time-zone", "UTC"]
+
+    def wait_for(self, job_ids: Collection[str], count: int, context: Callable[[], str],
+                 ) -> None:
+        """Until count jobs of these ids (a reused id counts each of its jobs) are archived
+        and indexed; other jobs of a shared spool are archived too and not counted."""
+        def archived() -> bool:
+            return sum(len(list(self.root.glob(f"*/job.{job_id}_metadata.json*")))
+                       for job_id in job_ids) == count
+
+        def indexed() -> bool:
+            query = {"query": {"terms": {"job_id": sorted(job_ids)}}}
+            try:
+                _es(ES_URL, "POST", f"{self.index}/_refresh")
+                return int(_es(ES_URL, "POST", f"{self.index}/_count", query)["count"]) == count
+            except OSError:
+                return False
+
+        wait_until(archived, 90, f"{count} jobs archived",
+                   context=lambda: f"{self.archive.log_tail()}\n{context()}")
+        wait_until(indexed, 90, f"{count} jobs indexed", context=self.elastic.log_tail)
+
+    def stop(self) -> None:
+        for process in (self.archive, self.elastic):
+            if process.alive():
+                process.stop(30)
+
+    def both(self, *argv: str) -> bytes:
+        """The output of argv on the archive, after checking Elasticsearch's is the same."""
+        from_archive, from_es = self._on_each(argv)
+        assert from_archive == from_es, argv
+        return from_archive
+
+    def shown(self, job: str) -> bytes:
+        """`show JOB` on the archive, after checking Elasticsearch's is the same but for the
+        line where each backend names itself (a path, a document's URL)."""
+        from_archive, from_es = self._on_each(("show", job))
+        assert _unlocated(from_archive) == _unlocated(from_es), job
+        return from_archive
+
+    def _on_each(self, argv: Sequence[str]) -> tuple[bytes, bytes]:
+        from_archive = sarchive(*argv, *self.on_archive)
+        from_es = sarchive(*argv, *self.on_es)
+        assert from_archive.returncode == from_es.returncode == 0, (
+            argv, from_archive.stderr, from_es.stderr)
+        return from_archive.stdout, from_es.stdout
+
+
+def _unlocated(shown: bytes) -> list[bytes]:
+    return [line for line in shown.splitlines() if not line.startswith(b"archived at:")]
+
+
+@pytest.fixture
+def sinks(kafka_topic: str, kafka_bootstrap: str, es_prefix: str,
+          tmp_path: Path) -> Iterator[Sinks]:
+    """The sinks on this test's topic: both consumers started, stopped at teardown."""
+    root = tmp_path / "archive"
+    root.mkdir()
+    common = ["--brokers", kafka_bootstrap, "--topic", kafka_topic, "--batch-timeout", "0.2"]
+    started = Sinks(
+        root, es_prefix,
+        ServiceProcess("sarchive-archive", [
+            str(BIN / "sarchive-archive"), *common, "--archive", str(root),
+            "--group", f"cli-archive-{kafka_topic}"], tmp_path / "archive.log").start(),
+        ServiceProcess("sarchive-es", [
+            str(BIN / "sarchive-es"), *common, "--es-url", ES_URL, "--index-prefix", es_prefix,
+            "--group", f"cli-es-{kafka_topic}", "--index-replicas", "0"],
+            tmp_path / "es.log").start())
+    try:
+        yield started
+    finally:
+        started.stop()
 
 
 def test_every_subcommand_gives_the_same_answers_from_both_backends(  # noqa: PLR0915, PLR0917 -- one pipeline, many checks; pytest passes fixtures positionally
         slurm: Harness, submitted: dict[str, str], kafka_topic: str, kafka_bootstrap: str,
-        producer_runner: Callable[..., ServiceProcess], es_prefix: str,
-        tmp_path: Path) -> None:
-    es_url = "http://127.0.0.1:19200"
+        producer_runner: Callable[..., ServiceProcess], sinks: Sinks, tmp_path: Path) -> None:
     since = ("--since", submitted.pop("since"))  # other held jobs of the shared spool
     het_second = str(int(submitted["het"]) + 1)
     job_ids = {*submitted.values(), het_second}
@@ -119,50 +212,14 @@ def test_every_subcommand_gives_the_same_answers_from_both_backends(  # noqa: PL
         "--cluster", slurm.cluster, "--scheduler", "slurm", "--spool", str(slurm.state_dir),
         "--state-dir", str(tmp_path / "producer-state"), "--brokers", kafka_bootstrap,
         "--topic", kafka_topic, "--env-redact", "", "--env-redact-values", "")
-    root = tmp_path / "archive"
-    root.mkdir()
-    common = ["--brokers", kafka_bootstrap, "--topic", kafka_topic, "--batch-timeout", "0.2"]
-    archive = ServiceProcess("sarchive-archive", [
-        str(BIN / "sarchive-archive"), *common, "--archive", str(root),
-        "--group", f"cli-archive-{kafka_topic}"], tmp_path / "archive.log").start()
-    elastic = ServiceProcess("sarchive-es", [
-        str(BIN / "sarchive-es"), *common, "--es-url", es_url, "--index-prefix", es_prefix,
-        "--group", f"cli-es-{kafka_topic}", "--index-replicas", "0"],
-        tmp_path / "es.log").start()
     produce(kafka_bootstrap, kafka_topic, reused)
     try:
-        on_archive = ["--archive", str(root), "--time-zone", "UTC"]
-        on_es = ["--es-url", es_url, "--index", es_prefix, "--time-zone", "UTC"]
-
-        def archived() -> bool:
-            return all(list(root.glob(f"*/job.{job_id}_metadata.json")) for job_id in job_ids) \
-                and len(list(root.glob(f"*/job.{REUSED_ID}_metadata.json*"))) == len(reused)
-
-        def indexed() -> bool:
-            # Other held jobs in the shared spool are archived too: count only this test's.
-            query = {"query": {"terms": {"job_id": sorted({*job_ids, REUSED_ID})}}}
-            try:
-                _es(es_url, "POST", f"{es_prefix}/_refresh")
-                answer = _es(es_url, "POST", f"{es_prefix}/_count", query)
-            except OSError:
-                return False
-            return int(answer["count"]) == len(job_ids) + len(reused)
-
-        wait_until(archived, 90, f"{len(job_ids) + len(reused)} jobs archived\n{archive.log_tail()}"
-                   f"\n{producer.log()[-2000:]}")
-        wait_until(indexed, 90, f"{len(job_ids) + len(reused)} jobs indexed\n{elastic.log_tail()}")
+        sinks.wait_for({*job_ids, REUSED_ID}, len(job_ids) + len(reused),
+                       lambda: producer.log()[-2000:])
     finally:
-        for process in (producer, archive, elastic):
-            process.signal(signal.SIGTERM)
-            process.wait(30)
-
-    def both(*argv: str) -> bytes:
-        """The output of argv on the archive, after checking Elasticsearch's is the same."""
-        from_archive, from_es = sarchive(*argv, *on_archive), sarchive(*argv, *on_es)
-        assert from_archive.returncode == from_es.returncode == 0, (
-            argv, from_archive.stderr, from_es.stderr)
-        assert from_archive.stdout == from_es.stdout, argv
-        return from_archive.stdout
+        producer.stop(30)
+        sinks.stop()
+    both, on_archive, on_es = sinks.both, sinks.on_archive, sinks.on_es
 
     # show --script: Slurm's spool copy without its final NUL, byte for byte, on both.
     for kind, job_id in submitted.items():
@@ -182,19 +239,30 @@ def test_every_subcommand_gives_the_same_answers_from_both_backends(  # noqa: PL
     spool_env = (slurm.job_dir(submitted["plain"]) / "environment").read_bytes()
     assert both("show", submitted["plain"], "--env", "-0") == spool_env[4:]
 
-    # Nothing of the escapes reaches the output of the default view.
-    shown = sarchive("show", submitted["escapes"], *on_archive)
-    assert b"\x1b" not in shown.stdout and b"\x07" not in shown.stdout
-    assert b"\\e]0;owned\\x07" in shown.stdout
+    # Nothing of the escapes reaches the output of the default view, on either backend.
+    shown = sinks.shown(submitted["escapes"])
+    assert b"\x1b" not in shown and b"\x07" not in shown
+    assert b"\\e]0;owned\\x07" in shown
 
-    # --restore: the spool files, byte for byte, from both backends.
+    # A binary environment value: shown alike from both backends, the bytes that are not UTF-8
+    # as U+FFFD (the index keeps text), the controls escaped.
+    latin1 = submitted["latin1"]
+    assert "CLI_BINARY=caf\ufffd\\x01\\e[2J\n" in both("show", latin1, "--env").decode()
+    assert b"\x1b" not in both("diff", submitted["plain"], latin1)
+
+    # --restore: the spool files, byte for byte, from both backends; the index keeps no
+    # environment bytes, so the binary one is exact from the file archive alone.
     for backend, argv in (("archive", on_archive), ("es", on_es)):
-        for job_id in (submitted["plain"], submitted["latin1"]):
+        for job_id in (submitted["plain"], latin1):
             target = tmp_path / f"restore-{backend}-{job_id}"
             assert sarchive("show", job_id, "--restore", str(target), *argv).returncode == 0
             for name in ("script", "environment"):
+                if (backend, job_id, name) == ("es", latin1, "environment"):
+                    continue
                 assert (target / name).read_bytes() == \
                     (slurm.job_dir(job_id) / name).read_bytes(), (backend, name)
+    assert b"CLI_BINARY=caf\xe9\x01\x1b[2J\0" in (
+        tmp_path / f"restore-archive-{latin1}" / "environment").read_bytes()
 
     # search, diff on both; unknown jobs are status 1 naming the backend.
     table = both("search", "--user", "cliuser", "--limit", "0", *since).decode()
@@ -239,17 +307,17 @@ def test_every_subcommand_gives_the_same_answers_from_both_backends(  # noqa: PL
 
 
 GE_ENVIRONMENT = {"CLI_MULTI": "first line\nsecond=line", "API_KEY": "ge-secret-value"}
-GE_SCRIPT = b"#!/bin/sh\n#$ -N cli-ge\n#$ -l h_rt=0:02:00\nmodule load gromacs/2023.1\necho ge\n"
+GE_SCRIPT = (b"#!/bin/sh\n#$ -N cli-ge\n#$ -l h_rt=0:02:00\nmodule load gromacs/2023.1\n"
+             b"echo '\x1b]0;owned\x07' '\x1b[2J'\n")
 
 
-def test_gridengine_jobs_are_archived_indexed_and_shown_alike_from_both_backends(  # noqa: PLR0917 -- pytest passes fixtures positionally
+def test_gridengine_jobs_are_archived_indexed_and_shown_alike_from_both_backends(  # noqa: PLR0915, PLR0917 -- one pipeline, many checks; pytest passes fixtures positionally
         gridengine: Harness, kafka_topic: str, kafka_bootstrap: str,
-        producer_runner: Callable[..., ServiceProcess], es_prefix: str,
-        tmp_path: Path) -> None:
-    """qsub (a script with -V and a secret, a binary job, an array) through the producer,
-    Kafka and both consumers: sarchive shows each the same from both backends, the script as
-    job_scripts/ held it (the command line of the binary job), the environment redacted."""
-    es_url = "http://127.0.0.1:19200"
+        producer_runner: Callable[..., ServiceProcess], sinks: Sinks, tmp_path: Path) -> None:
+    """qsub (a script with -V, a secret and terminal escapes, a binary job, an array) through
+    the producer, Kafka and both consumers: every subcommand answers the same from both
+    backends, the script as job_scripts/ held it (the command line of the binary job), the
+    environment redacted, array tasks named JOB_ID.TASK_ID or JOB_ID_TASK_ID."""
     jobs = {"plain": gridengine.qsub("-h", "-V", script=GE_SCRIPT, env=GE_ENVIRONMENT),
             "binary": gridengine.qsub("-h", "-b", "y", "/bin/echo", "binary", "job"),
             "array": gridengine.qsub("-h", "-t", "1-4", script=GE_SCRIPT)}
@@ -262,62 +330,66 @@ def test_gridengine_jobs_are_archived_indexed_and_shown_alike_from_both_backends
         "--cluster", "ge-cli", "--scheduler", "gridengine", "--gridengine-bootstrap",
         str(bootstrap), "--state-dir", str(tmp_path / "producer-state"),
         "--brokers", kafka_bootstrap, "--topic", kafka_topic)
-    root = tmp_path / "archive"
-    root.mkdir()
-    common = ["--brokers", kafka_bootstrap, "--topic", kafka_topic, "--batch-timeout", "0.2"]
-    archive = ServiceProcess("sarchive-archive", [
-        str(BIN / "sarchive-archive"), *common, "--archive", str(root),
-        "--group", f"cli-archive-{kafka_topic}"], tmp_path / "archive.log").start()
-    elastic = ServiceProcess("sarchive-es", [
-        str(BIN / "sarchive-es"), *common, "--es-url", es_url, "--index-prefix", es_prefix,
-        "--group", f"cli-es-{kafka_topic}", "--index-replicas", "0"],
-        tmp_path / "es.log").start()
     try:
-        def indexed() -> bool:
-            query = {"query": {"terms": {"job_id": sorted(job_ids)}}}
-            try:
-                _es(es_url, "POST", f"{es_prefix}/_refresh")
-                return int(_es(es_url, "POST", f"{es_prefix}/_count", query)["count"]) == 3
-            except OSError:
-                return False
-
-        wait_until(lambda: all(list(root.glob(f"*/job.{job_id}_metadata.json"))
-                               for job_id in job_ids), 90,
-                   f"3 jobs archived\n{archive.log_tail()}\n{producer.log()[-2000:]}")
-        wait_until(indexed, 90, f"3 jobs indexed\n{elastic.log_tail()}")
+        sinks.wait_for(job_ids, len(job_ids), lambda: producer.log()[-2000:])
     finally:
-        for process in (producer, archive, elastic):
-            process.signal(signal.SIGTERM)
-            process.wait(30)
+        producer.stop(30)
+        sinks.stop()
         gridengine.qdel(*jobs.values())
-    on_archive = ["--archive", str(root), "--time-zone", "UTC"]
-    on_es = ["--es-url", es_url, "--index", es_prefix, "--time-zone", "UTC"]
-
-    def both(*argv: str) -> bytes:
-        from_archive, from_es = sarchive(*argv, *on_archive), sarchive(*argv, *on_es)
-        assert from_archive.returncode == from_es.returncode == 0, (
-            argv, from_archive.stderr, from_es.stderr)
-        assert from_archive.stdout == from_es.stdout, argv
-        return from_archive.stdout
+    both = sinks.both
 
     plain, binary, array = (str(jobs[kind]) for kind in ("plain", "binary", "array"))
     assert both("show", plain, "--script") == spooled["plain"] == GE_SCRIPT
     assert both("show", array, "--script") == spooled["array"]
-    assert both("show", f"{array}.2", "--script") == spooled["array"]  # JOB_ID.TASK_ID
     assert both("show", binary, "--script") == b"/bin/echo binary job"
+    # A task of the array is its array's record, by Grid Engine's and Slurm's notation.
+    array_json = both("show", array, "--json")
+    for task in (f"{array}.2", f"{array}_3", f"ge-cli:{array}.4"):
+        assert both("show", task, "--json") == array_json, task
+    assert json.loads(array_json)["array_task_id"] == "1-4"
+
     environment = both("show", plain, "--env", "-0").split(b"\0")
     assert b"API_KEY=<redacted>" in environment
     assert b"CLI_MULTI=first line\nsecond=line" in environment
+    assert b"CLI_MULTI=first line\\nsecond=line\n" in both("show", plain, "--env")
     shown = json.loads(both("show", plain, "--json"))
     assert (shown["scheduler"], shown["owner"], shown["owner_source"]) == (
         "gridengine", "root", "SPOOL_RECORD")
     assert (shown["job_name"], shown["time_limit"]) == ("cli-ge", "0:02:00")
     assert shown["modules"] == ["gromacs/2023.1"]
-    assert json.loads(both("show", array, "--json"))["array_task_id"] == "1-4"
-    assert both("search", "--name", "cli-ge", "--format", "{job_id}").split() == sorted(
-        [plain.encode(), array.encode()], reverse=True)
+
+    # The default view and the diff: the metadata and the script, its escapes made visible.
+    text = sinks.shown(array)
+    assert f"job:         {array} on ge-cli (gridengine)\n".encode() in text
+    assert f"array:       {array} tasks 1-4\n".encode() in text
+    assert b"echo '\\e]0;owned\\x07' '\\e[2J'\n" in text
+    differences = both("diff", plain, binary)
+    assert b"-module load gromacs/2023.1\n" in differences
+    assert b"+/bin/echo binary job\n" in differences
+    assert b"- CLI_MULTI=first line\\nsecond=line\n" in differences
+    for output in (text, differences):
+        assert b"\x1b" not in output and b"\x07" not in output
+
+    # search and modules over Grid Engine's fields: name, owner, module, newest first.
+    found = [json.loads(line) for line in
+             both("search", "--cluster", "ge-cli", "--name", "cli-ge", "--json").splitlines()]
+    assert sorted(job["job_id"] for job in found) == sorted([plain, array])
+    assert [job["submit_time"] for job in found] == sorted(
+        (job["submit_time"] for job in found), reverse=True)
+    owned = both("search", "--owner", "root", "--cluster", "ge-cli", "--format",
+                 "{job_id} {scheduler}").splitlines()
+    assert {f"{job_id} gridengine".encode() for job_id in job_ids} <= set(owned)
+    assert set(both("search", "--module", "gromacs/2023", "--format", "{job_id}").split()) == {
+        plain.encode(), array.encode()}
+    counts = [json.loads(line) for line in both("modules", "--cluster", "ge-cli",
+                                                "--json").splitlines()]
+    assert {"module": "gromacs/2023.1", "jobs": 2} in counts
+    for argv in (sinks.on_archive, sinks.on_es):
+        missing = sarchive("show", "ge-cli:999999", *argv)
+        assert (missing.returncode, missing.stdout) == (1, b""), missing.stderr
+
     # --restore: the file archive keeps the record too; both give the script as spooled.
-    for backend, argv in (("archive", on_archive), ("es", on_es)):
+    for backend, argv in (("archive", sinks.on_archive), ("es", sinks.on_es)):
         target = tmp_path / f"restore-{backend}"
         assert sarchive("show", plain, "--restore", str(target), *argv).returncode == 0
         assert (target / "script").read_bytes() == GE_SCRIPT

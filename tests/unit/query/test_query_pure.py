@@ -4,10 +4,12 @@ rendering, the environment diff and the layout's sidecar patterns."""
 from __future__ import annotations
 
 import struct
+import time
 from datetime import UTC, datetime
 
 import pytest
 
+import query.diff
 from query.criteria import (
     Criteria,
     CriteriaError,
@@ -47,6 +49,8 @@ NOW = datetime(2024, 6, 15, 12, 0, tzinfo=UTC)
      JobSpec("hydra:slurm:4711:1710545400000", "4711", "hydra",
              "hydra:slurm:4711:1710545400000", 1710545400000)),
     ("123[].server", JobSpec("123[].server", "123[].server")),
+    ("123[7].server.example", JobSpec("123[7].server.example", "123[].server.example")),
+    ("hydra:123[7]", JobSpec("hydra:123[7]", "123[]", "hydra")),
 ])
 def test_job_spec_forms_resolve_to_the_archived_job_id(text: str, expected: JobSpec) -> None:
     assert parse_job_spec(text) == expected
@@ -211,3 +215,35 @@ def test_spool_files_rebuilt_from_a_document_are_each_schedulers_own(
     if scheduler == "slurm":  # the count in the host's byte order
         files[1] = ("environment", struct.pack("=I", 1) + b"A=1\0")
     assert list(rebuilt) == files
+
+
+CONTEXT_LINES = [f"same {n}\n" for n in range(6)]
+
+
+@pytest.mark.parametrize(("before", "after"), [
+    ([*CONTEXT_LINES, "a1\n", "a2\n", "a3\n", *CONTEXT_LINES],
+     [*CONTEXT_LINES, "b1\n", "b2\n", *CONTEXT_LINES]),   # a changed middle
+    (["a1\n", "a2\n", *CONTEXT_LINES], ["b1\n", *CONTEXT_LINES]),   # at the start
+    ([*CONTEXT_LINES, "a1\n"], [*CONTEXT_LINES, "b1\n", "b2"]),     # at the end, no newline
+    (CONTEXT_LINES, [*CONTEXT_LINES[:3], "new\n", *CONTEXT_LINES[3:]]),  # an insertion
+    (["a\n"], ["b\n"]),
+])
+def test_a_diff_past_the_matching_limit_is_the_one_hunk_difflib_gives(
+        monkeypatch: pytest.MonkeyPatch, before: list[str], after: list[str]) -> None:
+    """Where difflib's answer is one hunk, the linear-time one past the limit is the same."""
+    old, new = "".join(before).encode(), "".join(after).encode()
+    matched = script_diff(old, new, "one", "two")
+    monkeypatch.setattr(query.diff, "LINE_MATCH_LIMIT", 0)
+    assert script_diff(old, new, "one", "two") == matched
+
+
+def test_two_huge_hostile_scripts_are_diffed_in_linear_time() -> None:
+    """300,000 lines each, every one of them a repeat that differs (difflib alone took more
+    than ten minutes): seconds, and the diff still removes the one and adds the other."""
+    old = b"".join(b"x %d \x1b[2J\n" % (n * 7 % 1000) for n in range(300_000))
+    new = b"".join(b"x %d \x1b[2J\n" % (n * 13 % 1000) for n in range(300_000))
+    started = time.monotonic()
+    text = script_diff(old, new, "one", "two")
+    assert time.monotonic() - started < 30
+    assert "\x1b" not in text
+    assert text.count("\n-x ") == 299_999 and text.count("\n+x ") == 299_999
