@@ -265,6 +265,7 @@ class FileArchive:
         environment = environment_from_canonical(canonical)
         return JobRecord(
             metadata=metadata_of(document), script=script, environment=environment,
+            environment_entries=canonical,
             modules=tuple(modules) if isinstance(modules, list)
             else modules_of(script, environment),
             spool_files=tuple(spool_files), location=sidecar)

@@ -219,7 +219,7 @@ def _show(args: argparse.Namespace, config: QueryConfig, backend: Backend,
         _write_exact(record.script, args.raw, stdout)
     elif args.env:
         if args.null:
-            _write_exact(record.environment_bytes, args.raw, stdout)
+            _write_exact(record.environment_entries, args.raw, stdout)
         else:
             stdout.write(environment_lines(record.environment))
     elif args.json:

@@ -37,6 +37,7 @@ from query.record import (
     modules_of,
     rebuilt_spool_files,
 )
+from schemas.model import canonical_environment
 
 
 def auth_headers(user: str | None, password: str | None, api_key: str | None,
@@ -57,16 +58,31 @@ def script_of(source: Mapping[str, Any]) -> bytes:
     return str(source.get("script", "")).encode("utf-8")
 
 
+def environment_entries_of(source: Mapping[str, Any]) -> bytes:
+    """The exact environment entries of a document (environment_b64 where the map loses
+    some, the map's entries otherwise)."""
+    encoded = source.get("environment_b64")
+    if encoded is not None:
+        return base64.b64decode(encoded)
+    return canonical_environment(_environment_of(source))
+
+
+def _environment_of(source: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in (source.get("environment") or {}).items())
+
+
 def record_of(source: Mapping[str, Any], location: str) -> JobRecord:
     script = script_of(source)
-    environment = tuple((str(k), str(v)) for k, v in (source.get("environment") or {}).items())
+    environment = _environment_of(source)
+    entries = environment_entries_of(source)
     modules = source.get("modules")
     metadata = metadata_of(source)
     return JobRecord(
         metadata=metadata, script=script, environment=environment,
+        environment_entries=entries,
         modules=tuple(modules) if isinstance(modules, list)
         else modules_of(script, environment),
-        spool_files=rebuilt_spool_files(metadata, script, environment), location=location)
+        spool_files=rebuilt_spool_files(metadata, script, entries), location=location)
 
 
 # What a kept-alive connection the server has meanwhile closed raises on its next request: the

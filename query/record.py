@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas.job_modules import LOADED_MODULES_VARIABLE, job_modules
-from schemas.model import JobEvent, Scheduler, parse_environment
+from schemas.model import JobEvent, Scheduler, canonical_environment, parse_environment
 
 _CONTENTS = frozenset({"script", "environment", "spool_files"})
 # The metadata every backend holds: the event's fields but its byte contents, under the names
@@ -24,12 +24,14 @@ Metadata = Mapping[str, Any]
 @dataclass(frozen=True)
 class JobRecord:
     """A job: its metadata, the exact script bytes, the environment (decoded, one value per
-    key as a shell would see it), its modules and its spool files as the scheduler stored
-    them (for --restore); location says where it was read (a path or a URL)."""
+    key as a shell would see it) and its exact NUL-terminated entries (`show --env -0`), its
+    modules and its spool files as the scheduler stored them (for --restore); location says
+    where it was read (a path or a URL)."""
 
     metadata: Metadata
     script: bytes
     environment: tuple[tuple[str, str], ...]
+    environment_entries: bytes
     modules: tuple[str, ...]
     spool_files: tuple[tuple[str, bytes], ...]
     location: str
@@ -41,11 +43,6 @@ class JobRecord:
     @property
     def submit_time(self) -> int:
         return int(self.metadata["submit_time"])
-
-    @property
-    def environment_bytes(self) -> bytes:
-        """The environment as NUL-terminated KEY=VALUE entries (`show --env -0`)."""
-        return environment_bytes(self.environment)
 
 
 def metadata_of(document: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,11 +73,6 @@ def modules_of(script: bytes, environment: Iterable[tuple[str, str]]) -> tuple[s
     return job_modules(script, loaded)
 
 
-def environment_bytes(environment: Iterable[tuple[str, str]]) -> bytes:
-    return b"".join(f"{key}={value}".encode("utf-8", "surrogateescape") + b"\0"
-                    for key, value in environment)
-
-
 def slurm_environment_file(canonical: bytes) -> bytes:
     """Slurm's spool `environment`: a host-order 4-byte entry count, then the entries."""
     count = sum(1 for entry in canonical.split(b"\0") if entry)
@@ -93,13 +85,12 @@ def slurm_environment_entries(spool_file: bytes) -> bytes:
 
 
 def rebuilt_spool_files(metadata: Metadata, script: bytes,
-                        environment: tuple[tuple[str, str], ...]) -> tuple[tuple[str, bytes], ...]:
-    """The spool files rebuilt from a script and a decoded environment, where the backend
-    keeps no spool copies (Elasticsearch): exact for UTF-8 environments without repeated
-    keys; the file archive keeps the exact bytes."""
+                        environment_entries: bytes) -> tuple[tuple[str, bytes], ...]:
+    """The spool files rebuilt from the exact script and environment entries, where the
+    backend keeps no spool copies (Elasticsearch); the file archive keeps the files."""
     if metadata.get("scheduler") == Scheduler.SLURM.value:
         return (("script", script + b"\0"),
-                ("environment", slurm_environment_file(environment_bytes(environment))))
+                ("environment", slurm_environment_file(environment_entries)))
     if metadata.get("scheduler") == Scheduler.GRIDENGINE.value:
         # job_scripts/<id>; the record, which holds the environment, is the file archive's.
         return (("script", script),)
@@ -108,8 +99,9 @@ def rebuilt_spool_files(metadata: Metadata, script: bytes,
 
 def record_json(record: JobRecord) -> dict[str, Any]:
     """The whole record for --json: the metadata, the script (as text, with its exact bytes
-    in script_b64 when they are not UTF-8, as in the Elasticsearch document), the
-    environment and the modules."""
+    in script_b64 when they are not UTF-8), the environment (as a map, with its exact entries
+    in environment_b64 when the map loses some) and the modules, as in the Elasticsearch
+    document."""
     document: dict[str, Any] = dict(record.metadata)
     try:
         document["script"] = record.script.decode("utf-8")
@@ -117,5 +109,7 @@ def record_json(record: JobRecord) -> dict[str, Any]:
         document["script"] = record.script.decode("utf-8", "replace")
         document["script_b64"] = base64.b64encode(record.script).decode("ascii")
     document["environment"] = dict(record.environment)
+    if canonical_environment(record.environment) != record.environment_entries:
+        document["environment_b64"] = base64.b64encode(record.environment_entries).decode("ascii")
     document["modules"] = list(record.modules)
     return document

@@ -7,7 +7,7 @@ integers in milliseconds since the Unix epoch (UTC), exactly as carried on the w
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -149,3 +149,11 @@ def parse_environment(canonical: bytes) -> list[tuple[str, str]]:
             (key.decode("utf-8", "replace"), value.decode("utf-8", "replace"))
         )
     return pairs
+
+
+def canonical_environment(pairs: Iterable[tuple[str, str]]) -> bytes:
+    """The canonical bytes (NUL-terminated KEY=VALUE entries) of decoded pairs: the exact
+    bytes again unless decoding replaced any, a key repeated or an entry had no '='."""
+    # surrogatepass: a value read back from JSON may hold a lone surrogate, never an error.
+    return b"".join(f"{key}={value}".encode("utf-8", "surrogatepass") + b"\0"
+                    for key, value in pairs)

@@ -2,9 +2,10 @@
 
 The document is what support staff search and read: the event's fields, the script as text
 (and its exact bytes where they are not UTF-8), the directives and environment as key/value
-maps, the environment's words for full-text search, and the modules the job loaded.
-Deliberately left out: the raw spool files (the file archive keeps them byte for byte) and
-the exact environment bytes (decoded leniently here; the archive keeps the exact ones).
+maps (and the environment's exact entries where the map loses some), the environment's words
+for full-text search, and the modules the job loaded. Deliberately left out: the raw spool
+files (the file archive keeps them byte for byte; the reader rebuilds the script and
+environment ones from these fields).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from schemas.job_modules import LOADED_MODULES_VARIABLE, job_modules
-from schemas.model import JobEvent, metadata_fields
+from schemas.model import JobEvent, canonical_environment, metadata_fields
 
 # Elasticsearch refuses a longer _id, and it does so for the whole bulk request, not one item.
 MAX_ID_BYTES = 512
@@ -93,6 +94,10 @@ def build_document(event: JobEvent) -> dict[str, Any]:
         # The text above had bytes replaced; keep the exact ones, only where they differ,
         # so that the common (UTF-8) script is not stored twice.
         document["script_b64"] = base64.b64encode(event.script).decode("ascii")
+    if canonical_environment(environment.items()) != event.environment:
+        # The map lost something (bytes not UTF-8, a repeated key, an entry without '='):
+        # keep the exact entries, only then, for `sarchive show --env -0` and --restore.
+        document["environment_b64"] = base64.b64encode(event.environment).decode("ascii")
     return document
 
 
@@ -101,15 +106,6 @@ def environment_search_text(environment: dict[str, str]) -> str:
     a space, because it separates the items of PATH-like lists (PATH, LOADEDMODULES,
     MODULEPATH) and yet Unicode word breaking keeps `gcc:openmpi:gromacs` as one word."""
     return "\n".join(f"{key}={value.replace(':', ' ')}" for key, value in environment.items())
-
-
-def script_bytes(document: dict[str, Any]) -> bytes:
-    """The exact script bytes back from a document's _source."""
-    encoded = document.get("script_b64")
-    if encoded is not None:
-        return base64.b64decode(encoded)
-    text: str = document["script"]
-    return text.encode("utf-8")
 
 
 def _is_utf8(data: bytes) -> bool:

@@ -13,7 +13,7 @@ from schemas.version import VERSION
 # revision a cluster runs. A new revision applies to indices created after it (next month);
 # existing monthly indices keep the mapping they were created with, except for the fields in
 # ADDED_PROPERTIES, which are added to them at start.
-TEMPLATE_REVISION = 6
+TEMPLATE_REVISION = 7
 TEMPLATE_PRIORITY = 200
 # How soon a new document becomes searchable. Every refresh writes a new Lucene segment that
 # is merged later; at Elasticsearch's default of 1 s a node indexing ~30 KB documents spends
@@ -72,6 +72,7 @@ MAPPING_PROPERTIES: dict[str, Any] = {
     "script": {"type": "text", "analyzer": SCRIPT_ANALYZER},
     # Present only when the script is not UTF-8: its exact bytes, for retrieval only.
     "script_b64": {"type": "binary"},
+    "environment_b64": {"type": "binary"},
     "script_size": {"type": "long"},
     "script_sha256": {"type": "keyword"},
     "script_truncated": {"type": "boolean"},
@@ -94,7 +95,8 @@ MAPPING_PROPERTIES: dict[str, Any] = {
 # to every existing index at start (adding a field is the one mapping change an existing index
 # takes). Its old documents simply have no value: a query on the field does not match them.
 ADDED_FIELDS = ("modules",  # revision 5
-                "owner", "owner_uid", "owner_source")  # revision 6
+                "owner", "owner_uid", "owner_source",  # revision 6
+                "environment_b64")  # revision 7
 ADDED_PROPERTIES: dict[str, Any] = {name: MAPPING_PROPERTIES[name] for name in ADDED_FIELDS}
 
 # Indexed for search but not stored: each is derived from a stored field.

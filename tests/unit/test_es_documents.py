@@ -18,9 +18,9 @@ from consumers.elastic.documents import (
     bulk_item,
     check_index_prefix,
     index_name,
-    script_bytes,
 )
 from consumers.elastic.template import MAPPING_PROPERTIES
+from query.elastic import environment_entries_of, script_of
 from schemas.model import JobEvent, OwnerSource, SpoolFile
 from testkit.events import job_event
 from tests.unit.conftest import gridengine_event
@@ -129,7 +129,7 @@ def test_spool_files_are_left_to_the_file_archive() -> None:
 def test_utf8_script_is_stored_once_as_text() -> None:
     document = build_document(make_event())
     assert "script_b64" not in document
-    assert script_bytes(document) == make_event().script
+    assert script_of(document) == make_event().script
 
 
 def test_non_utf8_script_keeps_its_exact_bytes_beside_the_readable_text() -> None:
@@ -139,11 +139,36 @@ def test_non_utf8_script_keeps_its_exact_bytes_beside_the_readable_text() -> Non
     assert base64.b64decode(document["script_b64"]) == script
 
 
+def test_an_environment_the_map_gives_back_is_stored_once() -> None:
+    document = build_document(make_event(environment=b"A=1\0B=x=y\0EMPTY=\0"))
+    assert "environment_b64" not in document
+    assert environment_entries_of(document) == b"A=1\0B=x=y\0EMPTY=\0"
+
+
+@pytest.mark.parametrize("environment", [
+    b"LANG=caf\xe9\0",  # not UTF-8
+    b"A=1\0B=2\0A=3\0",  # a repeated key: the map keeps one value
+    b"NOEQUALS\0A=1\0",  # an entry without '='
+], ids=["not-utf8", "repeated-key", "no-equals"])
+def test_an_environment_the_map_loses_keeps_its_exact_entries(environment: bytes) -> None:
+    document = build_document(make_event(environment=environment))
+    assert base64.b64decode(document["environment_b64"]) == environment
+    assert environment_entries_of(document) == environment
+
+
+@given(st.lists(st.binary(max_size=40).filter(lambda e: b"\0" not in e and e), max_size=8))
+def test_any_environment_comes_back_exactly_from_the_json_document(
+        entries: list[bytes]) -> None:
+    environment = b"".join(entry + b"\0" for entry in entries)
+    lines = bulk_item(make_event(environment=environment), "p").lines
+    assert environment_entries_of(json.loads(lines.split(b"\n")[1])) == environment
+
+
 @given(st.binary(max_size=2048))
 def test_any_script_bytes_come_back_exactly_from_the_json_document(script: bytes) -> None:
     lines = bulk_item(make_event(script=script), "p").lines
     document = json.loads(lines.split(b"\n")[1])
-    assert script_bytes(document) == script
+    assert script_of(document) == script
 
 
 @given(st.dictionaries(st.text(min_size=1).filter(lambda k: "=" not in k and "\0" not in k),

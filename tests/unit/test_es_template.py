@@ -91,16 +91,20 @@ def test_modules_are_exact_keywords() -> None:
                                              "ignore_above": KEYWORD_IGNORE_ABOVE}
 
 
-def test_revision_6_maps_the_scheduler_owner_for_exact_access_matching() -> None:
-    assert TEMPLATE_REVISION == 6
-    assert index_template("p")["version"] == TEMPLATE_REVISION
+def test_the_scheduler_owner_is_mapped_for_exact_access_matching() -> None:
     assert MAPPING_PROPERTIES["owner"] == {"type": "keyword",
                                            "ignore_above": KEYWORD_IGNORE_ABOVE}
     assert MAPPING_PROPERTIES["owner_source"]["type"] == "keyword"
     assert MAPPING_PROPERTIES["owner_uid"] == {"type": "long"}
 
 
+def test_revision_7_keeps_exact_environment_entries_stored_not_indexed() -> None:
+    assert TEMPLATE_REVISION == 7
+    assert index_template("p")["version"] == TEMPLATE_REVISION
+    assert MAPPING_PROPERTIES["environment_b64"] == {"type": "binary"}
+
+
 def test_fields_added_by_a_revision_are_mapped_exactly_as_in_the_template() -> None:
     """They are put on indices created before the revision: the same mapping everywhere."""
-    added = ("modules", "owner", "owner_uid", "owner_source")
+    added = ("modules", "owner", "owner_uid", "owner_source", "environment_b64")
     assert {name: MAPPING_PROPERTIES[name] for name in added} == ADDED_PROPERTIES

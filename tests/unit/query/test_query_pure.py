@@ -3,6 +3,7 @@ rendering, the environment diff and the layout's sidecar patterns."""
 
 from __future__ import annotations
 
+import base64
 import struct
 import time
 from datetime import UTC, datetime
@@ -30,7 +31,7 @@ from query.formatting import (
     table,
 )
 from query.jobspec import JobSpec, JobSpecError, parse_job_spec
-from query.record import rebuilt_spool_files
+from query.record import JobRecord, rebuilt_spool_files, record_json
 from query.terminal import safe_bytes, safe_line
 from schemas.archive_layout import Layout, Period, period_directory, sidecar_pattern
 
@@ -211,10 +212,24 @@ def test_spool_files_rebuilt_from_a_document_are_each_schedulers_own(
     """Elasticsearch keeps no spool copies: Slurm's script and environment come back in its
     formats, Torque's .SC and Grid Engine's job_scripts/ copy are the script itself."""
     rebuilt = rebuilt_spool_files({"scheduler": scheduler, "job_id": job_id}, b"echo\n",
-                                  (("A", "1"),))
+                                  b"A=1\0")
     if scheduler == "slurm":  # the count in the host's byte order
         files[1] = ("environment", struct.pack("=I", 1) + b"A=1\0")
     assert list(rebuilt) == files
+
+
+def record_with_environment(environment: tuple[tuple[str, str], ...],
+                            entries: bytes) -> JobRecord:
+    return JobRecord(metadata={"job_id": "1"}, script=b"echo\n", environment=environment,
+                     environment_entries=entries, modules=(), spool_files=(), location="x")
+
+
+def test_json_holds_the_exact_environment_entries_only_where_the_map_loses_some() -> None:
+    """As the Elasticsearch document does: both backends print the same --json."""
+    plain = record_json(record_with_environment((("A", "1"),), b"A=1\0"))
+    assert plain["environment"] == {"A": "1"} and "environment_b64" not in plain
+    lossy = record_json(record_with_environment((("A", "caf\ufffd"),), b"A=caf\xe9\0"))
+    assert base64.b64decode(lossy["environment_b64"]) == b"A=caf\xe9\0"
 
 
 CONTEXT_LINES = [f"same {n}\n" for n in range(6)]
