@@ -1,10 +1,12 @@
 """The fields later template revisions added, on the real node: jobs are found by a term query
 on the modules their script and their submission loaded (revision 5) and by their scheduler
 owner (revision 6), in a new month's index and in one created before those revisions (whose
-older documents simply do not match)."""
+older documents simply do not match); that index also takes a document carrying revision 7's
+exact environment entries."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from typing import Any
 
@@ -30,13 +32,15 @@ def test_jobs_are_found_by_their_modules_in_new_and_previous_revision_indices(
         job_event(cluster="hydra", job_id="2", submit_time=JUNE_2024_MS,
                   script=b"#!/bin/bash\nml purge\nml gcc/9 -openmpi\n# module load nope\n",
                   environment=b"USER=bob\0"),
+        job_event(cluster="hydra", job_id="3", submit_time=MAY_2024_MS + 2000,
+                  environment=b"LANG=caf\xe9\0"),  # not UTF-8: environment_b64
     ]
     consumer = pipeline.start_consumer()
     consumer.wait_for_log("index template")
     template = es.indices.get_index_template(name=template_name(pipeline.prefix))
     assert template["index_templates"][0]["index_template"]["version"] == TEMPLATE_REVISION
     pipeline.produce(events)
-    pipeline.wait_for_count(3, timeout=90, consumer=consumer)
+    pipeline.wait_for_count(4, timeout=90, consumer=consumer)
 
     search = pipeline.search_ids
     assert search({"term": {"modules": "gromacs/2023.1"}}) == {"1"}  # the script's
@@ -50,5 +54,9 @@ def test_jobs_are_found_by_their_modules_in_new_and_previous_revision_indices(
     # Revision 6's owner, in the index made before it: what sarchive-web's access matches.
     assert search({"bool": {"filter": [{"term": {"owner": "alice"}},
                                        {"term": {"owner_source": "SCHEDULER"}}]}}) == {"1"}
-    assert consumer.metric("sarchive_es_documents_indexed_total") == 2
+    # Revision 7's environment_b64 is stored, not indexed: read from the source, in May's index.
+    [hit] = es.search(index=pipeline.prefix, query={"term": {"job_id": "3"}})["hits"]["hits"]
+    assert (hit["_index"], base64.b64decode(hit["_source"]["environment_b64"])) == \
+        (old_index, b"LANG=caf\xe9\0")
+    assert consumer.metric("sarchive_es_documents_indexed_total") == 3
     assert consumer.stop() == 0
