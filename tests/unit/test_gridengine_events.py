@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from producer.config import load_producer_config
 from producer.cull import Span, unpack_element
@@ -250,6 +252,67 @@ def test_a_job_whose_entry_spells_other_fields_is_read_into_an_event_with_its_ma
     assert (carried.account, carried.work_dir) == ("sge", None)
     assert (REDACTED_MARKER, REDACTED_MARKER) in carried.environment
     assert not [entry for entry in entries(event) if entry.startswith(b"sge=")]
+
+
+def record_with_environment(record: bytes, environment: list[tuple[bytes, bytes]]) -> bytes:
+    """A real record with its first environment entries given these names and values: each
+    entry's packed `\\0NAME\\0VALUE\\0` occurs once in it (asserted), found by search, not by
+    the decoder under test, and spliced back to front."""
+    original = parse_job_record(record).environment[:len(environment)]
+    offsets = []
+    for name, value in original:
+        pair = b"\0" + name + b"\0" + value + b"\0"
+        assert record.count(pair) == 1
+        offsets.append(record.index(pair) + 1)
+    for (name, value), offset, (new_name, new_value) in reversed(list(zip(
+            original, offsets, environment, strict=True))):
+        end = offset + len(name) + 1 + len(value)
+        record = record[:offset] + new_name + b"\0" + new_value + record[end:]
+    return record
+
+
+NAMES = st.sampled_from([b"A", b"sge", b"HOME", b"SECRET_TOKEN"]) | st.from_regex(
+    rb"\A[A-Za-z_][A-Za-z0-9_]{0,11}\Z")
+NO_NUL = st.lists(st.integers(1, 255), max_size=16).map(bytes)  # a packed string's bytes
+SECRETS = st.lists(st.integers(1, 255), min_size=8, max_size=24).map(bytes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_a_masked_record_never_holds_a_hidden_value_and_decodes_to_the_filtered_environment(
+        data: st.DataObject) -> None:
+    """Random names, values and hiding choices in a real record (qsub -V's, 23 entries): no
+    hidden value of 8 bytes or more is left in the carried record, which decodes to the
+    filtered environment with every other field unchanged. Hidden by key, every entry of a
+    hidden name holds a secret."""
+    fixture = (FIXTURES / "export_all" / "record").read_bytes()
+    names = data.draw(st.lists(NAMES, min_size=1, max_size=23), label="names")
+    choices = {name: data.draw(st.sampled_from(["keep", "redact", "exclude"]),
+                               label=name.decode()) for name in names}
+    environment = [(name, data.draw(NO_NUL if choices[name] == "keep" else SECRETS))
+                   for name in names]
+    record = record_with_environment(fixture, environment)
+    job = parse_job_record(record)
+
+    def hidden(choice: str) -> re.Pattern[str] | None:
+        chosen = [re.escape(n.decode()) for n, c in choices.items() if c == choice]
+        return re.compile(f"^(?:{'|'.join(chosen)})$") if chosen else None
+
+    policy = EnvPolicy(exclude=hidden("exclude"), redact=hidden("redact"))
+    choice_of = {**{name: "keep" for name, _ in job.environment}, **choices}
+    expected = tuple({"keep": (name, value), "redact": (name, REDACTED_MARKER),
+                      "exclude": (REDACTED_MARKER, REDACTED_MARKER)}[choice_of[name]]
+                     for name, value in job.environment)
+    secrets = [value for name, value in environment if choices[name] != "keep"]
+    visible = [fixture, REDACTED_MARKER, *(s for pair in expected for s in pair)]
+    assume(not any(secret in text for secret in secrets for text in visible))
+    rendered = render_record(record, job, apply_policy(environment_entries(job), policy))
+    assert isinstance(rendered, bytes)
+    carried = parse_job_record(rendered)
+    assert carried.environment == expected
+    assert dataclasses.replace(carried, environment=job.environment) == job
+    for secret in secrets:
+        assert secret in record and secret not in rendered
 
 
 def test_a_job_whose_record_is_withheld_is_read_into_an_event_without_it_saying_why(
