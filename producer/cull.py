@@ -13,7 +13,9 @@ descriptor and its elements; an object (sub-element) a presence flag, a descript
 element; a reference nothing.
 
 Every value is decoded from the descriptor the buffer carries, so a build with other fields
-is read as it wrote them; anything the format does not allow raises CullFormatError.
+is read as it wrote them; anything the format does not allow raises CullFormatError. An
+element also says where each of its strings lies in the buffer (`spans`): with no lengths in
+the format, that is what lets a string be rewritten in place (producer.gridengine_spool).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import dataclasses
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Union
+from typing import NamedTuple, Union
 
 CULL_VERSION = 0x10020000
 FREE_ELEM = 1  # the element carries its own descriptor
@@ -56,6 +58,14 @@ class CullFormatError(ValueError):
     """The bytes are not a packed CULL element this reader understands."""
 
 
+class Span(NamedTuple):
+    """Where a string's bytes lie in the buffer: data[start:end], its NUL terminator at end
+    (start == end for an empty or NULL string)."""
+
+    start: int
+    end: int
+
+
 @dataclass(frozen=True)
 class Field:
     name: int  # the field's number (e.g. JB_job_number = 50 in SGE 8.1.9)
@@ -69,10 +79,12 @@ class Field:
 @dataclass(frozen=True)
 class CullElement:
     """One element: its descriptor and a value per field (None: a NULL string, list or
-    object; absent from values: a reference, which is never packed)."""
+    object; absent from values: a reference, which is never packed), and where each string
+    or host field's bytes lie in the buffer it was read from (not part of its value)."""
 
     descriptor: tuple[Field, ...]
     values: Mapping[int, CullValue]
+    spans: Mapping[int, Span] = dataclasses.field(default_factory=dict, compare=False)
     _fields: Mapping[int, Field] = dataclasses.field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -152,6 +164,11 @@ class _Reader:
         for field in fields:
             if field.type not in TYPE_NAMES:
                 raise CullFormatError(f"field {field.name} has unknown type {field.type}")
+        # SGE's descriptors name each field once; a repeated one would leave a value no look-up
+        # by name sees (nor rewrites).
+        if len({field.name for field in fields}) != count:
+            raise CullFormatError(f"a descriptor naming a field twice at offset "
+                                  f"{self.offset - 8 * count}")
         return fields
 
     def element(self, bound: tuple[Field, ...] | None, depth: int) -> CullElement:
@@ -173,17 +190,21 @@ class _Reader:
                                   f"{len(descriptor)} fields")
         self._need((changed_bits + 7) // 8, "the changed-field bits")
         values: dict[int, CullValue] = {}
+        spans: dict[int, Span] = {}
         for field in descriptor:
-            if field.type != REF_T:
+            if field.type in (STRING_T, HOST_T):
+                start = self.offset
+                values[field.name] = self.string()
+                spans[field.name] = Span(start, self.offset - 1)
+            elif field.type != REF_T:
                 values[field.name] = self.value(field, depth)
-        return CullElement(descriptor, values)
+        return CullElement(descriptor, values, spans)
 
     def value(self, field: Field, depth: int) -> CullValue:
+        """A field's value other than a string's (element() reads those, with their spans)."""
         kind = field.type
         if kind in (ULONG_T, BOOL_T):
             return self.u32()
-        if kind in (STRING_T, HOST_T):
-            return self.string()
         if kind == DOUBLE_T:
             return self.double()
         if kind == LIST_T:

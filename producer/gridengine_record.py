@@ -11,11 +11,13 @@ build whose job type differs is refused with GridEngineRecordError, never misrea
 
 Field numbers are SGE's (JB_LOWERBOUND 50 and the JB_Type enumeration of sge_job_JB_L.h;
 the sub-types' numbers as their lists' descriptors carry them). Strings other than the
-environment's are decoded as UTF-8, undecodable bytes replaced; the environment stays bytes.
+environment's are decoded as UTF-8, undecodable bytes replaced; the environment stays bytes,
+and the job says where each of its names and values lies in the record (from the same parse).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -35,6 +37,7 @@ from producer.cull import (
     CullList,
     CullValue,
     Field,
+    Span,
     unpack_element,
 )
 from producer.errors import REASON_MALFORMED, SpoolReadError
@@ -149,6 +152,9 @@ class GridEngineJob:
     job_args: tuple[bytes, ...]  # arguments after the script (or the binary)
     submit_time_ms: int  # epoch milliseconds (qmaster records whole seconds)
     shell: str | None  # -S
+    # Where each environment entry's name and value lie in the record's bytes, in record order
+    # (producer.gridengine_spool masks entries in place there): a position, not the job's value.
+    environment_spans: tuple[tuple[Span, Span], ...] = dataclasses.field(compare=False)
 
     @property
     def command(self) -> tuple[bytes, ...]:
@@ -190,6 +196,7 @@ def parse_job_record(data: bytes, *, job_id: str = "?") -> GridEngineJob:
         parallel_environment=record.text(JB_PE),
         pe_slots=next(iter(record.ranges(JB_PE_RANGE)), None),
         environment=record.environment(),
+        environment_spans=record.environment_spans(),
         script_file=record.text(JB_SCRIPT_FILE),
         exec_file=record.text(JB_EXEC_FILE),
         binary=bool(job_type & JOB_TYPE_BINARY),
@@ -256,6 +263,14 @@ class _Record:
             (self.raw(VA_VARIABLE, e) or b"", self.raw(VA_VALUE, e) or b"")
             for e in self.elements(JB_ENV_LIST)
         )
+
+    def environment_spans(self) -> tuple[tuple[Span, Span], ...]:
+        return tuple((self.span(VA_VARIABLE, e), self.span(VA_VALUE, e))
+                     for e in self.elements(JB_ENV_LIST))
+
+    def span(self, name: int, element: CullElement) -> Span:
+        self.raw(name, element)  # a string field, or an error
+        return element.spans[name]
 
     def resources(self) -> dict[str, str]:
         resources: dict[str, str] = {}

@@ -29,6 +29,7 @@ import re
 import stat
 from pathlib import Path
 
+from producer.cull import Span
 from producer.environment import FilteredEnvironment, entry_key
 from producer.errors import REASON_MALFORMED, REASON_NOT_A_JOB, SpoolReadError
 from producer.gridengine_record import GridEngineJob, TaskRange, parse_job_record
@@ -229,32 +230,35 @@ class RecordWithheld:
 def render_record(record: bytes, job: GridEngineJob,
                   environment: FilteredEnvironment) -> bytes | RecordWithheld:
     """The record as stored, with the environment entries the policy hid masked in place;
-    RecordWithheld when that cannot be done safely (the record is then not carried).
+    RecordWithheld when that cannot be verified (the record is then not carried).
 
-    The record packs every string NUL-terminated with no length anywhere, a list element's
-    name and value back to back after its header (whose last byte is NUL as the qmaster
-    writes records), so an entry `\\0NAME\\0VALUE\\0` is replaced by its filtered form
-    wherever it occurs: never inside a longer name (`__SGE_PREFIX__O_HOME` for `HOME`). The
-    result is decoded again and must hold the filtered environment with nothing else changed;
-    when it does not (the pair also spells another field, say), RecordWithheld: never a
-    record with a secret, nor a damaged one.
+    `job` is the record's own decoding: its environment spans say where each entry's name and
+    value lie in `record`. Only those bytes are rewritten, back to front so that the offsets
+    still to be used stay valid; every NUL terminator and every other field stays as it was,
+    whatever bytes the entry shares with them. The result is decoded again and must hold the
+    filtered environment with every other field unchanged; when it does not (a record the
+    decoder cannot read back), RecordWithheld: never a record with a secret, nor a damaged one.
     """
     if not environment.hidden_keys:
         return record
     kept_keys = set(environment.keys)
     kept = iter(environment.entries)
     expected: list[tuple[bytes, bytes]] = []
-    rendered = record
-    for (name, value), entry in zip(job.environment, environment_entries(job), strict=True):
+    rewrites: list[tuple[Span, bytes]] = []
+    for (name, value), spans, entry in zip(job.environment, job.environment_spans,
+                                           environment_entries(job), strict=True):
         # The policy keeps or drops every entry of a key, in order: `kept` follows along.
         filtered = next(kept) if entry_key(entry) in kept_keys else None
         if filtered == entry:
             expected.append((name, value))
             continue
         pair = _packed_entry(filtered)
-        rendered = rendered.replace(b"\0" + name + b"\0" + value + b"\0",
-                                    b"\0" + pair[0] + b"\0" + pair[1] + b"\0")
+        rewrites.extend(zip(spans, pair, strict=True))
         expected.append(pair)
+    masked = bytearray(record)
+    for span, text in sorted(rewrites, key=lambda rewrite: rewrite[0], reverse=True):
+        masked[span.start:span.end] = text
+    rendered = bytes(masked)
     try:
         decoded = parse_job_record(rendered, job_id=str(job.job_id))
     except SpoolReadError:
@@ -262,7 +266,8 @@ def render_record(record: bytes, job: GridEngineJob,
         return RecordWithheld("the masked record does not decode")
     if decoded.environment != tuple(expected):
         return RecordWithheld("the masked record's environment is not the filtered one")
-    changed = [field.name for field in dataclasses.fields(job) if field.name != "environment"
+    changed = [field.name for field in dataclasses.fields(job) if field.compare
+               and field.name != "environment"
                and getattr(decoded, field.name) != getattr(job, field.name)]
     if changed:
         return RecordWithheld(f"masking the environment would change {', '.join(changed)}")

@@ -4,7 +4,8 @@ Jobs go in with the real qsub, held (`-h`) so that they stay pending with their 
 spool, and are deleted at the end. Each job arrives with the script byte for byte as
 job_scripts/<id> holds it and the environment `qstat -j ID -xml` reports, under the default
 redaction policy; a job deleted right after its submission is archived still; a restart catches
-up without repeating; a rewritten record is not a new job; a burst arrives once.
+up without repeating; a rewritten record is not a new job; a burst arrives once; hidden
+variables are masked in the carried record where they lie, whatever other fields spell.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from producer.gridengine_record import parse_job_record
+from schemas.model import REDACTED_MARKER
 from testkit.deliveries import delivered_once
 from testkit.gridengine import QstatJob
 from testkit.waiting import wait_until
@@ -162,6 +165,32 @@ def test_every_kind_of_job_arrives_with_the_spools_script_and_qstats_environment
     assert set(events[export_all].redacted_keys) == {"SECRET_TOKEN", "DATABASE_URL"}
     producer.signal(signal.SIGTERM)
     assert producer.wait(30) == 0
+
+
+def test_hidden_variables_spelling_other_fields_are_masked_where_they_lie_in_the_record(
+        rig: Rig, submitter: Submitter) -> None:
+    """qsub -cwd -v A=,sge=,DIR_TOKEN=<the cwd>, A and sge excluded: `\\0A\\0\\0` is also in
+    the descriptor, `\\0sge\\0\\0` the default account and the next field, the token (redacted
+    by default) the cwd. The record is carried, each entry masked alone, every other field as
+    the spool holds it."""
+    producer = rig.start_producer("--env-exclude", "^(A|sge)$")
+    workdir = str(rig.cell.workdir)
+    job_id = submitter.qsub("-cwd", "-v", f"A=,sge=,DIR_TOKEN={workdir}", script=PLAIN)
+    spooled = parse_job_record(rig.cell.record_path(int(job_id)).read_bytes())
+    assert {(b"A", b""), (b"sge", b""), (b"DIR_TOKEN", workdir.encode())} <= set(
+        spooled.environment)
+    event = delivered_once(rig.read_until({job_id}, timeout=60).events, {job_id})[job_id]
+    record = next(f.content for f in event.spool_files if f.name == "record")
+    carried = parse_job_record(record)
+    hidden = {(b"A", b""): (REDACTED_MARKER, REDACTED_MARKER),
+              (b"sge", b""): (REDACTED_MARKER, REDACTED_MARKER),
+              (b"DIR_TOKEN", workdir.encode()): (b"DIR_TOKEN", REDACTED_MARKER)}
+    assert carried.environment == tuple(hidden.get(pair, pair) for pair in spooled.environment)
+    assert dataclasses.replace(carried, environment=spooled.environment) == spooled
+    assert (carried.account, carried.work_dir) == ("sge", workdir)
+    producer.signal(signal.SIGTERM)
+    assert producer.wait(30) == 0
+    assert "without its Grid Engine record" not in producer.log()
 
 
 def test_an_unprivileged_user_without_capabilities_reads_the_spool(

@@ -61,21 +61,21 @@ def gridengine_event(**overrides: Any) -> JobEvent:
     return job_event(**{**defaults, **overrides})
 
 
-def plain_record_with_empty_variable(name: bytes) -> bytes:
-    """The real plain record (job 15) with its empty TERM entry renamed, as `qsub -v NAME=`
-    packs that variable: still a whole record (strings are NUL-terminated, no length
-    anywhere). Hidden, `sge` packs as `\\0sge\\0\\0`, as the account `sge` and the next field's
-    first byte do; a one-letter name's pair occurs in the descriptor: neither masking can be
-    verified."""
-    record = (Path(__file__).parent.parent / "fixtures" / "gridengine" / "plain"
+def record_with_variable(case: str, name: bytes, value: bytes = b"") -> bytes:
+    """The real record of a fixture with its empty TERM entry renamed and given a value, as
+    `qsub -v NAME=VALUE` packs that variable: still a whole record (strings are
+    NUL-terminated, no length anywhere). Such an entry may spell other fields' bytes: `sge`
+    with no value packs as `\\0sge\\0\\0`, as the account `sge` and the next field's first
+    byte do; a one-letter name's pair occurs in the descriptor."""
+    record = (Path(__file__).parent.parent / "fixtures" / "gridengine" / case
               / "record").read_bytes()
     assert record.count(b"\0TERM\0\0") == 1
-    return record.replace(b"\0TERM\0\0", b"\0" + name + b"\0\0")
+    return record.replace(b"\0TERM\0\0", b"\0" + name + b"\0" + value + b"\0")
 
 
 @pytest.fixture
-def gridengine_record_with_empty_variable() -> Callable[[bytes], bytes]:
-    return plain_record_with_empty_variable
+def gridengine_record_with_variable() -> Callable[..., bytes]:
+    return record_with_variable
 
 
 @pytest.fixture

@@ -12,12 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from producer.config import load_producer_config
+from producer.cull import Span, unpack_element
 from producer.environment import EnvPolicy, apply_policy
 from producer.errors import REASON_MALFORMED, REASON_VANISHED, JobIncompleteError, SpoolReadError
 from producer.events import EventSettings, build_event
-from producer.gridengine_record import parse_job_record
+from producer.gridengine_record import (
+    JB_ACCOUNT,
+    JB_DESCRIPTOR_8_1_9,
+    GridEngineJob,
+    parse_job_record,
+)
 from producer.gridengine_spool import (
     RecordWithheld,
     environment_entries,
@@ -196,55 +204,167 @@ def test_a_hidden_variable_is_masked_alone_not_inside_a_longer_name(tmp_path: Pa
     assert carried[b"__SGE_PREFIX__O_HOME"] == b"/root"
 
 
-def test_a_record_whose_masking_cannot_be_verified_is_withheld_with_the_reason() -> None:
-    """A hidden pair `sge\\0\\0` (a variable sge, no value) is also how the account `sge` and
-    the next field's first byte are packed: masking it would damage the account, so the
-    record is not carried at all rather than carried damaged (or with the secret)."""
-    record = (FIXTURES / "plain" / "record").read_bytes()
-    job = parse_job_record(record)
-    assert b"sge\0\0" in record and job.account == "sge"
-    doctored = dataclasses.replace(job, environment=(*job.environment, (b"sge", b"")))
-    policy = EnvPolicy(exclude=re.compile(r"^sge$"), redact=None)
-    filtered = apply_policy(environment_entries(doctored), policy)
-    assert filtered.hidden_keys == ("sge",)
-    assert render_record(record, doctored, filtered) == RecordWithheld(
-        "the masked record's environment is not the filtered one")
-    assert render_record(record, job, apply_policy(environment_entries(job), policy)) == record
+HIDE = {"exclude": lambda name: EnvPolicy(exclude=re.compile(f"^{name}$"), redact=None),
+        "redact": lambda name: EnvPolicy(exclude=None, redact=re.compile(f"^{name}$"))}
 
 
-@pytest.mark.parametrize(("name", "reason"), [
-    (b"sge", "masking the environment would change account, work_dir"),
-    (b"A", "the masked record does not decode"),
+@pytest.mark.parametrize(("case", "name", "value", "hide"), [
+    ("plain", b"sge", b"", "exclude"),  # `\0sge\0\0`: the account `sge` and the next field
+    ("plain", b"A", b"", "exclude"),  # `\0A\0\0`: in the descriptor
+    ("plain", b"A", b"", "redact"),
+    ("options_cwd", b"acct42", b"/tmp/sarchive-ge-fixtures", "redact"),  # account, then cwd
+    ("options_cwd", b"NAME", b"named_job", "exclude"),  # the job name's value
 ])
-def test_a_withheld_record_says_why_naming_fields_never_values(
-        gridengine_record_with_empty_variable: Callable[[bytes], bytes], name: bytes,
-        reason: str) -> None:
-    record = gridengine_record_with_empty_variable(name)
+def test_a_hidden_entry_is_masked_where_it_lies_whatever_other_fields_spell_the_same_bytes(
+        gridengine_record_with_variable: Callable[..., bytes], case: str, name: bytes,
+        value: bytes, hide: str) -> None:
+    """Records withheld when the entry's bytes were replaced wherever they occurred: the
+    masked record decodes to the filtered environment with every other field unchanged, and
+    the hidden entry's value is gone from it (other fields holding the same bytes keep them)."""
+    record = gridengine_record_with_variable(case, name, value)
     job = parse_job_record(record)
-    policy = EnvPolicy(exclude=re.compile(f"^{name.decode()}$"), redact=None)
-    assert render_record(record, job, apply_policy(environment_entries(job), policy)) == \
-        RecordWithheld(reason)
+    filtered = apply_policy(environment_entries(job), HIDE[hide](name.decode()))
+    assert filtered.hidden_keys == (name.decode(),)
+    rendered = render_record(record, job, filtered)
+    assert isinstance(rendered, bytes)
+    carried = parse_job_record(rendered)
+    hidden = ((REDACTED_MARKER, REDACTED_MARKER) if hide == "exclude"
+              else (name, REDACTED_MARKER))
+    assert carried.environment == tuple(hidden if pair == (name, value) else pair
+                                        for pair in job.environment)
+    assert dataclasses.replace(carried, environment=job.environment) == job
+    if value:
+        assert rendered.count(value) == record.count(value) - 1
 
 
-def test_a_job_whose_record_is_withheld_is_read_into_an_event_without_it_saying_why(
-        tmp_path: Path, gridengine_record_with_empty_variable: Callable[[bytes], bytes]
-        ) -> None:
-    """The reader's outcome names the fields masking would have changed; the event keeps the
-    script and the filtered environment, and no record."""
+def test_a_job_whose_entry_spells_other_fields_is_read_into_an_event_with_its_masked_record(
+        tmp_path: Path, gridengine_record_with_variable: Callable[..., bytes]) -> None:
     job = lay_out(tmp_path, "plain")
     assert job.base is not None
-    (job.directory / job.base).write_bytes(gridengine_record_with_empty_variable(b"sge"))
+    (job.directory / job.base).write_bytes(gridengine_record_with_variable("plain", b"sge"))
     policy = EnvPolicy(exclude=re.compile(r"^sge$"), redact=None)
     outcome = read_job(job, dataclasses.replace(SETTINGS, env_policy=policy), JobEventCodec(),
                        READ_MS)
+    assert isinstance(outcome, ReadEvent) and outcome.record_withheld is None
+    event = JobEventCodec().decode(outcome.value)
+    assert [f.name for f in event.spool_files] == ["script", "record"]
+    carried = parse_job_record(record_of(event))
+    assert (carried.account, carried.work_dir) == ("sge", None)
+    assert (REDACTED_MARKER, REDACTED_MARKER) in carried.environment
+    assert not [entry for entry in entries(event) if entry.startswith(b"sge=")]
+
+
+def record_with_environment(record: bytes, environment: list[tuple[bytes, bytes]]) -> bytes:
+    """A real record with its first environment entries given these names and values: each
+    entry's packed `\\0NAME\\0VALUE\\0` occurs once in it (asserted), found by search, not by
+    the decoder under test, and spliced back to front."""
+    original = parse_job_record(record).environment[:len(environment)]
+    offsets = []
+    for name, value in original:
+        pair = b"\0" + name + b"\0" + value + b"\0"
+        assert record.count(pair) == 1
+        offsets.append(record.index(pair) + 1)
+    for (name, value), offset, (new_name, new_value) in reversed(list(zip(
+            original, offsets, environment, strict=True))):
+        end = offset + len(name) + 1 + len(value)
+        record = record[:offset] + new_name + b"\0" + new_value + record[end:]
+    return record
+
+
+NAMES = st.sampled_from([b"A", b"sge", b"HOME", b"SECRET_TOKEN"]) | st.from_regex(
+    rb"\A[A-Za-z_][A-Za-z0-9_]{0,11}\Z")
+NO_NUL = st.lists(st.integers(1, 255), max_size=16).map(bytes)  # a packed string's bytes
+SECRETS = st.lists(st.integers(1, 255), min_size=8, max_size=24).map(bytes)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_a_masked_record_never_holds_a_hidden_value_and_decodes_to_the_filtered_environment(
+        data: st.DataObject) -> None:
+    """Random names, values and hiding choices in a real record (qsub -V's, 23 entries): no
+    hidden value of 8 bytes or more is left in the carried record, which decodes to the
+    filtered environment with every other field unchanged. Hidden by key, every entry of a
+    hidden name holds a secret."""
+    fixture = (FIXTURES / "export_all" / "record").read_bytes()
+    names = data.draw(st.lists(NAMES, min_size=1, max_size=23), label="names")
+    choices = {name: data.draw(st.sampled_from(["keep", "redact", "exclude"]),
+                               label=name.decode()) for name in names}
+    environment = [(name, data.draw(NO_NUL if choices[name] == "keep" else SECRETS))
+                   for name in names]
+    record = record_with_environment(fixture, environment)
+    job = parse_job_record(record)
+
+    def hidden(choice: str) -> re.Pattern[str] | None:
+        chosen = [re.escape(n.decode()) for n, c in choices.items() if c == choice]
+        return re.compile(f"^(?:{'|'.join(chosen)})$") if chosen else None
+
+    policy = EnvPolicy(exclude=hidden("exclude"), redact=hidden("redact"))
+    choice_of = {**{name: "keep" for name, _ in job.environment}, **choices}
+    expected = tuple({"keep": (name, value), "redact": (name, REDACTED_MARKER),
+                      "exclude": (REDACTED_MARKER, REDACTED_MARKER)}[choice_of[name]]
+                     for name, value in job.environment)
+    secrets = [value for name, value in environment if choices[name] != "keep"]
+    visible = [fixture, REDACTED_MARKER, *(s for pair in expected for s in pair)]
+    assume(not any(secret in text for secret in secrets for text in visible))
+    rendered = render_record(record, job, apply_policy(environment_entries(job), policy))
+    assert isinstance(rendered, bytes)
+    carried = parse_job_record(rendered)
+    assert carried.environment == expected
+    assert dataclasses.replace(carried, environment=job.environment) == job
+    for secret in secrets:
+        assert secret in record and secret not in rendered
+
+
+def test_a_job_whose_record_is_withheld_is_read_into_an_event_without_it_saying_why(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reader's outcome carries the reason; the event keeps the script and the filtered
+    environment, and no record."""
+    monkeypatch.setattr("producer.events.render_record",
+                        lambda *_: RecordWithheld("the masked record does not decode"))
+    outcome = read_job(lay_out(tmp_path, "export_named"), SETTINGS, JobEventCodec(), READ_MS)
     assert isinstance(outcome, ReadEvent)
-    assert outcome.record_withheld == "masking the environment would change account, work_dir"
+    assert outcome.record_withheld == "the masked record does not decode"
     event = JobEventCodec().decode(outcome.value)
     assert [f.name for f in event.spool_files] == ["script"]
-    assert b"__SGE_PREFIX__O_HOME=/root" in entries(event)
-    assert not [entry for entry in entries(event) if entry.startswith(b"sge=")]
-    carried = read_job(lay_out(tmp_path / "carried", "plain"), SETTINGS, JobEventCodec(), READ_MS)
-    assert isinstance(carried, ReadEvent) and carried.record_withheld is None
+    assert b"SECRET_TOKEN=<redacted>" in entries(event)
+
+
+def _misplaced(job: GridEngineJob, entry: int, spans: tuple[Span, Span]) -> GridEngineJob:
+    """The job with one entry's spans elsewhere: what a decoder reporting wrong positions
+    would hand over."""
+    moved = list(job.environment_spans)
+    moved[entry] = spans
+    return dataclasses.replace(job, environment_spans=tuple(moved))
+
+
+def test_a_record_not_read_back_as_masked_is_withheld_saying_why_never_with_a_value(
+        gridengine_record_with_variable: Callable[..., bytes]) -> None:
+    """The check after masking catches wrong positions, which only a faulty decoder could
+    report: the secret left in place, a terminator overwritten, another field rewritten. With
+    the decoder's own spans the record is carried."""
+    secret = b"s3cret-value"
+    record = gridengine_record_with_variable("plain", b"SECRET_TOKEN", secret)
+    job = parse_job_record(record)
+    entry = [name for name, _ in job.environment].index(b"SECRET_TOKEN")
+    filtered = apply_policy(environment_entries(job), SETTINGS.env_policy)
+    assert filtered.hidden_keys == ("SECRET_TOKEN",)
+    masked = render_record(record, job, filtered)
+    assert isinstance(masked, bytes) and secret not in masked
+    name, value = job.environment_spans[entry]
+    assert render_record(record, _misplaced(job, entry, job.environment_spans[0]),
+                         filtered) == RecordWithheld(
+        "the masked record's environment is not the filtered one")
+    assert render_record(record, _misplaced(job, entry, (name, Span(value.start, value.end + 1))),
+                         filtered) == RecordWithheld("the masked record does not decode")
+    # Excluded, `<redacted>=<redacted>` is rewritten with what it holds: only the misplaced
+    # value's rewrite shows, in the account.
+    record = gridengine_record_with_variable("plain", REDACTED_MARKER, REDACTED_MARKER)
+    job = parse_job_record(record)
+    filtered = apply_policy(environment_entries(job), HIDE["exclude"]("<redacted>"))
+    name = job.environment_spans[entry][0]
+    account = unpack_element(record, JB_DESCRIPTOR_8_1_9).spans[JB_ACCOUNT]
+    assert render_record(record, _misplaced(job, entry, (name, account)), filtered) == \
+        RecordWithheld("masking the environment would change account")
 
 
 def test_a_record_at_another_jobs_path_is_malformed(tmp_path: Path) -> None:

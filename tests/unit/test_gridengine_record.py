@@ -115,6 +115,34 @@ def test_a_record_rewritten_without_its_descriptor_is_read_with_8_1_9s() -> None
     assert (job.job_id, job.array) == (20, TaskRange(1, 3, 1))
 
 
+@pytest.mark.parametrize("case", [*CASES, "array_running"])
+def test_each_environment_entry_says_where_its_name_and_value_lie_in_record_order(
+        case: str) -> None:
+    """data[start:end] is the string, data[end] its terminator, the name's just before the
+    value's, every entry after the one before (an empty value is an empty span)."""
+    data = record_bytes(case)
+    job = parse_job_record(data)
+    assert len(job.environment_spans) == len(job.environment) > 0
+    ends = -1
+    for (name, value), (name_span, value_span) in zip(job.environment, job.environment_spans,
+                                                      strict=True):
+        assert (data[name_span.start:name_span.end], data[value_span.start:value_span.end]) \
+            == (name, value)
+        assert data[name_span.end] == data[value_span.end] == 0
+        assert ends < name_span.start and value_span.start == name_span.end + 1
+        ends = value_span.end
+
+
+def test_a_descriptor_naming_a_field_twice_is_refused() -> None:
+    """SGE names each field once: a second value of a field would be one no look-up by name
+    sees, nor masks."""
+    data = bytearray(record_bytes("plain"))
+    at = data.index(struct.pack(">II", JB_UID, 0x82003))
+    data[at:at + 4] = struct.pack(">I", JB_UID - 1)  # JB_owner's number, a ulong now
+    with pytest.raises(GridEngineRecordError, match="naming a field twice"):
+        parse_job_record(bytes(data))
+
+
 @pytest.mark.parametrize("case", ["plain", "options_cwd", "binary", "export_all"])
 def test_the_built_in_descriptor_is_the_one_qmaster_writes(case: str) -> None:
     written = unpack_element(record_bytes(case)).descriptor
