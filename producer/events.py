@@ -292,12 +292,6 @@ def _duration(seconds: str | None) -> str | None:
     return f"{hours}:{minute:02d}:{second:02d}"
 
 
-def build_event(raw: RawJob, settings: EventSettings, read_time_ms: int,
-                slurm_owner: JobOwner = UNKNOWN_OWNER) -> JobEvent:
-    """The job event alone (build_job_event)."""
-    return build_job_event(raw, settings, read_time_ms, slurm_owner).event
-
-
 def build_job_event(raw: RawJob, settings: EventSettings, read_time_ms: int,
                     slurm_owner: JobOwner = UNKNOWN_OWNER) -> BuiltEvent:
     """The job event for one job read from the spool (see the module doc for what is kept),

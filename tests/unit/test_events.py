@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from producer.config import load_producer_config
 from producer.environment import DEFAULT_REDACT, EnvPolicy, render_slurm_environment_file
 from producer.errors import SpoolReadError
-from producer.events import EventSettings, build_event
+from producer.events import EventSettings, build_job_event
 from producer.slurm_spool import read_slurm_job
 from producer.spool_io import RawJob
 from producer.torque_spool import parse_torque_jb, read_torque_job
@@ -73,7 +73,7 @@ def everything_carried(event: JobEvent) -> bytes:
 @pytest.fixture(scope="module")
 def real_event() -> JobEvent:
     raw = dataclasses.replace(read_slurm_job(REAL_SLURM_JOB), submit_time_ms=SUBMIT_MS)
-    return build_event(raw, SETTINGS, READ_MS)
+    return build_job_event(raw, SETTINGS, READ_MS).event
 
 
 # --- Slurm --------------------------------------------------------------------------------
@@ -125,8 +125,8 @@ def test_event_survives_the_codec(real_event: JobEvent) -> None:
 
 def test_a_long_script_is_cut_but_described_whole() -> None:
     script = b"#!/bin/sh\n" + b"x" * 100
-    event = build_event(slurm_job(script, []),
-                        dataclasses.replace(SETTINGS, max_script_bytes=16), READ_MS)
+    event = build_job_event(slurm_job(script, []),
+                        dataclasses.replace(SETTINGS, max_script_bytes=16), READ_MS).event
     assert (event.script, event.script_truncated) == (script[:16], True)
     assert (event.script_size, event.script_sha256) == (
         len(script), hashlib.sha256(script).hexdigest())
@@ -135,41 +135,41 @@ def test_a_long_script_is_cut_but_described_whole() -> None:
 
 def test_a_script_of_exactly_the_limit_is_not_truncated() -> None:
     script = b"#!/bin/sh\necho\n"
-    event = build_event(slurm_job(script, []),
-                        dataclasses.replace(SETTINGS, max_script_bytes=len(script)), READ_MS)
+    event = build_job_event(slurm_job(script, []),
+                        dataclasses.replace(SETTINGS, max_script_bytes=len(script)), READ_MS).event
     assert (event.script, event.script_truncated) == (script, False)
 
 
 def test_crlf_and_non_utf8_script_bytes_are_kept_exactly() -> None:
     script = b"#!/bin/bash\r\n#SBATCH -J caf\xe9\r\necho \xff\xfe\r\n\r\n"
-    event = build_event(slurm_job(script, []), SETTINGS, READ_MS)
+    event = build_job_event(slurm_job(script, []), SETTINGS, READ_MS).event
     assert event.script == script
     assert event.script_sha256 == hashlib.sha256(script).hexdigest()
     assert everything_carried(event).count(script) == 2  # the script field and its spool copy
 
 
 def test_job_key_is_deterministic_and_changes_with_submit_time() -> None:
-    first = build_event(slurm_job(b"#!/bin/sh\n", []), SETTINGS, READ_MS)
-    again = build_event(slurm_job(b"#!/bin/sh\n", []), SETTINGS, READ_MS + 5000)
-    reused = build_event(slurm_job(b"#!/bin/sh\n", [], submit_time_ms=SUBMIT_MS + 1),
-                         SETTINGS, READ_MS)
+    first = build_job_event(slurm_job(b"#!/bin/sh\n", []), SETTINGS, READ_MS).event
+    again = build_job_event(slurm_job(b"#!/bin/sh\n", []), SETTINGS, READ_MS + 5000).event
+    reused = build_job_event(slurm_job(b"#!/bin/sh\n", [], submit_time_ms=SUBMIT_MS + 1),
+                         SETTINGS, READ_MS).event
     assert first.job_key == again.job_key == f"hydra:slurm:42:{SUBMIT_MS}"
     assert reused.job_key != first.job_key
 
 
 def test_inherited_slurm_array_variables_do_not_make_an_array() -> None:
     """sbatch passes SLURM_ARRAY_* on from the submitting shell (seen on a real spool)."""
-    event = build_event(slurm_job(b"#!/bin/sh\n", [b"SLURM_ARRAY_JOB_ID=999",
-                                                   b"SLURM_ARRAY_TASK_ID=3"]), SETTINGS, READ_MS)
+    job = slurm_job(b"#!/bin/sh\n", [b"SLURM_ARRAY_JOB_ID=999", b"SLURM_ARRAY_TASK_ID=3"])
+    event = build_job_event(job, SETTINGS, READ_MS).event
     assert (event.array_job_id, event.array_task_id) == (None, None)
 
 
 def test_sbatch_input_variables_override_directives() -> None:
     script = b"#!/bin/sh\n#SBATCH -J script -A a1 -p p1 -t 10 --array=1-2\n"
-    event = build_event(slurm_job(script, [
+    event = build_job_event(slurm_job(script, [
         b"SLURM_JOB_NAME=effective", b"SBATCH_ACCOUNT=a2", b"SBATCH_PARTITION=p2",
         b"SBATCH_TIMELIMIT=20", b"SBATCH_ARRAY_INX=5-6", b"SLURM_SUBMIT_DIR=/home/bob/x",
-    ]), SETTINGS, READ_MS)
+    ]), SETTINGS, READ_MS).event
     assert (event.job_name, event.account, event.partition, event.time_limit) == (
         "effective", "a2", "p2", "20")
     assert (event.array_job_id, event.array_task_id) == ("42", "5-6")
@@ -177,7 +177,7 @@ def test_sbatch_input_variables_override_directives() -> None:
 
 def test_work_dir_is_chdir_then_submit_dir_then_pwd() -> None:
     def work_dir(script: bytes, environment: list[bytes]) -> str | None:
-        return build_event(slurm_job(script, environment), SETTINGS, READ_MS).work_dir
+        return build_job_event(slurm_job(script, environment), SETTINGS, READ_MS).event.work_dir
 
     environment = [b"PWD=/pwd", b"SLURM_SUBMIT_DIR=/submit"]
     assert work_dir(b"#SBATCH -D /chdir\n", environment) == "/chdir"
@@ -187,15 +187,16 @@ def test_work_dir_is_chdir_then_submit_dir_then_pwd() -> None:
 
 
 def test_user_falls_back_to_the_submit_directory_owner() -> None:
-    event = build_event(slurm_job(b"", [b"SLURM_SUBMIT_DIR=/home/erin/run"]), SETTINGS, READ_MS)
+    job = slurm_job(b"", [b"SLURM_SUBMIT_DIR=/home/erin/run"])
+    event = build_job_event(job, SETTINGS, READ_MS).event
     assert (event.user, event.user_source) == ("erin", UserSource.WORKDIR)
 
 
 def test_a_redacted_value_never_becomes_metadata() -> None:
     policy = EnvPolicy(exclude=None, redact=re.compile("^(USER|SLURM_JOB_NAME)$"))
-    event = build_event(slurm_job(b"#SBATCH -J fromscript\n",
+    event = build_job_event(slurm_job(b"#SBATCH -J fromscript\n",
                                   [b"USER=root", b"SLURM_JOB_NAME=x"]),
-                        dataclasses.replace(SETTINGS, env_policy=policy), READ_MS)
+                        dataclasses.replace(SETTINGS, env_policy=policy), READ_MS).event
     assert (event.user, event.job_name) == (None, "fromscript")
 
 
@@ -209,7 +210,7 @@ fillers = st.binary(max_size=20).filter(lambda v: b"\0" not in v and b"\x01" not
 def test_hidden_values_are_carried_nowhere(secret: bytes, filler: bytes) -> None:
     raw = slurm_job(b"#!/bin/sh\n", [b"A_TOKEN=" + secret, b"SLURM_RLIMIT_X=" + secret,
                                      b"NOTE=" + filler])
-    event = build_event(raw, SETTINGS, READ_MS)
+    event = build_job_event(raw, SETTINGS, READ_MS).event
     assert secret not in everything_carried(event)
     assert b"NOTE=" + filler + b"\0" in spool_bytes(event)
 
@@ -219,7 +220,7 @@ def test_leaked_secrets_leave_neither_the_event_nor_the_environment_file_copy() 
     rebuilt on decoding from the masked environment (schema version 3)."""
     raw = slurm_job(b"#!/bin/sh\n", [b"USER=alice", *(entry for entry, _ in LEAKED)])
     codec = JobEventCodec()
-    encoded = codec.encode(build_event(raw, DEFAULT_SETTINGS, READ_MS))
+    encoded = codec.encode(build_job_event(raw, DEFAULT_SETTINGS, READ_MS).event)
     event = codec.decode(encoded)
     carried = everything_carried(event)
     for _, secret in LEAKED:
@@ -233,14 +234,14 @@ def test_leaked_secrets_leave_neither_the_event_nor_the_environment_file_copy() 
 
 def test_a_missing_environment_file_gives_an_empty_environment() -> None:
     raw = RawJob(Scheduler.SLURM, "1", SUBMIT_MS, (SpoolFile("script", b"echo\0"),))
-    event = build_event(raw, SETTINGS, READ_MS)
+    event = build_job_event(raw, SETTINGS, READ_MS).event
     assert (event.environment, [f.name for f in event.spool_files]) == (b"", ["script"])
 
 
 def test_a_read_without_script_cannot_become_an_event() -> None:
     raw = RawJob(Scheduler.SLURM, "1", SUBMIT_MS, ())
     with pytest.raises(SpoolReadError) as caught:
-        build_event(raw, SETTINGS, READ_MS)
+        build_job_event(raw, SETTINGS, READ_MS)
     assert caught.value.reason == "malformed"
 
 
@@ -253,7 +254,7 @@ def test_settings_require_a_positive_script_limit() -> None:
 
 def torque_event(jobs_dir: Path, base: str, settings: EventSettings = SETTINGS) -> JobEvent:
     raw = dataclasses.replace(read_torque_job(jobs_dir, base), submit_time_ms=SUBMIT_MS)
-    return build_event(raw, settings, READ_MS)
+    return build_job_event(raw, settings, READ_MS).event
 
 
 def test_torque_job_metadata_comes_from_the_job_record() -> None:

@@ -19,7 +19,7 @@ from producer.config import load_producer_config
 from producer.cull import Span, unpack_element
 from producer.environment import EnvPolicy, apply_policy
 from producer.errors import REASON_MALFORMED, REASON_VANISHED, JobIncompleteError, SpoolReadError
-from producer.events import EventSettings, build_event
+from producer.events import EventSettings, build_job_event
 from producer.gridengine_record import (
     JB_ACCOUNT,
     JB_DESCRIPTOR_8_1_9,
@@ -71,7 +71,7 @@ def lay_out(spool: Path, case: str, job_id: int | None = None) -> JobRef:
 def event_of(spool: Path, case: str, settings: EventSettings = SETTINGS) -> JobEvent:
     job = lay_out(spool, case)
     assert job.base is not None
-    return build_event(read_gridengine_job(job.directory, job.base), settings, READ_MS)
+    return build_job_event(read_gridengine_job(job.directory, job.base), settings, READ_MS).event
 
 
 def entries(event: JobEvent) -> list[bytes]:
@@ -174,8 +174,8 @@ def test_leaked_secrets_leave_neither_the_encoded_event_nor_its_rebuilt_spool_fi
     for entry, _ in LEAKED:
         assert entry in environment_entries(parse_job_record(record))
     codec = JobEventCodec()
-    encoded = codec.encode(build_event(read_gridengine_job(job.directory, job.base), SETTINGS,
-                                       READ_MS))
+    encoded = codec.encode(build_job_event(read_gridengine_job(job.directory, job.base), SETTINGS,
+                                       READ_MS).event)
     event = codec.decode(encoded)
     for _, secret in LEAKED:
         assert secret not in encoded

@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from producer.environment import DEFAULT_REDACT, EnvPolicy, render_slurm_environment_file
-from producer.events import EventSettings, build_event
+from producer.events import EventSettings, build_job_event
 from producer.jobs import JobRef
 from producer.read_outcomes import ReadEvent, read_job
 from producer.reader_processes import JobReaders
@@ -146,15 +146,15 @@ def spoofed_job(job_id: str) -> RawJob:
 
 
 def test_a_spoofed_user_stays_a_claim_and_the_owner_is_the_schedulers() -> None:
-    event = build_event(spoofed_job("4711"), SETTINGS, 1,
-                        JobOwner("alice", 1000, OwnerSource.SCHEDULER))
+    event = build_job_event(spoofed_job("4711"), SETTINGS, 1,
+                        JobOwner("alice", 1000, OwnerSource.SCHEDULER)).event
     assert (event.user, event.user_source) == ("bob", UserSource.USER)
     assert (event.owner, event.owner_uid, event.owner_source) == (
         "alice", 1000, OwnerSource.SCHEDULER)
 
 
 def test_a_slurm_job_without_a_scheduler_owner_is_unknown_never_the_claim() -> None:
-    event = build_event(spoofed_job("4711"), SETTINGS, 1)
+    event = build_job_event(spoofed_job("4711"), SETTINGS, 1).event
     assert event.user == "bob"
     assert (event.owner, event.owner_uid, event.owner_source) == (
         None, None, OwnerSource.UNKNOWN)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter
 
 from producer.environment import DEFAULT_REDACT, EnvPolicy, render_slurm_environment_file
-from producer.events import EventSettings, build_event
+from producer.events import EventSettings, build_job_event
 from producer.jobs import JobRef
 from producer.read_outcomes import ReadEvent
 from producer.reader_processes import JobReaders
@@ -99,7 +99,7 @@ def test_a_file_that_differs_by_one_byte_is_carried_as_stored(content: bytes) ->
 
 def test_real_slurm_job_with_redaction_decodes_to_the_files_version_1_carried() -> None:
     """The rebuilt environment file is the REDACTED one the producer would have carried."""
-    event = build_event(read_slurm_job(REAL_SLURM_JOB), SETTINGS, 1_700_000_000_999)
+    event = build_job_event(read_slurm_job(REAL_SLURM_JOB), SETTINGS, 1_700_000_000_999).event
     assert event.redacted_keys  # the job has secrets: redaction changed the file
     from_v3, from_v1 = V3.decode(V3.encode(event)), V1.decode(V1.encode(event))
     assert from_v3.spool_files == from_v1.spool_files == event.spool_files
@@ -109,7 +109,7 @@ def test_real_slurm_job_with_redaction_decodes_to_the_files_version_1_carried() 
 
 
 def test_version_3_leaves_out_the_bytes_of_slurms_two_files() -> None:
-    event = build_event(read_slurm_job(REAL_SLURM_JOB), SETTINGS, 1_700_000_000_999)
+    event = build_job_event(read_slurm_job(REAL_SLURM_JOB), SETTINGS, 1_700_000_000_999).event
     repeated = sum(len(f.content) for f in event.spool_files)
     # A rebuilt file still costs two bytes: its recipe's index and its empty content's length.
     assert len(V1.encode(event)) - len(V3.encode(event)) >= repeated - 2 * len(event.spool_files)
@@ -117,7 +117,7 @@ def test_version_3_leaves_out_the_bytes_of_slurms_two_files() -> None:
 
 def test_torque_script_travels_as_a_recipe_and_job_records_are_carried() -> None:
     raw: RawJob = read_torque_job(TORQUE_JOBS, "4713[].torque01.cluster.example")
-    event = build_event(raw, SETTINGS, 1_700_000_000_999)
+    event = build_job_event(raw, SETTINGS, 1_700_000_000_999).event
     data = V3.encode(event)
     assert {f["name"]: f["rebuild"] for f in wire_spool_files(data)} == {
         f.name: "SCRIPT" if f.name.endswith(".SC") else "CARRIED" for f in event.spool_files}
