@@ -38,6 +38,7 @@ from runtime.config import (
     add_setting_arguments,
     config_from_arguments,
     unknown_environment,
+    unknown_variable_text,
     usage_parser,
 )
 from runtime.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
@@ -303,8 +304,8 @@ def _report_misspelt_environment(stderr: TextIO) -> None:
     # SARCHIVE_* variables too, which sarchive rightly ignores.
     for variable, suggestion in unknown_environment(QueryConfig):
         if suggestion:
-            print(f"sarchive: {variable} is set but names no setting (did you mean"
-                  f" {suggestion}?): it is ignored", file=stderr)
+            print(f"sarchive: {unknown_variable_text(variable, suggestion)}: it is ignored",
+                  file=stderr)
 
 
 _COMMANDS = {"show": _show, "diff": _diff, "search": _search, "modules": _modules}

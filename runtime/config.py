@@ -263,6 +263,14 @@ def unknown_environment(config_type: type[Any], environ: Mapping[str, str] | Non
             for name in unknown]
 
 
+def unknown_variable_text(variable: str, suggestion: str | None, prog: str | None = None) -> str:
+    """How an unknown SARCHIVE_* variable is reported (unknown_environment's pairs), naming
+    the program it is unknown to, if given, and the setting it likely meant."""
+    of = f" of {prog}" if prog else ""
+    hint = f" (did you mean {suggestion}?)" if suggestion else ""
+    return f"{variable} is set but names no setting{of}{hint}"
+
+
 def secret_value(value: str | None, file: Path | None, setting_name: str) -> str | None:
     """A secret given directly or, preferably, in a file (its first line) kept out of the
     process list and the environment."""

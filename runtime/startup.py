@@ -23,7 +23,13 @@ from typing import Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry
 
-from runtime.config import ConfigError, describe_config, load_config, unknown_environment
+from runtime.config import (
+    ConfigError,
+    describe_config,
+    load_config,
+    unknown_environment,
+    unknown_variable_text,
+)
 from runtime.errors import ServiceFatalError
 from runtime.exits import EXIT_CONFIG, EXIT_FAILURE
 from runtime.logs import LogSettings, ReopenableFileHandler, configure_logging
@@ -79,8 +85,7 @@ def run_console_script(
     except ConfigError as exc:
         # Logging is not set up (or is what failed): stderr is all there is. A misspelt
         # variable may be the cause (SARCHIVE_CLUSTR leaves cluster unset): said on the line.
-        misspelt = "".join(f"; {variable} is set but names no setting (did you mean"
-                           f" {suggestion}?)"
+        misspelt = "".join(f"; {unknown_variable_text(variable, suggestion)}"
                            for variable, suggestion in unknown_environment(config_type, environ)
                            if suggestion)
         print(f"{script.prog}: configuration error: {exc}{misspelt}", file=sys.stderr)
@@ -89,9 +94,7 @@ def run_console_script(
     log.info("%s %s starting with %s", script.prog, VERSION, described,
              extra={"config": described})
     for variable, suggestion in unknown_environment(config_type, environ):
-        hint = f" (did you mean {suggestion}?)" if suggestion else ""
-        log.warning("%s is set but names no setting of %s%s: it is ignored", variable,
-                    script.prog, hint)
+        log.warning("%s: it is ignored", unknown_variable_text(variable, suggestion, script.prog))
     registry = CollectorRegistry()
     register_build_info(registry, script.prog)
     try:
